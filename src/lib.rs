@@ -1,1 +1,20 @@
-//! stripe-worker library.
+//! stripe-worker: turns Stripe billing events into correct, queryable billing state.
+//!
+//! The pipeline, top to bottom:
+//! - [`event`] decodes a queue message (an EventBridge envelope or a bare Stripe event)
+//!   into one [`event::NormalisedEvent`];
+//! - [`routing`] is the one definition of which domain queue each event type goes to,
+//!   rendered as EventBridge patterns and matched by [`pattern`];
+//! - [`tenant`] resolves the tenant from trusted channels only;
+//! - [`handlers`] turn objects into state changes, [`hydrate`] fetches thin events' objects;
+//! - [`worker`] polls the queues, dedupes, applies and acknowledges;
+//! - [`backend`] holds the seams and their memory, SQLite and AWS implementations.
+
+pub mod backend;
+pub mod domain;
+pub mod event;
+pub mod handlers;
+pub mod hydrate;
+pub mod pattern;
+pub mod routing;
+pub mod tenant;

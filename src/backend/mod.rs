@@ -1,0 +1,444 @@
+//! The backend seams: narrow traits for what the pipeline needs from a queue, a dedupe
+//! store, a state store and an event bus, and the [`Backend`] bundle the worker runs on.
+//!
+//! Three implementations sit behind them: [`memory`] (tests and benches), [`sqlite`] (the
+//! embedded default) and [`aws`] (SQS, DynamoDB, EventBridge). The code above these traits
+//! is the same for all three; `tests/conformance/` checks each against one suite.
+
+pub mod aws;
+pub mod local_bus;
+pub mod memory;
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::domain::Domain;
+
+/// What went wrong in a backend call, split by what the caller should do about it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BackendError {
+    /// The service asked us to slow down (SQS/DynamoDB throttling, SQLite busy).
+    #[error("{operation}: throttled: {message}")]
+    Throttled {
+        operation: &'static str,
+        message: String,
+    },
+    /// A failure that may succeed if tried again (timeouts, 5xx, connection errors).
+    #[error("{operation}: transient failure: {message}")]
+    Transient {
+        operation: &'static str,
+        message: String,
+    },
+    /// A failure that will not succeed if tried again (bad configuration, missing queue,
+    /// access denied, invalid request).
+    #[error("{operation}: {message}")]
+    Permanent {
+        operation: &'static str,
+        message: String,
+    },
+    /// A dedupe lease was taken over by another worker: our fencing token no longer holds.
+    #[error("{operation}: lease lost: the dedupe claim is held by another worker")]
+    LeaseLost { operation: &'static str },
+}
+
+impl BackendError {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            BackendError::Throttled { .. } | BackendError::Transient { .. }
+        )
+    }
+
+    /// Whether the service asked us to slow down.
+    pub fn is_throttle(&self) -> bool {
+        matches!(self, BackendError::Throttled { .. })
+    }
+
+    /// The operation that failed, a bounded label.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            BackendError::Throttled { operation, .. }
+            | BackendError::Transient { operation, .. }
+            | BackendError::Permanent { operation, .. }
+            | BackendError::LeaseLost { operation } => operation,
+        }
+    }
+}
+
+/// The result type of every backend call.
+pub type BackendResult<T> = Result<T, BackendError>;
+
+/// An opaque handle for acting on one received message (an SQS receipt handle).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Receipt(pub String);
+
+/// A message taken from a queue, invisible to other receivers until its visibility
+/// timeout passes, it is deleted, or its visibility is changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedMessage {
+    /// The queue's id for the message (stable across receives).
+    pub message_id: String,
+    /// The handle for delete and visibility changes (new on every receive).
+    pub receipt: Receipt,
+    /// The message body: an EventBridge envelope, or anything a producer sent.
+    pub body: String,
+    /// How many times the message has been received, this receive included (from 1).
+    pub receive_count: u32,
+    /// When the message was first sent to the queue, ms since the epoch.
+    pub sent_at_ms: i64,
+    /// String message attributes (e.g. the dead-letter reason attributes).
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// Why a message was dead-lettered, sent along as message attributes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterReason {
+    /// A short, bounded code such as `decode_error`, `unknown_tenant`, `retries_exhausted`.
+    pub kind: String,
+    /// A human-readable explanation (truncated by backends to fit attribute limits).
+    pub message: String,
+    /// The handler that gave up, when one did.
+    pub handler: Option<String>,
+}
+
+/// The message attribute names a dead-lettered message carries.
+pub mod dlq_attributes {
+    /// [`super::DeadLetterReason::kind`].
+    pub const ERROR_KIND: &str = "stripe_worker.error_kind";
+    /// [`super::DeadLetterReason::message`].
+    pub const ERROR_MESSAGE: &str = "stripe_worker.error_message";
+    /// [`super::DeadLetterReason::handler`].
+    pub const HANDLER: &str = "stripe_worker.handler";
+    /// The name of the queue the message was dead-lettered from.
+    pub const SOURCE_QUEUE: &str = "stripe_worker.source_queue";
+    /// When the message was first sent to the source queue, ms since the epoch.
+    pub const FIRST_SEEN_MS: &str = "stripe_worker.first_seen_ms";
+    /// How many times the source queue had delivered it.
+    pub const RECEIVE_COUNT: &str = "stripe_worker.receive_count";
+    /// When it was dead-lettered, ms since the epoch.
+    pub const DEAD_LETTERED_MS: &str = "stripe_worker.dead_lettered_ms";
+}
+
+/// Which entries of a batch call failed; the others succeeded.
+#[derive(Debug, Default, Clone)]
+pub struct BatchFailures {
+    /// The failed entries with their errors.
+    pub failed: Vec<(Receipt, BackendError)>,
+}
+
+/// Approximate counts for one queue (SQS's `ApproximateNumberOfMessages*`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// Messages that a receive could return now.
+    pub visible: u64,
+    /// Messages received and not yet deleted or made visible again.
+    pub in_flight: u64,
+    /// Messages sent with a delay that has not yet passed.
+    pub delayed: u64,
+    /// Age of the oldest message, in seconds, where the backend can tell.
+    pub oldest_age_secs: Option<u64>,
+}
+
+/// A queue with SQS semantics: at-least-once delivery, visibility timeouts, receive counts
+/// and a dead-letter queue.
+pub trait Queue: Send + Sync + 'static {
+    /// The queue's name, for logs and DLQ attributes.
+    fn name(&self) -> &str;
+
+    /// Receive up to `max` (1..=10) messages, waiting up to `wait` for the first one.
+    fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> impl Future<Output = BackendResult<Vec<ReceivedMessage>>> + Send;
+
+    /// Delete a batch of up to 10 received messages (acknowledge them).
+    fn delete_batch(
+        &self,
+        receipts: &[Receipt],
+    ) -> impl Future<Output = BackendResult<BatchFailures>> + Send;
+
+    /// Change the visibility timeout of up to 10 received messages: extend it while work
+    /// goes on (heartbeat), set it for a backoff, or 0 to release a message now.
+    fn change_visibility_batch(
+        &self,
+        entries: &[(Receipt, Duration)],
+    ) -> impl Future<Output = BackendResult<BatchFailures>> + Send;
+
+    /// Send a message to this queue's dead-letter queue with the reason as attributes,
+    /// then delete it from this queue. Send comes first: a crash between the two leaves a
+    /// duplicate, never a loss.
+    fn dead_letter(
+        &self,
+        message: &ReceivedMessage,
+        reason: &DeadLetterReason,
+    ) -> impl Future<Output = BackendResult<()>> + Send;
+
+    /// Send a raw message body to this queue, visible after `delay`. Returns the message id.
+    fn send(
+        &self,
+        body: &str,
+        delay: Duration,
+    ) -> impl Future<Output = BackendResult<String>> + Send;
+
+    /// Approximate counts for this queue and for its dead-letter queue.
+    fn stats(&self) -> impl Future<Output = BackendResult<(QueueStats, QueueStats)>> + Send;
+}
+
+/// The dedupe key: one per tenant, handler and Stripe event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DedupeKey {
+    /// The tenant the event belongs to.
+    pub tenant: String,
+    /// The handler that applies it (each handler applies an event once).
+    pub handler: String,
+    /// [`crate::event::NormalisedEvent::dedupe_id`].
+    pub dedupe_id: String,
+}
+
+impl DedupeKey {
+    /// The single-string form stored by the backends: `tenant#handler#dedupe_id`.
+    pub fn storage_key(&self) -> String {
+        format!("{}#{}#{}", self.tenant, self.handler, self.dedupe_id)
+    }
+}
+
+/// Proof of holding a dedupe claim; complete and release succeed only with it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FencingToken(pub String);
+
+impl FencingToken {
+    /// A fresh random token.
+    pub fn new() -> Self {
+        FencingToken(uuid::Uuid::new_v4().simple().to_string())
+    }
+}
+
+impl Default for FencingToken {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The answer to a dedupe claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// We hold the claim until the lease ends; apply, then complete with the token.
+    Claimed(FencingToken),
+    /// The event was already applied by this handler: acknowledge it as a duplicate.
+    AlreadyDone,
+    /// Another worker holds an unexpired lease until this time (ms since the epoch).
+    InProgressElsewhere { until_ms: i64 },
+}
+
+/// Remembers which (tenant, handler, event) have been applied, with leases so that a
+/// crashed worker's claim expires and another can take over.
+pub trait DedupeStore: Send + Sync + 'static {
+    /// Claim `key`. Succeeds if absent, if in progress with a lease that ended before
+    /// `now_ms`, or if completed and past retention. Expiry is compared here, in code,
+    /// never left to a TTL sweeper.
+    fn claim(
+        &self,
+        key: &DedupeKey,
+        now_ms: i64,
+        lease: Duration,
+    ) -> impl Future<Output = BackendResult<Claim>> + Send;
+
+    /// Mark `key` applied, kept until `now_ms + retention`. Fails with
+    /// [`BackendError::LeaseLost`] unless `token` still holds the claim.
+    fn complete(
+        &self,
+        key: &DedupeKey,
+        token: &FencingToken,
+        now_ms: i64,
+        retention: Duration,
+    ) -> impl Future<Output = BackendResult<()>> + Send;
+
+    /// Give up a claim without applying, so another attempt can claim at once. A release
+    /// with a stale token does nothing.
+    fn release(
+        &self,
+        key: &DedupeKey,
+        token: &FencingToken,
+    ) -> impl Future<Output = BackendResult<()>> + Send;
+}
+
+/// One piece of billing state: the latest known version of one Stripe object for a tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateRecord {
+    /// The tenant that owns the record; part of every key.
+    pub tenant: String,
+    /// What the record describes: `subscription`, `invoice`, `payment_intent`, ...
+    pub kind: String,
+    /// The Stripe object id.
+    pub id: String,
+    /// The customer the object belongs to, for per-customer queries.
+    pub customer: Option<String>,
+    /// The as-of time of the version (event `created` for snapshots, fetch time for
+    /// hydrated objects), ms since the epoch.
+    pub as_of_ms: i64,
+    /// Breaks ties between writes with the same as-of: the larger string wins. The worker
+    /// uses the event's dedupe id, so the rule is deterministic across workers and replays.
+    pub tiebreak: String,
+    /// The record's fields, as the handler shaped them.
+    pub doc: Value,
+}
+
+impl StateRecord {
+    /// Whether this version should replace `existing`: a strictly later as-of, or the
+    /// same as-of and a strictly larger tiebreak. Equal versions do not replace each
+    /// other, which makes re-applying an event a no-op.
+    pub fn supersedes(&self, existing: &StateRecord) -> bool {
+        (self.as_of_ms, self.tiebreak.as_str()) > (existing.as_of_ms, existing.tiebreak.as_str())
+    }
+}
+
+/// What a conditional state write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The record was absent or older, and now holds the new version.
+    Written,
+    /// A version at least as new was already stored; nothing changed.
+    Stale,
+}
+
+/// Billing state per tenant, written only by conditional "newer wins" upserts.
+pub trait StateStore: Send + Sync + 'static {
+    /// Store `record` if no record with its key exists or it
+    /// [supersedes](StateRecord::supersedes) the stored one; one atomic step, no
+    /// read-modify-write race.
+    fn put_if_newer(
+        &self,
+        record: &StateRecord,
+    ) -> impl Future<Output = BackendResult<WriteOutcome>> + Send;
+
+    /// One record by key.
+    fn get(
+        &self,
+        tenant: &str,
+        kind: &str,
+        id: &str,
+    ) -> impl Future<Output = BackendResult<Option<StateRecord>>> + Send;
+
+    /// Every record of a tenant's customer (the customer record itself included), in
+    /// (kind, id) order.
+    fn by_customer(
+        &self,
+        tenant: &str,
+        customer: &str,
+    ) -> impl Future<Output = BackendResult<Vec<StateRecord>>> + Send;
+
+    /// Every record, or every record of one tenant, in (tenant, kind, id) order.
+    fn export(
+        &self,
+        tenant: Option<&str>,
+    ) -> impl Future<Output = BackendResult<Vec<StateRecord>>> + Send;
+}
+
+/// One event to put on a bus, as in an EventBridge `PutEvents` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BusEntry {
+    /// `stripe.webhook`, or `aws.partner/stripe.com/ed_...` for partner-shaped events.
+    pub source: String,
+    /// `Stripe Webhook Event`, or the Stripe event type on the partner path.
+    pub detail_type: String,
+    /// The detail, a JSON object serialised.
+    pub detail: String,
+    /// Resource ARNs, usually empty.
+    #[serde(default)]
+    pub resources: Vec<String>,
+}
+
+/// Which entries of a publish failed; the others were accepted.
+#[derive(Debug, Default, Clone)]
+pub struct PublishFailures {
+    /// Index into the published slice, and why it failed.
+    pub failed: Vec<(usize, BackendError)>,
+}
+
+/// An event bus whose rules route events into the domain queues.
+pub trait Bus: Send + Sync + 'static {
+    /// Publish a batch of entries. Returns the entries that were not accepted; the caller
+    /// re-sends only those.
+    fn publish(
+        &self,
+        entries: &[BusEntry],
+    ) -> impl Future<Output = BackendResult<PublishFailures>> + Send;
+}
+
+/// A value per domain, indexed by [`Domain`].
+#[derive(Debug, Clone)]
+pub struct PerDomain<T> {
+    /// The subscription domain's value.
+    pub subscription: T,
+    /// The payment domain's value.
+    pub payment: T,
+    /// The customer domain's value.
+    pub customer: T,
+}
+
+impl<T> PerDomain<T> {
+    /// Build one value per domain.
+    pub fn from_fn(mut f: impl FnMut(Domain) -> T) -> Self {
+        PerDomain {
+            subscription: f(Domain::Subscription),
+            payment: f(Domain::Payment),
+            customer: f(Domain::Customer),
+        }
+    }
+
+    /// The value for `domain`.
+    pub fn get(&self, domain: Domain) -> &T {
+        match domain {
+            Domain::Subscription => &self.subscription,
+            Domain::Payment => &self.payment,
+            Domain::Customer => &self.customer,
+        }
+    }
+
+    /// Fallible [`PerDomain::from_fn`].
+    pub fn try_from_fn<E>(mut f: impl FnMut(Domain) -> Result<T, E>) -> Result<Self, E> {
+        Ok(PerDomain {
+            subscription: f(Domain::Subscription)?,
+            payment: f(Domain::Payment)?,
+            customer: f(Domain::Customer)?,
+        })
+    }
+}
+
+/// Everything the worker runs on, for one backend kind. Cheap to clone.
+pub struct Backend<Q, D, S, B> {
+    /// One queue per domain.
+    pub queues: Arc<PerDomain<Q>>,
+    /// The dedupe store.
+    pub dedupe: Arc<D>,
+    /// The billing state store.
+    pub state: Arc<S>,
+    /// The event bus (publishing side).
+    pub bus: Arc<B>,
+}
+
+impl<Q, D, S, B> Clone for Backend<Q, D, S, B> {
+    fn clone(&self) -> Self {
+        Backend {
+            queues: Arc::clone(&self.queues),
+            dedupe: Arc::clone(&self.dedupe),
+            state: Arc::clone(&self.state),
+            bus: Arc::clone(&self.bus),
+        }
+    }
+}
+
+impl fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Receipt({})", self.0)
+    }
+}
