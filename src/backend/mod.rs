@@ -147,6 +147,18 @@ pub struct QueueStats {
     pub oldest_age_secs: Option<u64>,
 }
 
+/// How a queue is created: the attributes the SQS semantics depend on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueSpec {
+    /// The queue name (the DLQ is named `<name>-dlq`).
+    pub name: String,
+    /// How long a received message stays invisible before it is delivered again.
+    pub visibility_timeout: Duration,
+    /// After this many receives a message that is received again goes to the DLQ instead
+    /// (SQS `maxReceiveCount` of the redrive policy).
+    pub max_receive_count: u32,
+}
+
 /// A queue with SQS semantics: at-least-once delivery, visibility timeouts, receive counts
 /// and a dead-letter queue.
 pub trait Queue: Send + Sync + 'static {
@@ -372,6 +384,23 @@ pub trait Bus: Send + Sync + 'static {
         &self,
         entries: &[BusEntry],
     ) -> impl Future<Output = BackendResult<PublishFailures>> + Send;
+}
+
+/// Stores every envelope a bus accepted, for replay (EventBridge archives).
+pub trait Archive: Send + Sync + 'static {
+    /// Keep one delivered envelope (the JSON the rules matched), stamped with its time.
+    fn append(
+        &self,
+        envelope: &str,
+        time_ms: i64,
+    ) -> impl Future<Output = BackendResult<()>> + Send;
+
+    /// The envelopes whose time is in `from_ms..to_ms`, oldest first.
+    fn range(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> impl Future<Output = BackendResult<Vec<String>>> + Send;
 }
 
 /// A value per domain, indexed by [`Domain`].
