@@ -11,6 +11,8 @@
 //! - [`backend`] holds the seams and their memory, SQLite and AWS implementations.
 
 pub mod backend;
+pub mod clock;
+pub mod config;
 pub mod domain;
 pub mod event;
 pub mod handlers;
@@ -18,3 +20,4 @@ pub mod hydrate;
 pub mod pattern;
 pub mod routing;
 pub mod tenant;
+pub mod worker;

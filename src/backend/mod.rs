@@ -6,6 +6,7 @@
 //! is the same for all three; `tests/conformance/` checks each against one suite.
 
 pub mod aws;
+pub mod faults;
 pub mod local_bus;
 pub mod memory;
 pub mod sqlite;
@@ -469,5 +470,46 @@ impl<Q, D, S, B> Clone for Backend<Q, D, S, B> {
 impl fmt::Debug for Receipt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Receipt({})", self.0)
+    }
+}
+
+// Shared handles are backends too: a wrapper (such as fault injection) can hold an `Arc`
+// of a backend the rest of the process also uses.
+
+impl<T: DedupeStore> DedupeStore for Arc<T> {
+    async fn claim(&self, key: &DedupeKey, now_ms: i64, lease: Duration) -> BackendResult<Claim> {
+        (**self).claim(key, now_ms, lease).await
+    }
+
+    async fn complete(
+        &self,
+        key: &DedupeKey,
+        token: &FencingToken,
+        now_ms: i64,
+        retention: Duration,
+    ) -> BackendResult<()> {
+        (**self).complete(key, token, now_ms, retention).await
+    }
+
+    async fn release(&self, key: &DedupeKey, token: &FencingToken) -> BackendResult<()> {
+        (**self).release(key, token).await
+    }
+}
+
+impl<T: StateStore> StateStore for Arc<T> {
+    async fn put_if_newer(&self, record: &StateRecord) -> BackendResult<WriteOutcome> {
+        (**self).put_if_newer(record).await
+    }
+
+    async fn get(&self, tenant: &str, kind: &str, id: &str) -> BackendResult<Option<StateRecord>> {
+        (**self).get(tenant, kind, id).await
+    }
+
+    async fn by_customer(&self, tenant: &str, customer: &str) -> BackendResult<Vec<StateRecord>> {
+        (**self).by_customer(tenant, customer).await
+    }
+
+    async fn export(&self, tenant: Option<&str>) -> BackendResult<Vec<StateRecord>> {
+        (**self).export(tenant).await
     }
 }

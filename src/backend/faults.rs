@@ -1,0 +1,165 @@
+//! Fault injection: a wrapper that makes a share of a backend's calls fail with transient
+//! or throttling errors, seeded so a run can be repeated. Used by the demo, tests and
+//! benchmarks to show that faults end retried, never lost.
+//!
+//! Faults are injected before the call reaches the wrapped backend, so a failed call had
+//! no effect (like a request that never arrived).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::{
+    BackendError, BackendResult, BatchFailures, Bus, BusEntry, Claim, DeadLetterReason,
+    DedupeKey, DedupeStore, FencingToken, PublishFailures, Queue, QueueStats, Receipt,
+    ReceivedMessage, StateRecord, StateStore, WriteOutcome,
+};
+
+/// A backend whose calls fail at the given rate.
+pub struct Faulty<T> {
+    inner: T,
+    /// Share of calls that fail, 0.0 to 1.0.
+    rate: f64,
+    /// Share of the failures that are throttling rather than transient errors.
+    throttle_share: f64,
+    rng: Mutex<StdRng>,
+    injected: AtomicU64,
+}
+
+impl<T> Faulty<T> {
+    /// Wrap `inner`, failing `rate` of calls (a quarter of them as throttling).
+    pub fn new(inner: T, rate: f64, seed: u64) -> Self {
+        Faulty {
+            inner,
+            rate: rate.clamp(0.0, 1.0),
+            throttle_share: 0.25,
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            injected: AtomicU64::new(0),
+        }
+    }
+
+    /// How many faults were injected so far.
+    pub fn injected(&self) -> u64 {
+        self.injected.load(Ordering::Relaxed)
+    }
+
+    /// The wrapped backend.
+    pub fn inner(&self) -> &T {
+        &self.inner
+    }
+
+    /// Decide whether this call fails.
+    fn fault(&self, operation: &'static str) -> BackendResult<()> {
+        let (fail, throttle) = {
+            let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+            (rng.random_bool(self.rate), rng.random_bool(self.throttle_share))
+        };
+        if !fail {
+            return Ok(());
+        }
+        self.injected.fetch_add(1, Ordering::Relaxed);
+        let message = "injected fault".to_owned();
+        Err(if throttle {
+            BackendError::Throttled { operation, message }
+        } else {
+            BackendError::Transient { operation, message }
+        })
+    }
+}
+
+impl<T: DedupeStore> DedupeStore for Faulty<T> {
+    async fn claim(&self, key: &DedupeKey, now_ms: i64, lease: Duration) -> BackendResult<Claim> {
+        self.fault("dedupe.claim")?;
+        self.inner.claim(key, now_ms, lease).await
+    }
+
+    async fn complete(
+        &self,
+        key: &DedupeKey,
+        token: &FencingToken,
+        now_ms: i64,
+        retention: Duration,
+    ) -> BackendResult<()> {
+        self.fault("dedupe.complete")?;
+        self.inner.complete(key, token, now_ms, retention).await
+    }
+
+    async fn release(&self, key: &DedupeKey, token: &FencingToken) -> BackendResult<()> {
+        self.fault("dedupe.release")?;
+        self.inner.release(key, token).await
+    }
+}
+
+impl<T: StateStore> StateStore for Faulty<T> {
+    async fn put_if_newer(&self, record: &StateRecord) -> BackendResult<WriteOutcome> {
+        self.fault("state.put")?;
+        self.inner.put_if_newer(record).await
+    }
+
+    async fn get(&self, tenant: &str, kind: &str, id: &str) -> BackendResult<Option<StateRecord>> {
+        self.fault("state.get")?;
+        self.inner.get(tenant, kind, id).await
+    }
+
+    async fn by_customer(&self, tenant: &str, customer: &str) -> BackendResult<Vec<StateRecord>> {
+        self.fault("state.query")?;
+        self.inner.by_customer(tenant, customer).await
+    }
+
+    async fn export(&self, tenant: Option<&str>) -> BackendResult<Vec<StateRecord>> {
+        // Reads for reports are not the subject of fault tests.
+        self.inner.export(tenant).await
+    }
+}
+
+impl<T: Queue> Queue for Faulty<T> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    async fn receive(&self, max: usize, wait: Duration) -> BackendResult<Vec<ReceivedMessage>> {
+        self.fault("queue.receive")?;
+        self.inner.receive(max, wait).await
+    }
+
+    async fn delete_batch(&self, receipts: &[Receipt]) -> BackendResult<BatchFailures> {
+        self.fault("queue.delete")?;
+        self.inner.delete_batch(receipts).await
+    }
+
+    async fn change_visibility_batch(
+        &self,
+        entries: &[(Receipt, Duration)],
+    ) -> BackendResult<BatchFailures> {
+        self.fault("queue.change_visibility")?;
+        self.inner.change_visibility_batch(entries).await
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &ReceivedMessage,
+        reason: &DeadLetterReason,
+    ) -> BackendResult<()> {
+        self.fault("queue.dead_letter")?;
+        self.inner.dead_letter(message, reason).await
+    }
+
+    async fn send(&self, body: &str, delay: Duration) -> BackendResult<String> {
+        self.fault("queue.send")?;
+        self.inner.send(body, delay).await
+    }
+
+    async fn stats(&self) -> BackendResult<(QueueStats, QueueStats)> {
+        self.inner.stats().await
+    }
+}
+
+impl<T: Bus> Bus for Faulty<T> {
+    async fn publish(&self, entries: &[BusEntry]) -> BackendResult<PublishFailures> {
+        self.fault("bus.publish")?;
+        self.inner.publish(entries).await
+    }
+}

@@ -1,0 +1,232 @@
+//! Command bodies. Each is generic over the backend seams; [`with_backend!`] opens the
+//! backend the arguments name and runs the body on it.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use super::{BackendArgs, BackendKind, Command, DemoArgs, ExportArgs, PublishArgs, RunArgs, StateCommand, StatusArgs};
+use crate::app::{cancel_when_idle, open_local};
+use crate::backend::{Backend, Bus, BusEntry, DedupeStore, Queue, StateStore};
+use crate::clock::system_clock;
+use crate::config::Config;
+use crate::demo::runner::{DemoOptions, publish_all, render_summary, run_demo};
+use crate::domain::Domain;
+use crate::event::envelope::entry_from_envelope;
+use crate::handlers::standard_handlers;
+use crate::state_view::{customer_status, export_document};
+use crate::worker::{PoolSettings, ProcessSettings, Processor, WorkerStats, run_pool};
+
+/// Load the configuration the backend arguments name (file, then environment).
+fn load_config(args: &BackendArgs) -> anyhow::Result<Config> {
+    Ok(Config::load(args.config.as_deref(), std::env::vars())?)
+}
+
+/// Open the backend `$args` names with `$config`, bind it to `$backend`, evaluate `$body`.
+macro_rules! with_backend {
+    ($args:expr, $config:expr, |$backend:ident| $body:expr) => {
+        match $args.backend {
+            BackendKind::Local => {
+                let $backend = open_local(&$args.data_dir, $config, system_clock())
+                    .with_context(|| format!("opening the embedded backend in {}", $args.data_dir.display()))?;
+                $body.await
+            }
+            BackendKind::Aws => {
+                let $backend = crate::backend::aws::connect_from_env(&$args.prefix, $config)
+                    .await
+                    .with_context(|| format!("connecting to the AWS backend with prefix `{}`", $args.prefix))?;
+                $body.await
+            }
+        }
+    };
+}
+
+/// Run one command.
+pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    let mut stdout = std::io::stdout().lock();
+    match command {
+        Command::Demo(args) => demo(args).await,
+        Command::Run(args) => {
+            let config = load_config(&args.backend)?;
+            with_backend!(args.backend, &config, |backend| run_worker(backend, &config, &args))
+        }
+        Command::Publish(args) => {
+            let config = load_config(&args.backend)?;
+            with_backend!(args.backend, &config, |backend| publish(backend, &args))
+        }
+        Command::Status(args) => {
+            let config = load_config(&args.backend)?;
+            with_backend!(args.backend, &config, |backend| status(backend, &args))
+        }
+        Command::State { command: StateCommand::Export(args) } => {
+            let config = load_config(&args.backend)?;
+            with_backend!(args.backend, &config, |backend| export(backend, &args))
+        }
+        Command::Routes(args) => super::routes::run_routes(args, &mut stdout),
+        Command::Pattern(args) => super::routes::run_pattern(args, &mut stdout),
+    }
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!((0.0..=0.5).contains(&args.fault_rate), "--fault-rate must be between 0 and 0.5");
+    anyhow::ensure!(args.tenants >= 1, "--tenants must be at least 1");
+    let report = run_demo(DemoOptions {
+        events: args.events,
+        tenants: args.tenants,
+        seed: args.seed,
+        data_dir: args.data_dir,
+        fault_rate: args.fault_rate,
+        progress: !args.json,
+    })
+    .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render_summary(&report));
+    }
+    Ok(if report.state_matches { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Cancel `token` on SIGINT or SIGTERM.
+fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(error) => {
+                    tracing::error!(%error, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    token.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down: no new receives; draining in-flight messages");
+        token.cancel();
+    });
+}
+
+async fn run_worker<Q: Queue, D: DedupeStore, S: StateStore, B: Bus>(
+    backend: Backend<Q, D, S, B>,
+    config: &Config,
+    args: &RunArgs,
+) -> anyhow::Result<ExitCode> {
+    let stats = Arc::new(WorkerStats::default());
+    let processor = Arc::new(Processor::new(
+        standard_handlers(),
+        Arc::clone(&backend.dedupe),
+        Arc::clone(&backend.state),
+        None,
+        config.tenants.clone(),
+        ProcessSettings::from_config(config),
+        system_clock(),
+        Arc::clone(&stats),
+    ));
+    let mut settings = PoolSettings::from_config(config);
+    if !args.domains.is_empty() {
+        settings.domains = args.domains.clone();
+    }
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone());
+    if args.until_idle {
+        tokio::spawn(cancel_when_idle(
+            Arc::clone(&backend.queues),
+            Arc::clone(&stats),
+            Duration::from_secs(args.idle_secs),
+            shutdown.clone(),
+        ));
+    }
+    tracing::info!(domains = ?settings.domains, "worker started");
+    run_pool(Arc::clone(&backend.queues), processor, settings, shutdown).await;
+    let summary = stats.snapshot();
+    tracing::info!(
+        received = summary.received,
+        applied = summary.applied,
+        duplicates = summary.duplicates,
+        ignored = summary.ignored,
+        dead_lettered = summary.dead_lettered,
+        "worker stopped"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn publish<Q: Queue, D, S, B: Bus>(
+    backend: Backend<Q, D, S, B>,
+    args: &PublishArgs,
+) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    let mut invalid = 0usize;
+    let mut entries: Vec<BusEntry> = Vec::new();
+    let mut sent_raw = 0usize;
+    for (index, line) in text.lines().enumerate() {
+        let line_no = index + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        if let Some(domain) = args.to_queue {
+            backend.queues.get(domain).send(line, Duration::ZERO).await?;
+            sent_raw += 1;
+            continue;
+        }
+        let parsed = serde_json::from_str::<serde_json::Value>(line)
+            .map_err(|e| e.to_string())
+            .and_then(|v| entry_from_envelope(&v).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(entry) => entries.push(entry),
+            Err(error) => {
+                invalid += 1;
+                eprintln!("{}:{line_no}: not a valid EventBridge envelope: {error}", args.file.display());
+            }
+        }
+    }
+    for chunk in entries.chunks(10) {
+        publish_all(backend.bus.as_ref(), chunk).await?;
+    }
+    match args.to_queue {
+        Some(domain) => println!("sent {sent_raw} messages to the {domain} queue"),
+        None => println!("published {} events; {invalid} invalid lines skipped", entries.len()),
+    }
+    Ok(if invalid == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+async fn status<Q, D, S: StateStore, B>(
+    backend: Backend<Q, D, S, B>,
+    args: &StatusArgs,
+) -> anyhow::Result<ExitCode> {
+    let records = backend.state.by_customer(&args.tenant, &args.customer).await?;
+    if records.is_empty() {
+        eprintln!("no billing state for customer {} of tenant {}", args.customer, args.tenant);
+        return Ok(ExitCode::from(1));
+    }
+    let status = customer_status(&records);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&status)?)?;
+    } else {
+        write!(out, "{status}")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn export<Q, D, S: StateStore, B>(
+    backend: Backend<Q, D, S, B>,
+    args: &ExportArgs,
+) -> anyhow::Result<ExitCode> {
+    let records = backend.state.export(args.tenant.as_deref()).await?;
+    println!("{}", serde_json::to_string_pretty(&export_document(&records))?);
+    Ok(ExitCode::SUCCESS)
+}
+

@@ -1,0 +1,216 @@
+//! The command line: parsing (clap) and dispatch to library functions. Each command that
+//! touches a backend works on the embedded backend (`--backend local`, the default) and on
+//! AWS (`--backend aws`); the code above the backend seams is the same.
+
+mod commands;
+pub mod routes;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::domain::Domain;
+
+/// Turns Stripe billing events into correct, queryable billing state.
+///
+/// Events arrive from Stripe webhooks (verified by `ingest`) and Stripe event destinations
+/// on Amazon EventBridge, are routed to one queue per domain (subscription, payment,
+/// customer), deduplicated, and applied to per-tenant state in order.
+///
+/// Start with `stripe-worker demo`: the whole pipeline on the embedded backend.
+#[derive(Debug, Parser)]
+#[command(name = "stripe-worker", version, propagate_version = true)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty, env = "STRIPE_WORKER_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole job on the embedded backend: generate a realistic stream, publish it on
+    /// every path with duplicates, shuffling, poison and faults, drain it, check the state.
+    Demo(DemoArgs),
+    /// Run the worker until stopped (SIGINT/SIGTERM drain in-flight messages first).
+    Run(RunArgs),
+    /// Put events on the bus (where the rules route them) or straight on a queue.
+    Publish(PublishArgs),
+    /// Show one customer's subscriptions and latest invoice.
+    Status(StatusArgs),
+    /// Billing state as a whole.
+    State {
+        /// What to do with the state.
+        #[command(subcommand)]
+        command: StateCommand,
+    },
+    /// Show the routing definition or the EventBridge patterns it renders.
+    Routes(routes::RoutesArgs),
+    /// Test EventBridge event patterns.
+    Pattern(routes::PatternArgs),
+}
+
+/// Where the backend is: the embedded SQLite files, or AWS.
+#[derive(Debug, Clone, Args)]
+pub struct BackendArgs {
+    /// `local`: SQLite files in --data-dir. `aws`: SQS, DynamoDB and EventBridge, found by
+    /// --prefix, with the standard AWS credential chain and AWS_ENDPOINT_URL.
+    #[arg(long, value_enum, default_value_t = BackendKind::Local, env = "STRIPE_WORKER_BACKEND")]
+    pub backend: BackendKind,
+    /// Directory of the embedded backend's files.
+    #[arg(long, default_value = "stripe-worker-data", env = "STRIPE_WORKER_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Name prefix of the AWS resources (e.g. `ai-nexus-dev-stripe`).
+    #[arg(long, default_value = "stripe-worker", env = "STRIPE_WORKER_PREFIX")]
+    pub prefix: String,
+    /// A TOML configuration file (see the README's configuration table).
+    #[arg(long, env = "STRIPE_WORKER_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// Which backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// The embedded SQLite backend.
+    Local,
+    /// SQS, DynamoDB and EventBridge.
+    Aws,
+}
+
+/// `demo` options.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// About how many Stripe events to generate.
+    #[arg(long, default_value_t = 20_000)]
+    pub events: usize,
+    /// How many tenants share the stream.
+    #[arg(long, default_value_t = 3)]
+    pub tenants: usize,
+    /// Seed for the generator, shuffling, duplicates and faults.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Keep the SQLite files here instead of a temporary directory.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Share of dedupe, state and Stripe API calls that fail transiently (0 to 1).
+    #[arg(long, default_value_t = 0.02)]
+    pub fault_rate: f64,
+    /// Print one JSON object instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `run` options.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Where the backend is.
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Exit 0 once every queue has stayed empty for --idle-secs (for scripts and tests).
+    #[arg(long)]
+    pub until_idle: bool,
+    /// With --until-idle: how long the queues must stay empty.
+    #[arg(long, default_value_t = 3)]
+    pub idle_secs: u64,
+    /// Only these domains' queues (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub domains: Vec<Domain>,
+}
+
+/// `publish` options.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// Where the backend is.
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// A JSON-lines file: one EventBridge envelope per line (as captured from a bus or an
+    /// SQS queue), or with --to-queue any message body.
+    #[arg(long)]
+    pub file: PathBuf,
+    /// Send each line as a raw message body straight to this domain's queue, bypassing the
+    /// bus and its rules.
+    #[arg(long)]
+    pub to_queue: Option<Domain>,
+}
+
+/// `status` options.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Where the backend is.
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// The tenant.
+    #[arg(long)]
+    pub tenant: String,
+    /// The Stripe customer id.
+    #[arg(long)]
+    pub customer: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `state` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Print the whole billing state as one JSON document (for audits and comparisons).
+    Export(ExportArgs),
+}
+
+/// `state export` options.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Where the backend is.
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Only this tenant.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Print JSON (the only format; accepted for clarity in scripts).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parse the command line, run the command, and map errors to exit codes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,stripe_worker=info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,246 @@
+//! Configuration in layers: built-in defaults, then an optional TOML file, then
+//! `STRIPE_WORKER_*` environment variables; validated once at start.
+//!
+//! Every knob has one name, used in the file (inside its section) and, upper-cased with
+//! the `STRIPE_WORKER_` prefix, in the environment: `max_in_flight` in `[worker]` is
+//! `STRIPE_WORKER_MAX_IN_FLIGHT`. The README's configuration table lists them all.
+
+mod env;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::tenant::TenantConfig;
+
+pub use env::apply_env;
+
+/// A configuration problem, reported at start with the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    /// An environment variable is unknown or its value does not parse.
+    #[error("environment variable {name}: {message}")]
+    Env { name: String, message: String },
+    /// A value is out of its allowed range.
+    #[error("invalid configuration: {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Worker pool and queue behaviour.
+    pub worker: WorkerConfig,
+    /// Dedupe leases and retention.
+    pub dedupe: DedupeConfig,
+    /// Retries of transient failures.
+    pub retry: RetryConfig,
+    /// Which tenant each event belongs to.
+    pub tenants: TenantConfig,
+    /// Fetching objects from the Stripe API.
+    pub hydrate: HydrateConfig,
+}
+
+/// Worker pool and queue behaviour.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Concurrent long-polls per domain queue.
+    pub pollers_per_queue: usize,
+    /// Messages in flight per domain queue at most.
+    pub max_in_flight_per_queue: usize,
+    /// Messages in flight across all queues at most.
+    pub max_in_flight: usize,
+    /// Messages per receive, 1 to 10 (the SQS limit).
+    pub receive_batch_size: usize,
+    /// Long-poll wait, 0 to 20 seconds (the SQS limit).
+    pub wait_time_secs: u64,
+    /// The queues' visibility timeout; also sets the in-process retry budget and the
+    /// heartbeat (every half of it).
+    pub visibility_timeout_secs: u64,
+    /// Receives before a failing message goes to the DLQ (the redrive policy's
+    /// `maxReceiveCount`).
+    pub max_receive_count: u32,
+    /// On SIGTERM, how long in-flight messages may take to finish before they are released.
+    pub shutdown_grace_secs: u64,
+    /// How long a delete may wait for others to fill a batch of 10.
+    pub ack_flush_ms: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            pollers_per_queue: 2,
+            max_in_flight_per_queue: 64,
+            max_in_flight: 128,
+            receive_batch_size: 10,
+            wait_time_secs: 20,
+            visibility_timeout_secs: 30,
+            max_receive_count: 5,
+            shutdown_grace_secs: 20,
+            ack_flush_ms: 10,
+        }
+    }
+}
+
+/// Dedupe leases and retention.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupeConfig {
+    /// How long a claim holds before another worker may take it over (a crashed worker's
+    /// claim ends this long after it was made).
+    pub lease_secs: u64,
+    /// How long an applied event is remembered. Stripe retries webhooks for 3 days, so at
+    /// least 7 days are required.
+    pub retention_days: u64,
+}
+
+impl Default for DedupeConfig {
+    fn default() -> Self {
+        DedupeConfig { lease_secs: 60, retention_days: 7 }
+    }
+}
+
+/// Retries of transient failures, first in process, then by visibility timeout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// First in-process retry delay.
+    pub initial_delay_ms: u64,
+    /// Growth factor between in-process retries.
+    pub multiplier: f32,
+    /// Longest in-process retry delay.
+    pub max_delay_ms: u64,
+    /// In-process retries per message receive at most.
+    pub max_attempts: usize,
+    /// Visibility backoff after a failed receive: this times 2^(receive count - 1)...
+    pub visibility_backoff_base_secs: u64,
+    /// ...capped here.
+    pub visibility_backoff_max_secs: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial_delay_ms: 50,
+            multiplier: 2.0,
+            max_delay_ms: 2_000,
+            max_attempts: 4,
+            visibility_backoff_base_secs: 2,
+            visibility_backoff_max_secs: 300,
+        }
+    }
+}
+
+/// When the worker fetches the current object from the Stripe API.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HydrateMode {
+    /// Only for thin events, which carry no object.
+    #[default]
+    Thin,
+    /// For every event: strict current-state semantics at the cost of an API call each.
+    Always,
+}
+
+/// Fetching objects from the Stripe API.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HydrateConfig {
+    /// `thin` or `always`.
+    pub mode: HydrateMode,
+}
+
+impl Config {
+    /// Defaults, then `file` if given, then the environment; validated.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = match file {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        apply_env(&mut config, env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parse a TOML file; unknown keys are errors.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Check every value's range, naming the key at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let w = &self.worker;
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid { key, message: message.to_owned() })
+        };
+        if w.pollers_per_queue == 0 {
+            return invalid("pollers_per_queue", "must be at least 1");
+        }
+        if !(1..=10).contains(&w.receive_batch_size) {
+            return invalid("receive_batch_size", "must be 1 to 10 (the SQS limit)");
+        }
+        if w.wait_time_secs > 20 {
+            return invalid("wait_time_secs", "must be 0 to 20 (the SQS limit)");
+        }
+        if !(1..=43_200).contains(&w.visibility_timeout_secs) {
+            return invalid("visibility_timeout_secs", "must be 1 to 43200 (the SQS limit)");
+        }
+        if w.max_in_flight_per_queue == 0 || w.max_in_flight == 0 {
+            return invalid("max_in_flight", "in-flight limits must be at least 1");
+        }
+        if w.max_receive_count == 0 {
+            return invalid("max_receive_count", "must be at least 1");
+        }
+        if self.dedupe.retention_days < 7 {
+            return invalid(
+                "retention_days",
+                "must be at least 7: Stripe retries deliveries for 3 days",
+            );
+        }
+        if self.dedupe.lease_secs == 0 {
+            return invalid("lease_secs", "must be at least 1");
+        }
+        let r = &self.retry;
+        if !(r.multiplier >= 1.0 && r.multiplier.is_finite()) {
+            return invalid("multiplier", "must be a number >= 1");
+        }
+        if r.initial_delay_ms == 0 || r.max_delay_ms < r.initial_delay_ms {
+            return invalid("max_delay_ms", "must be >= initial_delay_ms, both above 0");
+        }
+        if r.visibility_backoff_max_secs > 43_200 {
+            return invalid("visibility_backoff_max_secs", "must be at most 43200");
+        }
+        self.tenants.validate().map_err(|e| ConfigError::Invalid {
+            key: "tenants",
+            message: e.to_string(),
+        })
+    }
+
+    /// The visibility timeout as a duration.
+    pub fn visibility_timeout(&self) -> Duration {
+        Duration::from_secs(self.worker.visibility_timeout_secs)
+    }
+}

@@ -1,0 +1,331 @@
+//! The worker pool: pollers per domain queue, permits for backpressure, one task per
+//! message, outcomes turned into queue actions, heartbeats, and a graceful drain.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::acker::{AckSender, spawn_acker};
+use super::{DomainQueue, Outcome, Processor};
+use crate::backend::{DedupeStore, PerDomain, Queue, ReceivedMessage, StateStore};
+use crate::config::Config;
+use crate::domain::Domain;
+
+/// How the pool polls and drains.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// The domains whose queues are polled.
+    pub domains: Vec<Domain>,
+    /// Concurrent long-polls per queue.
+    pub pollers_per_queue: usize,
+    /// In-flight messages per queue at most.
+    pub max_in_flight_per_queue: usize,
+    /// In-flight messages across all queues at most.
+    pub max_in_flight: usize,
+    /// Messages per receive (1..=10).
+    pub receive_batch_size: usize,
+    /// Long-poll wait.
+    pub wait_time: Duration,
+    /// The queues' visibility timeout (heartbeats extend it by this much).
+    pub visibility_timeout: Duration,
+    /// Receives after which a message that is still failing goes to the DLQ.
+    pub max_receive_count: u32,
+    /// How long in-flight messages may take to finish at shutdown.
+    pub shutdown_grace: Duration,
+    /// How long a delete may wait to fill a batch.
+    pub ack_flush: Duration,
+}
+
+impl PoolSettings {
+    /// The settings a configuration describes, for every domain.
+    pub fn from_config(config: &Config) -> Self {
+        let w = &config.worker;
+        PoolSettings {
+            domains: Domain::ALL.to_vec(),
+            pollers_per_queue: w.pollers_per_queue,
+            max_in_flight_per_queue: w.max_in_flight_per_queue,
+            max_in_flight: w.max_in_flight,
+            receive_batch_size: w.receive_batch_size,
+            wait_time: Duration::from_secs(w.wait_time_secs),
+            visibility_timeout: config.visibility_timeout(),
+            max_receive_count: w.max_receive_count,
+            shutdown_grace: Duration::from_secs(w.shutdown_grace_secs),
+            ack_flush: Duration::from_millis(w.ack_flush_ms),
+        }
+    }
+}
+
+/// Run the pool until `shutdown` is cancelled, then drain: stop receiving, let in-flight
+/// messages finish within the grace period, release the rest, flush deletes.
+pub async fn run_pool<Q, D, S>(
+    queues: Arc<PerDomain<Q>>,
+    processor: Arc<Processor<D, S>>,
+    settings: PoolSettings,
+    shutdown: CancellationToken,
+) where
+    Q: Queue,
+    D: DedupeStore,
+    S: StateStore,
+{
+    let global = Arc::new(Semaphore::new(settings.max_in_flight));
+    // Cancelled when the grace period ends: tasks still running then release their message.
+    let hard_stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let mut pollers = Vec::new();
+    let mut ackers = Vec::new();
+    for &domain in &settings.domains {
+        let queue = DomainQueue::new(Arc::clone(&queues), domain);
+        let (acks, acker) = spawn_acker(queue.clone(), settings.ack_flush);
+        ackers.push(acker);
+        let per_queue = Arc::new(Semaphore::new(settings.max_in_flight_per_queue));
+        for _ in 0..settings.pollers_per_queue {
+            let poller = Poller {
+                queue: queue.clone(),
+                processor: Arc::clone(&processor),
+                settings: settings.clone(),
+                global: Arc::clone(&global),
+                per_queue: Arc::clone(&per_queue),
+                acks: acks.clone(),
+                tracker: tracker.clone(),
+                hard_stop: hard_stop.clone(),
+            };
+            pollers.push(tokio::spawn(poller.run(shutdown.clone())));
+        }
+    }
+    for poller in pollers {
+        if let Err(e) = poller.await {
+            tracing::error!(error = %e, "poller task failed");
+        }
+    }
+    tracker.close();
+    if tokio::time::timeout(settings.shutdown_grace, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            in_flight = processor.stats().in_flight(),
+            "shutdown grace period ended; releasing the messages still in flight"
+        );
+        hard_stop.cancel();
+        tracker.wait().await;
+    }
+    // Every poller and task has dropped its sender by now: each acker flushes and ends.
+    for acker in ackers {
+        if let Err(e) = acker.await {
+            tracing::error!(error = %e, "acknowledgement task failed");
+        }
+    }
+}
+
+/// One long-poll loop over one queue.
+struct Poller<Q, D, S> {
+    queue: DomainQueue<Q>,
+    processor: Arc<Processor<D, S>>,
+    settings: PoolSettings,
+    global: Arc<Semaphore>,
+    per_queue: Arc<Semaphore>,
+    acks: AckSender,
+    tracker: TaskTracker,
+    hard_stop: CancellationToken,
+}
+
+/// The permits one in-flight message holds; dropping them lets a poller receive again.
+struct Permits {
+    _queue: OwnedSemaphorePermit,
+    _global: OwnedSemaphorePermit,
+}
+
+impl<Q: Queue, D: DedupeStore, S: StateStore> Poller<Q, D, S> {
+    async fn run(self, shutdown: CancellationToken) {
+        let mut receive_errors = 0u32;
+        loop {
+            // Never receive more than we can start: take permits first.
+            let first = tokio::select! {
+                permits = self.acquire() => permits,
+                _ = shutdown.cancelled() => break,
+            };
+            let mut permits = vec![first];
+            while permits.len() < self.settings.receive_batch_size {
+                match self.try_acquire() {
+                    Some(p) => permits.push(p),
+                    None => break,
+                }
+            }
+            // A receive cut short by shutdown may have taken messages: they become visible
+            // again when their visibility timeout ends. Nothing is lost.
+            let received = tokio::select! {
+                r = self.queue.receive(permits.len(), self.settings.wait_time) => r,
+                _ = shutdown.cancelled() => break,
+            };
+            let messages = match received {
+                Ok(messages) => {
+                    receive_errors = 0;
+                    messages
+                }
+                Err(error) => {
+                    receive_errors += 1;
+                    let pause = Duration::from_millis(100 * 2u64.pow(receive_errors.min(6)));
+                    tracing::warn!(queue = self.queue.name(), %error, ?pause, "receive failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => continue,
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+            };
+            self.processor.stats().record_received(messages.len());
+            // Surplus permits (fewer messages than asked for) are dropped here.
+            for (message, permits) in messages.into_iter().zip(permits) {
+                self.tracker.spawn(handle_message(
+                    self.queue.clone(),
+                    Arc::clone(&self.processor),
+                    self.settings.clone(),
+                    message,
+                    self.acks.clone(),
+                    permits,
+                    self.hard_stop.clone(),
+                ));
+            }
+        }
+    }
+
+    async fn acquire(&self) -> Permits {
+        // Semaphores here are never closed, so acquiring cannot fail.
+        let queue = Arc::clone(&self.per_queue).acquire_owned().await.expect("semaphore open");
+        let global = Arc::clone(&self.global).acquire_owned().await.expect("semaphore open");
+        Permits { _queue: queue, _global: global }
+    }
+
+    fn try_acquire(&self) -> Option<Permits> {
+        let queue = Arc::clone(&self.per_queue).try_acquire_owned().ok()?;
+        let global = Arc::clone(&self.global).try_acquire_owned().ok()?;
+        Some(Permits { _queue: queue, _global: global })
+    }
+}
+
+/// Process one message, keep it invisible while that takes long, then act on the outcome.
+async fn handle_message<Q: Queue, D: DedupeStore, S: StateStore>(
+    queue: DomainQueue<Q>,
+    processor: Arc<Processor<D, S>>,
+    settings: PoolSettings,
+    message: ReceivedMessage,
+    acks: AckSender,
+    permits: Permits,
+    hard_stop: CancellationToken,
+) {
+    let started = tokio::time::Instant::now();
+    let domain = queue.domain();
+    let work = processor.process_one(domain, &message);
+    let outcome = tokio::select! {
+        outcome = with_heartbeat(&queue, &message, settings.visibility_timeout, work) => outcome,
+        _ = hard_stop.cancelled() => Outcome::Released,
+    };
+    processor.stats().record_outcome(&outcome, started.elapsed());
+    let now_ms = processor.now_ms();
+    settle(&queue, &processor, &settings, message, outcome, &acks, now_ms).await;
+    drop(permits);
+}
+
+/// Run `work`, extending the message's visibility every half timeout until it finishes,
+/// so a slow message is not delivered to a second worker meanwhile.
+async fn with_heartbeat<Q: Queue, T>(
+    queue: &DomainQueue<Q>,
+    message: &ReceivedMessage,
+    visibility_timeout: Duration,
+    work: impl Future<Output = T>,
+) -> T {
+    let period = (visibility_timeout / 2).max(Duration::from_millis(500));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            result = &mut work => return result,
+            _ = ticker.tick() => {
+                let entry = [(message.receipt.clone(), visibility_timeout)];
+                if let Err(error) = queue.change_visibility_batch(&entry).await {
+                    tracing::warn!(queue = queue.name(), %error, "visibility heartbeat failed");
+                }
+            }
+        }
+    }
+}
+
+/// Turn an outcome into the queue action: delete, change visibility, or dead-letter.
+async fn settle<Q: Queue, D: DedupeStore, S: StateStore>(
+    queue: &DomainQueue<Q>,
+    processor: &Processor<D, S>,
+    settings: &PoolSettings,
+    message: ReceivedMessage,
+    outcome: Outcome,
+    acks: &AckSender,
+    now_ms: i64,
+) {
+    let visibility = match outcome {
+        Outcome::Applied { .. } | Outcome::Duplicate | Outcome::Ignored { .. } => {
+            if acks.send(message.receipt).await.is_err() {
+                tracing::error!(queue = queue.name(), "acknowledgement task ended early");
+            }
+            return;
+        }
+        Outcome::DeadLetter(reason) => {
+            dead_letter(queue, processor, &message, &reason).await;
+            return;
+        }
+        Outcome::RetryLater { kind, message: error } => {
+            if message.receive_count >= settings.max_receive_count {
+                let reason = crate::backend::DeadLetterReason {
+                    kind: "retries_exhausted".to_owned(),
+                    message: format!(
+                        "still failing after {} receives: {kind}: {error}",
+                        message.receive_count
+                    ),
+                    handler: None,
+                };
+                dead_letter(queue, processor, &message, &reason).await;
+                return;
+            }
+            processor.settings().retry.visibility_backoff(message.receive_count)
+        }
+        Outcome::InProgressElsewhere { until_ms } => {
+            let wait_ms = (until_ms - now_ms).max(1_000) as u64;
+            Duration::from_millis(wait_ms).min(Duration::from_secs(43_200))
+        }
+        Outcome::Released => Duration::ZERO,
+    };
+    let entry = [(message.receipt.clone(), visibility)];
+    match queue.change_visibility_batch(&entry).await {
+        Ok(failures) if failures.failed.is_empty() => {}
+        Ok(_) | Err(_) => tracing::warn!(
+            queue = queue.name(),
+            message_id = message.message_id,
+            "could not change visibility; the message will be delivered again after its timeout"
+        ),
+    }
+}
+
+/// Send to the DLQ with the reason. If that fails the message stays in its queue and is
+/// delivered again after its visibility timeout: it is never dropped.
+async fn dead_letter<Q: Queue, D: DedupeStore, S: StateStore>(
+    queue: &DomainQueue<Q>,
+    processor: &Processor<D, S>,
+    message: &ReceivedMessage,
+    reason: &crate::backend::DeadLetterReason,
+) {
+    match queue.dead_letter(message, reason).await {
+        Ok(()) => {
+            processor.stats().record_dead_letter_reason(&reason.kind);
+            tracing::warn!(
+                queue = queue.name(),
+                message_id = message.message_id,
+                reason = reason.kind,
+                detail = reason.message,
+                "message dead-lettered"
+            );
+        }
+        Err(error) => tracing::error!(
+            queue = queue.name(),
+            message_id = message.message_id,
+            %error,
+            "dead-lettering failed; the message will be delivered again"
+        ),
+    }
+}

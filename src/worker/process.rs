@@ -1,0 +1,335 @@
+//! `process_one`: one message in, one [`Outcome`] out. The pool, the replay command and
+//! the tests all drive this step; it never touches the queue.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::Retryable;
+use serde_json::Value;
+
+use super::{Outcome, RetryPolicy, WorkerStats};
+use crate::backend::{
+    BackendError, Claim, DedupeKey, DedupeStore, FencingToken, ReceivedMessage, StateRecord,
+    StateStore, WriteOutcome,
+};
+use crate::clock::Clock;
+use crate::config::{Config, HydrateMode};
+use crate::domain::Domain;
+use crate::event::{EventObject, NormalisedEvent, ObjectRef, decode_message, envelope};
+use crate::handlers::Handler;
+use crate::hydrate::{HydrateError, Hydrator};
+use crate::tenant::TenantConfig;
+
+/// The settings `process_one` needs.
+#[derive(Debug, Clone)]
+pub struct ProcessSettings {
+    /// Dedupe lease per claim.
+    pub lease: Duration,
+    /// How long applied events are remembered.
+    pub retention: Duration,
+    /// In-process retries.
+    pub retry: RetryPolicy,
+    /// When to fetch objects from the Stripe API.
+    pub hydrate: HydrateMode,
+    /// Re-apply events the dedupe store says are done (replay `--reprocess`): safe because
+    /// state writes are ordered by as-of.
+    pub reprocess: bool,
+}
+
+impl ProcessSettings {
+    /// The settings a configuration describes.
+    pub fn from_config(config: &Config) -> Self {
+        ProcessSettings {
+            lease: Duration::from_secs(config.dedupe.lease_secs),
+            retention: Duration::from_secs(config.dedupe.retention_days * 86_400),
+            retry: RetryPolicy::from_config(config),
+            hydrate: config.hydrate.mode,
+            reprocess: false,
+        }
+    }
+}
+
+/// Everything needed to process a message: handlers, stores, tenants, hydrator, clock.
+pub struct Processor<D, S> {
+    handlers: Vec<Arc<dyn Handler>>,
+    dedupe: Arc<D>,
+    state: Arc<S>,
+    hydrator: Option<Arc<dyn Hydrator>>,
+    tenants: TenantConfig,
+    settings: ProcessSettings,
+    clock: Clock,
+    stats: Arc<WorkerStats>,
+}
+
+/// A failed I/O step inside `process_one`.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Hydrate(#[from] HydrateError),
+}
+
+impl StepError {
+    /// Whether the step may succeed if tried again.
+    fn is_retryable(&self) -> bool {
+        match self {
+            StepError::Backend(e) => e.is_retryable(),
+            StepError::Hydrate(e) => matches!(e, HydrateError::Transient { .. }),
+        }
+    }
+
+    /// What the message's outcome is when the step gives up.
+    fn into_outcome(self, handler: &str) -> Outcome {
+        match self {
+            StepError::Backend(e) if e.is_retryable() => Outcome::RetryLater {
+                kind: e.operation(),
+                message: e.to_string(),
+            },
+            StepError::Hydrate(HydrateError::Transient { object_id, message }) => {
+                Outcome::RetryLater {
+                    kind: "hydrate",
+                    message: format!("fetching {object_id}: {message}"),
+                }
+            }
+            StepError::Hydrate(HydrateError::Permanent { code, message, .. }) => {
+                Outcome::dead_letter(code, message, Some(handler))
+            }
+            StepError::Backend(e) => Outcome::dead_letter("backend_error", e.to_string(), Some(handler)),
+        }
+    }
+}
+
+impl<D: DedupeStore, S: StateStore> Processor<D, S> {
+    /// A processor over these handlers and stores.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        handlers: Vec<Arc<dyn Handler>>,
+        dedupe: Arc<D>,
+        state: Arc<S>,
+        hydrator: Option<Arc<dyn Hydrator>>,
+        tenants: TenantConfig,
+        settings: ProcessSettings,
+        clock: Clock,
+        stats: Arc<WorkerStats>,
+    ) -> Self {
+        Processor { handlers, dedupe, state, hydrator, tenants, settings, clock, stats }
+    }
+
+    /// The counters this processor updates.
+    pub fn stats(&self) -> &Arc<WorkerStats> {
+        &self.stats
+    }
+
+    /// The settings this processor runs with.
+    pub fn settings(&self) -> &ProcessSettings {
+        &self.settings
+    }
+
+    /// The clock this processor reads.
+    pub fn now_ms(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// Decode, resolve the tenant, and run every handler of `domain` that acts on the
+    /// event, each at most once per event (dedupe), writing state newest-wins.
+    pub async fn process_one(&self, domain: Domain, message: &ReceivedMessage) -> Outcome {
+        let event = match decode_message(message.body.as_bytes()) {
+            Ok(event) => event,
+            Err(e) => return Outcome::dead_letter(e.reason(), e.to_string(), None),
+        };
+        self.process_event(domain, &event).await
+    }
+
+    /// [`Self::process_one`] for an event already decoded (replay and tests).
+    pub async fn process_event(&self, domain: Domain, event: &NormalisedEvent) -> Outcome {
+        let handlers: Vec<&Arc<dyn Handler>> = self
+            .handlers
+            .iter()
+            .filter(|h| h.domain() == domain && h.handles(&event.event_type))
+            .collect();
+        if handlers.is_empty() {
+            return Outcome::Ignored { reason: "no_handler_for_type" };
+        }
+        let tenant = match self.tenants.resolve(event) {
+            Ok(tenant) => tenant,
+            Err(e) => return Outcome::dead_letter(e.reason(), e.to_string(), None),
+        };
+        let started = tokio::time::Instant::now();
+        let mut object: Option<(Value, i64)> = None;
+        let mut writes = 0;
+        let mut applied_any = false;
+        for handler in handlers {
+            let key = DedupeKey {
+                tenant: tenant.clone(),
+                handler: handler.name().to_owned(),
+                dedupe_id: event.dedupe_id.clone(),
+            };
+            match self.apply_once(handler.as_ref(), &key, event, &mut object, started).await {
+                Ok(Some(n)) => {
+                    applied_any = true;
+                    writes += n;
+                }
+                Ok(None) => {}
+                Err(outcome) => return outcome,
+            }
+        }
+        if applied_any { Outcome::Applied { writes } } else { Outcome::Duplicate }
+    }
+
+    /// Claim, apply and complete one handler's share of an event. `Ok(None)` is a duplicate;
+    /// `Err` carries the message's outcome when this handler cannot finish.
+    async fn apply_once(
+        &self,
+        handler: &dyn Handler,
+        key: &DedupeKey,
+        event: &NormalisedEvent,
+        object: &mut Option<(Value, i64)>,
+        started: tokio::time::Instant,
+    ) -> Result<Option<usize>, Outcome> {
+        let lease = self.settings.lease;
+        let claim = self
+            .retrying(started, || self.dedupe.claim(key, self.now_ms(), lease))
+            .await
+            .map_err(|e| StepError::from(e).into_outcome(handler.name()))?;
+        let token = match claim {
+            Claim::Claimed(token) => token,
+            Claim::AlreadyDone if !self.settings.reprocess => return Ok(None),
+            // Reprocessing: re-apply under a token of our own, and leave the entry done.
+            Claim::AlreadyDone => FencingToken::new(),
+            Claim::InProgressElsewhere { until_ms } => {
+                return Err(Outcome::InProgressElsewhere { until_ms });
+            }
+        };
+        match self.apply_claimed(handler, key, event, object, started).await {
+            Ok(writes) => {
+                let retention = self.settings.retention;
+                let completed = self
+                    .retrying(started, || {
+                        self.dedupe.complete(key, &token, self.now_ms(), retention)
+                    })
+                    .await;
+                match completed {
+                    Ok(()) => Ok(Some(writes)),
+                    // Reprocessing holds no claim, and a lost lease means another worker
+                    // took over: either way the state writes (idempotent) are done.
+                    Err(BackendError::LeaseLost { .. }) => Ok(Some(writes)),
+                    Err(e) => Err(StepError::from(e).into_outcome(handler.name())),
+                }
+            }
+            Err(outcome) => {
+                // Let the next attempt claim at once instead of waiting out the lease. If the
+                // release fails the lease simply expires: nothing is lost.
+                if let Err(e) = self.dedupe.release(key, &token).await {
+                    tracing::warn!(error = %e, "could not release dedupe claim");
+                }
+                Err(outcome)
+            }
+        }
+    }
+
+    /// Get the object (hydrating if needed), run the handler, write its changes.
+    async fn apply_claimed(
+        &self,
+        handler: &dyn Handler,
+        key: &DedupeKey,
+        event: &NormalisedEvent,
+        object: &mut Option<(Value, i64)>,
+        started: tokio::time::Instant,
+    ) -> Result<usize, Outcome> {
+        if object.is_none() {
+            *object = Some(
+                self.object_of(&key.tenant, event, started)
+                    .await
+                    .map_err(|e| e.into_outcome(handler.name()))?,
+            );
+        }
+        let Some((object, as_of_ms)) = object.as_ref() else {
+            unreachable!("the object was fetched just above")
+        };
+        let changes = handler
+            .changes(&event.event_type, object)
+            .map_err(|e| Outcome::dead_letter("handler_error", e.to_string(), Some(handler.name())))?;
+        let mut writes = 0;
+        for change in changes {
+            let record = StateRecord {
+                tenant: key.tenant.clone(),
+                kind: change.kind,
+                id: change.id,
+                customer: change.customer,
+                as_of_ms: *as_of_ms,
+                tiebreak: event.dedupe_id.clone(),
+                doc: change.doc,
+            };
+            let written = self
+                .retrying(started, || self.state.put_if_newer(&record))
+                .await
+                .map_err(|e| StepError::from(e).into_outcome(handler.name()))?;
+            if written == WriteOutcome::Written {
+                writes += 1;
+            }
+        }
+        Ok(writes)
+    }
+
+    /// The object to apply and its as-of: the snapshot and the event's `created`, or the
+    /// fetched current object and the fetch time.
+    async fn object_of(
+        &self,
+        tenant: &str,
+        event: &NormalisedEvent,
+        started: tokio::time::Instant,
+    ) -> Result<(Value, i64), StepError> {
+        let reference = match (&event.object, self.settings.hydrate) {
+            (EventObject::Full { object }, HydrateMode::Thin) => {
+                return Ok((object.clone(), event.created_ms));
+            }
+            (EventObject::Full { object }, HydrateMode::Always) => reference_to(object)
+                .ok_or_else(|| HydrateError::Permanent {
+                    object_id: String::new(),
+                    code: "missing_object",
+                    message: "the snapshot object has no id or type to fetch".to_owned(),
+                })?,
+            (EventObject::Reference(reference), _) => reference.clone(),
+        };
+        let Some(hydrator) = &self.hydrator else {
+            return Err(StepError::Hydrate(HydrateError::Permanent {
+                object_id: reference.id.clone(),
+                code: "no_hydrator",
+                message: "a thin event needs the Stripe API, and none is configured".to_owned(),
+            }));
+        };
+        let context = event.connect_account.as_deref();
+        let fetched_at = self.now_ms();
+        let object = self
+            .retrying(started, || hydrator.fetch(tenant, &reference, context))
+            .await?;
+        Ok((object, fetched_at))
+    }
+
+    /// Run `step`, retrying transient failures in process within what is left of the
+    /// message's budget.
+    async fn retrying<T, E, F, Fut>(&self, started: tokio::time::Instant, step: F) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Into<StepError> + Clone,
+    {
+        let remaining = self.settings.retry.budget.saturating_sub(started.elapsed());
+        step.retry(self.settings.retry.backoff(remaining))
+            .sleep(tokio::time::sleep)
+            .when(|e: &E| e.clone().into().is_retryable())
+            .notify(|_, _| self.stats.record_retry())
+            .await
+    }
+}
+
+/// A reference to fetch the current version of a snapshot object.
+fn reference_to(object: &Value) -> Option<ObjectRef> {
+    let id = object.get("id")?.as_str()?.to_owned();
+    let object_type = object.get("object")?.as_str()?.to_owned();
+    let url = envelope::api_path(&object_type, &id);
+    let customer = object.get("customer").and_then(Value::as_str).map(str::to_owned);
+    Some(ObjectRef { id, object_type, url, customer })
+}
