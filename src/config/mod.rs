@@ -244,3 +244,58 @@ impl Config {
         Duration::from_secs(self.worker.visibility_timeout_secs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn a_file_overrides_defaults_and_unknown_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[worker]\nmax_in_flight = 7\n[hydrate]\nmode = \"always\"\n").unwrap();
+        let config = Config::load(Some(&path), Vec::new()).unwrap();
+        assert_eq!(config.worker.max_in_flight, 7);
+        assert_eq!(config.hydrate.mode, HydrateMode::Always);
+
+        std::fs::write(&path, "[worker]\nmax_inflight = 7\n").unwrap();
+        let err = Config::load(Some(&path), Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("max_inflight"), "{err}");
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[worker]\nmax_in_flight = 7\n").unwrap();
+        let env = vec![
+            ("STRIPE_WORKER_MAX_IN_FLIGHT".to_owned(), "9".to_owned()),
+            ("STRIPE_WORKER_DEFAULT_TENANT".to_owned(), "acme".to_owned()),
+        ];
+        let config = Config::load(Some(&path), env).unwrap();
+        assert_eq!(config.worker.max_in_flight, 9);
+        assert_eq!(config.tenants.default_tenant.as_deref(), Some("acme"));
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_key() {
+        let cases: [(&str, fn(&mut Config)); 5] = [
+            ("receive_batch_size", |c| c.worker.receive_batch_size = 11),
+            ("wait_time_secs", |c| c.worker.wait_time_secs = 21),
+            ("retention_days", |c| c.dedupe.retention_days = 3),
+            ("visibility_timeout_secs", |c| c.worker.visibility_timeout_secs = 0),
+            ("multiplier", |c| c.retry.multiplier = 0.5),
+        ];
+        for (key, break_it) in cases {
+            let mut config = Config::default();
+            break_it(&mut config);
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+}
