@@ -11,6 +11,7 @@
 //! - [`backend`] holds the seams and their memory, SQLite and AWS implementations.
 
 pub mod backend;
+pub mod cli;
 pub mod domain;
 pub mod event;
 pub mod handlers;
