@@ -22,7 +22,10 @@
 //! - a missing field matches nothing except `{"exists": false}`; `anything-but` needs a
 //!   value to be present.
 //!
-//! Not supported (rejected as unknown operators): `cidr`.
+//! Known differences from EventBridge, all outside what this project's patterns use:
+//! `cidr` is rejected as unsupported; numeric operands are not limited to ±5.0e9; and
+//! inside an array of objects `{"exists": false}` is judged per element (Event Ruler
+//! judges absence over the whole event).
 //!
 //! Matching walks the pattern over the borrowed event and never allocates.
 
