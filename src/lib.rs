@@ -10,7 +10,9 @@
 //! - [`worker`] polls the queues, dedupes, applies and acknowledges;
 //! - [`backend`] holds the seams and their memory, SQLite and AWS implementations.
 
+pub mod app;
 pub mod backend;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod domain;
