@@ -15,6 +15,8 @@ pub mod domain;
 pub mod event;
 pub mod handlers;
 pub mod hydrate;
+pub mod ingress;
 pub mod pattern;
 pub mod routing;
+pub mod stripe_api;
 pub mod tenant;

@@ -157,7 +157,10 @@ impl Server {
         let resp = req.send().await.expect("request");
         let status = resp.status().as_u16();
         let text = resp.text().await.expect("body");
-        assert!(!text.contains("whsec_"), "an answer echoed a secret: {text}");
+        assert!(
+            !text.contains("whsec_"),
+            "an answer echoed a secret: {text}"
+        );
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
@@ -199,12 +202,20 @@ async fn tenant_path_uses_that_tenants_secret() {
     let server = start(config(), Arc::clone(&bus)).await;
     let body = fixture();
     let (status, _) = server
-        .post("/webhooks/stripe/acme", Some(&sign(ACME_SECRET, NOW, &body)), body.clone())
+        .post(
+            "/webhooks/stripe/acme",
+            Some(&sign(ACME_SECRET, NOW, &body)),
+            body.clone(),
+        )
         .await;
     assert_eq!(status, 200);
     // The default tenant's secret does not open another tenant's endpoint.
     let (status, answer) = server
-        .post("/webhooks/stripe/acme", Some(&sign(SECRET, NOW, &body)), body)
+        .post(
+            "/webhooks/stripe/acme",
+            Some(&sign(SECRET, NOW, &body)),
+            body,
+        )
         .await;
     assert_eq!((status, reason(&answer)), (400, "no_matching_signature"));
     let entries = bus.entries();
@@ -226,7 +237,9 @@ async fn rotation_accepts_either_v1_and_either_configured_secret() {
     );
     // An endpoint that knows only the new secret matches the second v1.
     let server = start(config(), Arc::clone(&bus)).await;
-    let (status, _) = server.post("/webhooks/stripe", Some(&both), body.clone()).await;
+    let (status, _) = server
+        .post("/webhooks/stripe", Some(&both), body.clone())
+        .await;
     assert_eq!(status, 200);
     server.stop().await;
 
@@ -242,7 +255,11 @@ async fn rotation_accepts_either_v1_and_either_configured_secret() {
     let server = start(cfg, Arc::clone(&bus)).await;
     for secret in [SECRET, OLD_SECRET] {
         let (status, _) = server
-            .post("/webhooks/stripe", Some(&sign(secret, NOW, &body)), body.clone())
+            .post(
+                "/webhooks/stripe",
+                Some(&sign(secret, NOW, &body)),
+                body.clone(),
+            )
             .await;
         assert_eq!(status, 200, "signed with one of the configured secrets");
     }
@@ -257,7 +274,11 @@ async fn signature_failures_are_400_with_a_counted_reason() {
     let body = fixture();
     let good = v1(SECRET, NOW, &body);
     let cases: Vec<(&str, Option<String>, &str)> = vec![
-        ("only v0", Some(format!("t={NOW},v0={good}")), "no_v1_signature"),
+        (
+            "only v0",
+            Some(format!("t={NOW},v0={good}")),
+            "no_v1_signature",
+        ),
         (
             "wrong secret",
             Some(sign("whsec_someone_else", NOW, &body)),
@@ -288,10 +309,26 @@ async fn signature_failures_are_400_with_a_counted_reason() {
             Some(format!("t={},v1={good}", NOW + 1)),
             "no_matching_signature",
         ),
-        ("v1 without value", Some("v1,t=1".to_owned()), "malformed_signature_header"),
-        ("empty t", Some("t=".to_owned()), "malformed_signature_header"),
-        ("empty header", Some(String::new()), "malformed_signature_header"),
-        ("no t", Some(format!("v1={good}")), "malformed_signature_header"),
+        (
+            "v1 without value",
+            Some("v1,t=1".to_owned()),
+            "malformed_signature_header",
+        ),
+        (
+            "empty t",
+            Some("t=".to_owned()),
+            "malformed_signature_header",
+        ),
+        (
+            "empty header",
+            Some(String::new()),
+            "malformed_signature_header",
+        ),
+        (
+            "no t",
+            Some(format!("v1={good}")),
+            "malformed_signature_header",
+        ),
         (
             "non-numeric t",
             Some(format!("t=abc,v1={good}")),
@@ -323,11 +360,19 @@ async fn future_timestamp_inside_tolerance_is_accepted() {
     let server = start(config(), Arc::clone(&bus)).await;
     let body = fixture();
     let (status, _) = server
-        .post("/webhooks/stripe", Some(&sign(SECRET, NOW + 299, &body)), body.clone())
+        .post(
+            "/webhooks/stripe",
+            Some(&sign(SECRET, NOW + 299, &body)),
+            body.clone(),
+        )
         .await;
     assert_eq!(status, 200);
     let (status, _) = server
-        .post("/webhooks/stripe", Some(&sign(SECRET, NOW - 299, &body)), body)
+        .post(
+            "/webhooks/stripe",
+            Some(&sign(SECRET, NOW - 299, &body)),
+            body,
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(bus.entries().len(), 2);
@@ -348,7 +393,9 @@ async fn body_over_the_limit_is_413() {
 
     // Without Content-Length (chunked), the limit holds while reading.
     let addr = server.base.trim_start_matches("http://").to_owned();
-    let mut stream = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let mut stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
     let chunk = "x".repeat(700);
     let request = format!(
         "POST /webhooks/stripe HTTP/1.1\r\nhost: {addr}\r\nstripe-signature: t={NOW},v1=00\r\n\
@@ -365,7 +412,13 @@ async fn body_over_the_limit_is_413() {
     assert!(response.starts_with("HTTP/1.1 413"), "{response}");
     assert!(response.contains("payload_too_large"), "{response}");
 
-    assert_eq!(server.counters.snapshot().rejected(RejectReason::PayloadTooLarge), 2);
+    assert_eq!(
+        server
+            .counters
+            .snapshot()
+            .rejected(RejectReason::PayloadTooLarge),
+        2
+    );
     assert!(bus.entries().is_empty());
     server.stop().await;
 }
@@ -376,14 +429,22 @@ async fn signed_but_not_a_stripe_event_is_400() {
     let server = start(config(), Arc::clone(&bus)).await;
     let not_json = b"id=evt_1&type=x".to_vec();
     let (status, answer) = server
-        .post("/webhooks/stripe", Some(&sign(SECRET, NOW, &not_json)), not_json)
+        .post(
+            "/webhooks/stripe",
+            Some(&sign(SECRET, NOW, &not_json)),
+            not_json,
+        )
         .await;
     assert_eq!((status, reason(&answer)), (400, "not_json"));
     assert_eq!(answer["error"], "invalid event");
 
     let thin_v2 = br#"{"id":"evt_1","object":"v2.core.event","type":"x","created":"2024-03-07T18:27:56.000Z"}"#.to_vec();
     let (status, answer) = server
-        .post("/webhooks/stripe", Some(&sign(SECRET, NOW, &thin_v2)), thin_v2)
+        .post(
+            "/webhooks/stripe",
+            Some(&sign(SECRET, NOW, &thin_v2)),
+            thin_v2,
+        )
         .await;
     assert_eq!((status, reason(&answer)), (400, "not_stripe_event"));
 
@@ -402,11 +463,21 @@ async fn unknown_tenant_is_404() {
     let server = start(config(), Arc::clone(&bus)).await;
     let body = fixture();
     let (status, answer) = server
-        .post("/webhooks/stripe/nobody", Some(&sign(SECRET, NOW, &body)), body)
+        .post(
+            "/webhooks/stripe/nobody",
+            Some(&sign(SECRET, NOW, &body)),
+            body,
+        )
         .await;
     assert_eq!((status, reason(&answer)), (404, "unknown_tenant"));
     assert_eq!(answer["error"], "unknown tenant");
-    assert_eq!(server.counters.snapshot().rejected(RejectReason::UnknownTenant), 1);
+    assert_eq!(
+        server
+            .counters
+            .snapshot()
+            .rejected(RejectReason::UnknownTenant),
+        1
+    );
 
     // Without a default tenant, the tenant-less path is an unknown tenant too.
     server.stop().await;
@@ -512,7 +583,10 @@ async fn health_and_readiness() {
     assert_eq!(get("/healthz").await.0, 200);
     let (status, text) = get("/readyz").await;
     assert_eq!(status, 503);
-    assert!(!text.contains("unreachable"), "the check's message stays in logs");
+    assert!(
+        !text.contains("unreachable"),
+        "the check's message stays in logs"
+    );
     ready.store(true, Ordering::SeqCst);
     assert_eq!(get("/readyz").await.0, 200);
     server.stop().await;
@@ -542,7 +616,10 @@ async fn shutdown_finishes_in_flight_requests() {
     bus.entered.notified().await;
     server.shutdown.cancel();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!server.task.is_finished(), "serve waits for the in-flight request");
+    assert!(
+        !server.task.is_finished(),
+        "serve waits for the in-flight request"
+    );
     gate.notify_one();
     assert_eq!(in_flight.await.expect("join").expect("response"), 200);
     tokio::time::timeout(Duration::from_secs(5), server.task)
@@ -558,15 +635,21 @@ async fn readiness_reports_draining_once_shutdown_starts() {
     let bus = Arc::new(RecordingBus::default());
     let token = CancellationToken::new();
     token.cancel();
-    let app = stripe_worker::ingress::router(IngressState::new(config(), bus).expect("valid"), token);
+    let app =
+        stripe_worker::ingress::router(IngressState::new(config(), bus).expect("valid"), token);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let task = tokio::spawn(async move { axum::serve(listener, app).await });
-    let resp = reqwest::get(format!("http://{addr}/readyz")).await.expect("get");
+    let resp = reqwest::get(format!("http://{addr}/readyz"))
+        .await
+        .expect("get");
     assert_eq!(resp.status().as_u16(), 503);
-    assert_eq!(resp.text().await.expect("text"), r#"{"status":"shutting_down"}"#);
+    assert_eq!(
+        resp.text().await.expect("text"),
+        r#"{"status":"shutting_down"}"#
+    );
     task.abort();
 }
 
@@ -574,21 +657,33 @@ async fn readiness_reports_draining_once_shutdown_starts() {
 fn library_signature_header_matches_an_independent_hmac() {
     let body = fixture();
     let secret = WebhookSecret::new(SECRET).expect("secret");
-    assert_eq!(signature_header(&body, &secret, NOW), sign(SECRET, NOW, &body));
+    assert_eq!(
+        signature_header(&body, &secret, NOW),
+        sign(SECRET, NOW, &body)
+    );
 }
 
 #[test]
 fn config_from_a_mounted_secrets_directory() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("acme"), format!("{ACME_SECRET}\n{OLD_SECRET}\n"))
-        .expect("write");
+    std::fs::write(
+        dir.path().join("acme"),
+        format!("{ACME_SECRET}\n{OLD_SECRET}\n"),
+    )
+    .expect("write");
     let cfg = IngressConfig::from_vars(
-        [("STRIPE_WEBHOOK_SECRET".to_owned(), format!("{SECRET},{OLD_SECRET}"))],
+        [(
+            "STRIPE_WEBHOOK_SECRET".to_owned(),
+            format!("{SECRET},{OLD_SECRET}"),
+        )],
         Some(dir.path()),
     )
     .expect("valid");
     assert_eq!(cfg.tenants["default"].len(), 2);
     assert_eq!(cfg.tenants["acme"].len(), 2);
     let printed = format!("{cfg:?}");
-    assert!(!printed.contains("whsec_"), "config Debug leaks a secret: {printed}");
+    assert!(
+        !printed.contains("whsec_"),
+        "config Debug leaks a secret: {printed}"
+    );
 }

@@ -13,10 +13,8 @@ use super::secrets::{self, DEFAULT_TENANT, SecretsError, TenantSecrets};
 use super::signature::DEFAULT_TOLERANCE;
 
 /// The default listen address: loopback only, so exposing the ingress is a decision.
-pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(
-    std::net::IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
-    8080,
-);
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 8080);
 
 /// The default body limit: 1 MiB. Stripe events are far smaller (EventBridge caps an
 /// entry at 256 KiB); anything larger is not a Stripe event.
@@ -235,7 +233,10 @@ mod tests {
 
     #[test]
     fn styles_parse_and_select() {
-        assert_eq!("Both".parse::<PublishStyles>().ok(), Some(PublishStyles::Both));
+        assert_eq!(
+            "Both".parse::<PublishStyles>().ok(),
+            Some(PublishStyles::Both)
+        );
         assert!("all".parse::<PublishStyles>().is_err());
         assert!(PublishStyles::Both.snapshot() && PublishStyles::Both.thin());
         assert!(PublishStyles::Snapshot.snapshot() && !PublishStyles::Snapshot.thin());
@@ -245,7 +246,10 @@ mod tests {
     #[test]
     fn from_vars_loads_and_validates() {
         let cfg = IngressConfig::from_vars(
-            [("STRIPE_WEBHOOK_SECRET".to_owned(), "whsec_a,whsec_b".to_owned())],
+            [(
+                "STRIPE_WEBHOOK_SECRET".to_owned(),
+                "whsec_a,whsec_b".to_owned(),
+            )],
             None,
         )
         .expect("valid");

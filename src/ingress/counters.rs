@@ -189,6 +189,9 @@ mod tests {
         let s = c.snapshot();
         assert_eq!(s.rejected(RejectReason::NotJson), 2);
         assert_eq!(s.rejected(RejectReason::UnknownTenant), 0);
-        assert_eq!((s.accepted, s.entries_published, s.publish_retries), (1, 2, 1));
+        assert_eq!(
+            (s.accepted, s.entries_published, s.publish_retries),
+            (1, 2, 1)
+        );
     }
 }

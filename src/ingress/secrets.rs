@@ -83,12 +83,11 @@ impl WebhookSecret {
         }
         // HMAC accepts keys of any length, so this cannot fail; map it anyway rather than
         // unwrap, to keep the no-panic rule without exceptions.
-        let mac =
-            Hmac::<Sha256>::new_from_slice(secret.as_bytes()).map_err(|_| {
-                SecretsError::InvalidSecret {
-                    source_name: source_name.to_owned(),
-                }
-            })?;
+        let mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).map_err(|_| {
+            SecretsError::InvalidSecret {
+                source_name: source_name.to_owned(),
+            }
+        })?;
         Ok(WebhookSecret { mac })
     }
 
@@ -335,11 +334,9 @@ mod tests {
 
     #[test]
     fn errors_never_contain_the_secret() {
-        let err = load_webhook_secrets(
-            vars(&[("STRIPE_WEBHOOK_SECRET", "whsec_top secret")]),
-            None,
-        )
-        .expect_err("whitespace");
+        let err =
+            load_webhook_secrets(vars(&[("STRIPE_WEBHOOK_SECRET", "whsec_top secret")]), None)
+                .expect_err("whitespace");
         assert!(!err.to_string().contains("secret\""));
         assert!(!err.to_string().contains("top"));
     }

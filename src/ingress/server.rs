@@ -271,8 +271,13 @@ async fn handle<B: Bus>(
     }
 
     let count = entries.len();
-    if let Err(e) =
-        publish_all(state.bus.as_ref(), entries, &state.publish_retry, &state.counters).await
+    if let Err(e) = publish_all(
+        state.bus.as_ref(),
+        entries,
+        &state.publish_retry,
+        &state.counters,
+    )
+    .await
     {
         tracing::warn!(tenant, operation = e.operation(), retryable = e.is_retryable(), error = %e, "webhook publish failed; answering 503");
         return Err(RejectReason::PublishFailed);
@@ -315,11 +320,18 @@ async fn read_body(
 /// The minimum that makes a body a Stripe event: `id`, `type`, `created` and
 /// `object: "event"`.
 fn is_stripe_event(event: &Value) -> bool {
-    let non_empty_str = |k: &str| event.get(k).and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+    let non_empty_str = |k: &str| {
+        event
+            .get(k)
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+    };
     event.get("object").and_then(Value::as_str) == Some("event")
         && non_empty_str("id")
         && non_empty_str("type")
-        && event.get("created").is_some_and(|c| c.is_i64() || c.is_u64())
+        && event
+            .get("created")
+            .is_some_and(|c| c.is_i64() || c.is_u64())
 }
 
 /// W3C trace context `traceparent`: `vv-<32 hex>-<16 hex>-<2 hex>`, lower-case, with
