@@ -499,8 +499,9 @@ fn truncate(mut s: String) -> String {
     s
 }
 
-/// The API path for a reference: its `url` when given (validated), else built from the
-/// object type and id: `checkout.session` + `cs_1` is `/v1/checkout/sessions/cs_1`,
+/// The API path for a reference: its `url` when given (validated), else
+/// [`crate::event::envelope::api_path`] for the types the worker handles, else built from
+/// the object type and id: `checkout.session` + `cs_1` is `/v1/checkout/sessions/cs_1`,
 /// `v2.core.event_destination` + `ed_1` is `/v2/core/event_destinations/ed_1`.
 ///
 /// Only paths under `/v1/` or `/v2/` made of `[A-Za-z0-9_.-/]` without empty, `.` or `..`
@@ -518,6 +519,10 @@ pub fn object_path(reference: &ObjectRef) -> Result<String, String> {
         };
     }
     let id = &reference.id;
+    // The decoder's table first, so both sides agree on the types the worker handles.
+    if let Some(path) = crate::event::envelope::api_path(&reference.object_type, id) {
+        return Ok(path);
+    }
     if id.is_empty()
         || !id
             .bytes()

@@ -23,9 +23,6 @@ pub const DEFAULT_TENANT: &str = "default";
 /// The environment variable holding the default tenant's webhook secrets.
 pub const SECRET_ENV: &str = "STRIPE_WEBHOOK_SECRET";
 
-/// The longest tenant id accepted, so ids stay usable as path segments and key parts.
-const MAX_TENANT_LEN: usize = 64;
-
 /// Why webhook secrets could not be loaded. Always a configuration problem: permanent.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {
@@ -109,14 +106,11 @@ impl fmt::Display for WebhookSecret {
     }
 }
 
-/// Whether `tenant` is usable as a tenant id (and so as a URL path segment and file name).
+/// Whether `tenant` is usable as a tenant id: a valid tenant name
+/// ([`crate::tenant::validate_tenant_name`], which the envelope builders also check) that
+/// does not start with `.` (so it is a plain file name and URL path segment).
 pub fn is_valid_tenant_id(tenant: &str) -> bool {
-    !tenant.is_empty()
-        && tenant.len() <= MAX_TENANT_LEN
-        && !tenant.starts_with('.')
-        && tenant
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    !tenant.starts_with('.') && crate::tenant::validate_tenant_name(tenant).is_ok()
 }
 
 /// Per-tenant secrets, keyed by tenant id.
