@@ -687,3 +687,51 @@ fn config_from_a_mounted_secrets_directory() {
         "config Debug leaks a secret: {printed}"
     );
 }
+
+#[tokio::test]
+async fn an_event_the_builders_refuse_is_400_envelope_error() {
+    let bus = Arc::new(RecordingBus::default());
+    let mut cfg = config();
+    cfg.styles = PublishStyles::Thin;
+    let server = start(cfg, Arc::clone(&bus)).await;
+    // A Stripe event, but without `livemode` and `data.object`, which a thin entry needs.
+    let body = br#"{"id":"evt_1","object":"event","type":"customer.updated","created":1750000000}"#
+        .to_vec();
+    let (status, answer) = server
+        .post("/webhooks/stripe", Some(&sign(SECRET, NOW, &body)), body)
+        .await;
+    assert_eq!((status, reason(&answer)), (400, "envelope_error"));
+    assert!(bus.entries().is_empty());
+    server.stop().await;
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use stripe_worker::ingress::verify;
+
+    proptest! {
+        /// Any header and body: a verdict, never a panic.
+        #[test]
+        fn verify_never_panics(header in ".{0,200}", body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let secret = WebhookSecret::new(SECRET).expect("secret");
+            let _ = verify(&header, &body, &[secret], NOW, Duration::from_secs(300));
+        }
+
+        /// Any body signed with an independent HMAC verifies, and the same signature does
+        /// not verify a different body.
+        #[test]
+        fn independent_signatures_verify(body in proptest::collection::vec(any::<u8>(), 0..512), skew in -300i64..=300, flip in any::<prop::sample::Index>()) {
+            let secret = WebhookSecret::new(SECRET).expect("secret");
+            let t = NOW + skew;
+            let header = sign(SECRET, t, &body);
+            prop_assert_eq!(verify(&header, &body, std::slice::from_ref(&secret), NOW, Duration::from_secs(300)), Ok(t));
+            if !body.is_empty() {
+                let mut other = body.clone();
+                let i = flip.index(other.len());
+                other[i] ^= 0x01;
+                prop_assert!(verify(&header, &other, &[secret], NOW, Duration::from_secs(300)).is_err());
+            }
+        }
+    }
+}
