@@ -8,7 +8,7 @@
 //! - [`server`]: the axum routes and [`serve`] with graceful shutdown.
 //!
 //! Wiring, in the binary:
-//! ```ignore
+//! ```text
 //! let config = IngressConfig::from_env(secrets_dir)?;
 //! let listener = tokio::net::TcpListener::bind(config.listen).await?;
 //! let state = IngressState::new(config, bus)?.with_ready_check(check);
