@@ -7,6 +7,8 @@
 //!   rendered as EventBridge patterns and matched by [`pattern`];
 //! - [`tenant`] resolves the tenant from trusted channels only;
 //! - [`handlers`] turn objects into state changes, [`hydrate`] fetches thin events' objects;
+//! - [`ingress`] receives Stripe webhooks, verifies signatures and publishes them to the bus;
+//! - [`stripe_api`] is the Stripe API client that hydrates thin events;
 //! - [`worker`] polls the queues, dedupes, applies and acknowledges;
 //! - [`backend`] holds the seams and their memory, SQLite and AWS implementations.
 
@@ -19,7 +21,9 @@ pub mod domain;
 pub mod event;
 pub mod handlers;
 pub mod hydrate;
+pub mod ingress;
 pub mod pattern;
 pub mod routing;
+pub mod stripe_api;
 pub mod tenant;
 pub mod worker;

@@ -1,0 +1,436 @@
+//! The webhook HTTP server: verify, wrap, publish, and only then say 200.
+//!
+//! Routes:
+//! - `POST /webhooks/stripe/{tenant}` and `POST /webhooks/stripe` (the default tenant);
+//! - `GET /healthz`: the process answers;
+//! - `GET /readyz`: the bus is reachable (a caller-supplied check) and we are not draining.
+//!
+//! Order of checks, cheapest and least revealing first: tenant (404), signature header
+//! present (400), body size (413), signature and timestamp (400), JSON and event shape
+//! (400), then publish (200, or 503 so that Stripe retries).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::config::{ConfigError, IngressConfig, PublishRetry, PublishStyles};
+use super::counters::{IngressCounters, RejectReason};
+use super::secrets::WebhookSecret;
+use super::signature::{self, SIGNATURE_HEADER, SignatureError};
+use crate::backend::{BackendError, Bus, BusEntry};
+use crate::event::envelope::{webhook_snapshot_entry, webhook_thin_entry};
+
+/// A readiness probe: `Ok` when the bus can take entries, `Err(why)` otherwise. `why` is
+/// logged, never sent to the client.
+pub type ReadyCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// The current time in milliseconds since the Unix epoch (replaceable in tests).
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// What the server runs with: the configuration, the bus to publish to, the counters,
+/// and optional readiness and clock hooks. Build with [`IngressState::new`].
+pub struct IngressState<B> {
+    tenants: HashMap<Box<str>, Box<[WebhookSecret]>>,
+    default_tenant: Box<str>,
+    tolerance: std::time::Duration,
+    max_body_bytes: usize,
+    styles: PublishStyles,
+    publish_retry: PublishRetry,
+    bus: Arc<B>,
+    counters: Arc<IngressCounters>,
+    ready: Option<ReadyCheck>,
+    clock: Clock,
+}
+
+impl<B: Bus> IngressState<B> {
+    /// Validate `config` and prepare the state. `listen` is not used here: the caller
+    /// binds the listener (so tests can bind port 0).
+    pub fn new(config: IngressConfig, bus: Arc<B>) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(IngressState {
+            tenants: config
+                .tenants
+                .into_iter()
+                .map(|(t, s)| (t.into_boxed_str(), s.into_boxed_slice()))
+                .collect(),
+            default_tenant: config.default_tenant.into_boxed_str(),
+            tolerance: config.tolerance,
+            max_body_bytes: config.max_body_bytes,
+            styles: config.styles,
+            publish_retry: config.publish_retry,
+            bus,
+            counters: Arc::new(IngressCounters::default()),
+            ready: None,
+            clock: Arc::new(system_clock_ms),
+        })
+    }
+
+    /// Answer `/readyz` with `check` (without one, ready whenever not shutting down).
+    pub fn with_ready_check(mut self, check: ReadyCheck) -> Self {
+        self.ready = Some(check);
+        self
+    }
+
+    /// Use `clock` (ms since the epoch) instead of the system clock.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Share counters with another owner (e.g. one set across restarts of the server).
+    pub fn with_counters(mut self, counters: Arc<IngressCounters>) -> Self {
+        self.counters = counters;
+        self
+    }
+
+    /// The counters this state updates, for telemetry.
+    pub fn counters(&self) -> Arc<IngressCounters> {
+        Arc::clone(&self.counters)
+    }
+}
+
+fn system_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+struct Shared<B> {
+    state: IngressState<B>,
+    shutdown: CancellationToken,
+}
+
+/// The ingress routes as an axum [`Router`], for serving elsewhere or driving in-process
+/// (benchmarks). `/readyz` reports not ready once `shutdown` is cancelled, so load
+/// balancers stop sending while in-flight requests finish.
+pub fn router<B: Bus>(state: IngressState<B>, shutdown: CancellationToken) -> Router {
+    let shared = Arc::new(Shared { state, shutdown });
+    Router::new()
+        .route("/webhooks/stripe", post(webhook_default::<B>))
+        .route("/webhooks/stripe/{tenant}", post(webhook_tenant::<B>))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz::<B>))
+        .with_state(shared)
+}
+
+/// Serve the ingress on `listener` until `shutdown` is cancelled, then stop accepting,
+/// let in-flight requests finish (their publishes included) and return.
+pub async fn serve<B: Bus>(
+    listener: tokio::net::TcpListener,
+    state: IngressState<B>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, tenants = state.tenants.len(), styles = %state.styles, "webhook ingress listening");
+    }
+    let app = router(state, shutdown.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+async fn healthz() -> Response {
+    json_answer(StatusCode::OK, r#"{"status":"ok"}"#)
+}
+
+async fn readyz<B: Bus>(State(shared): State<Arc<Shared<B>>>) -> Response {
+    if shared.shutdown.is_cancelled() {
+        return json_answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"status":"shutting_down"}"#,
+        );
+    }
+    if let Some(check) = &shared.state.ready {
+        if let Err(why) = check().await {
+            tracing::warn!(%why, "ingress not ready");
+            return json_answer(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not_ready"}"#);
+        }
+    }
+    json_answer(StatusCode::OK, r#"{"status":"ready"}"#)
+}
+
+async fn webhook_default<B: Bus>(
+    State(shared): State<Arc<Shared<B>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let state = &shared.state;
+    match handle(state, &state.default_tenant, &headers, body).await {
+        Ok(()) => accepted(),
+        Err(reason) => reject(state, reason),
+    }
+}
+
+async fn webhook_tenant<B: Bus>(
+    State(shared): State<Arc<Shared<B>>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let state = &shared.state;
+    match handle(state, &tenant, &headers, body).await {
+        Ok(()) => accepted(),
+        Err(reason) => reject(state, reason),
+    }
+}
+
+fn accepted() -> Response {
+    json_answer(StatusCode::OK, r#"{"received":true}"#)
+}
+
+fn reject<B>(state: &IngressState<B>, reason: RejectReason) -> Response {
+    state.counters.reject(reason);
+    let status = StatusCode::from_u16(reason.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let body = serde_json::json!({"error": reason.error_text(), "reason": reason.as_str()});
+    (status, axum::Json(body)).into_response()
+}
+
+fn json_answer(status: StatusCode, body: &'static str) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn handle<B: Bus>(
+    state: &IngressState<B>,
+    tenant: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(), RejectReason> {
+    let received_at_ms = (state.clock)();
+    let Some(secrets) = state.tenants.get(tenant) else {
+        tracing::debug!(reason = "unknown_tenant", "webhook rejected");
+        return Err(RejectReason::UnknownTenant);
+    };
+    let sig_header = headers
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(RejectReason::MissingSignature)?;
+    let content_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if content_length.is_some_and(|n| n > state.max_body_bytes as u64) {
+        return Err(RejectReason::PayloadTooLarge);
+    }
+    let body = read_body(body, state.max_body_bytes, content_length).await?;
+
+    let now_unix = received_at_ms.div_euclid(1000);
+    if let Err(e) = signature::verify(sig_header, &body, secrets, now_unix, state.tolerance) {
+        tracing::info!(tenant, reason = e.reason(), error = %e, "webhook signature rejected");
+        return Err(match e {
+            SignatureError::Malformed(_) => RejectReason::MalformedSignature,
+            SignatureError::NoV1Signature => RejectReason::NoV1Signature,
+            SignatureError::NoMatchingSignature => RejectReason::NoMatchingSignature,
+            SignatureError::TimestampOutsideTolerance { .. } => {
+                RejectReason::TimestampOutsideTolerance
+            }
+        });
+    }
+
+    let event: Value = serde_json::from_slice(&body).map_err(|_| RejectReason::NotJson)?;
+    if !is_stripe_event(&event) {
+        return Err(RejectReason::NotStripeEvent);
+    }
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_valid_traceparent(v));
+
+    let mut entries: Vec<BusEntry> = Vec::with_capacity(2);
+    let build = |e: Result<BusEntry, _>| {
+        e.map_err(|err: crate::event::envelope::EnvelopeError| {
+            tracing::warn!(tenant, error = %err, "webhook event could not be wrapped");
+            RejectReason::Envelope
+        })
+    };
+    if state.styles.snapshot() {
+        entries.push(build(webhook_snapshot_entry(
+            &event,
+            tenant,
+            received_at_ms,
+            traceparent,
+        ))?);
+    }
+    if state.styles.thin() {
+        entries.push(build(webhook_thin_entry(
+            &event,
+            tenant,
+            received_at_ms,
+            traceparent,
+        ))?);
+    }
+
+    let count = entries.len();
+    if let Err(e) = publish_all(
+        state.bus.as_ref(),
+        entries,
+        &state.publish_retry,
+        &state.counters,
+    )
+    .await
+    {
+        tracing::warn!(tenant, operation = e.operation(), retryable = e.is_retryable(), error = %e, "webhook publish failed; answering 503");
+        return Err(RejectReason::PublishFailed);
+    }
+    state.counters.accept(count);
+    Ok(())
+}
+
+/// Read the body, at most `limit` bytes. One chunk (the usual case for small bodies) is
+/// kept as is; more are copied once into a buffer sized from `Content-Length`.
+async fn read_body(
+    body: Body,
+    limit: usize,
+    content_length: Option<u64>,
+) -> Result<Bytes, RejectReason> {
+    let mut stream = body.into_data_stream();
+    let mut first: Option<Bytes> = None;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| RejectReason::BodyRead)?;
+        total = total.saturating_add(chunk.len());
+        if total > limit {
+            return Err(RejectReason::PayloadTooLarge);
+        }
+        match first.take() {
+            None if buf.is_empty() => first = Some(chunk),
+            None => buf.extend_from_slice(&chunk),
+            Some(f) => {
+                let hint = content_length.map_or(0, |n| usize::try_from(n).unwrap_or(limit));
+                buf.reserve(hint.min(limit).max(f.len() + chunk.len()));
+                buf.extend_from_slice(&f);
+                buf.extend_from_slice(&chunk);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| Bytes::from(buf)))
+}
+
+/// The minimum that makes a body a Stripe event: `id`, `type`, `created` and
+/// `object: "event"`.
+fn is_stripe_event(event: &Value) -> bool {
+    let non_empty_str = |k: &str| {
+        event
+            .get(k)
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+    };
+    event.get("object").and_then(Value::as_str) == Some("event")
+        && non_empty_str("id")
+        && non_empty_str("type")
+        && event
+            .get("created")
+            .is_some_and(|c| c.is_i64() || c.is_u64())
+}
+
+/// W3C trace context `traceparent`: `vv-<32 hex>-<16 hex>-<2 hex>`, lower-case, with
+/// non-zero ids. Anything else is dropped rather than forwarded.
+fn is_valid_traceparent(v: &str) -> bool {
+    let b = v.as_bytes();
+    let hex = |s: &[u8]| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    b.len() == 55
+        && b[2] == b'-'
+        && b[35] == b'-'
+        && b[52] == b'-'
+        && hex(&b[0..2])
+        && &b[0..2] != b"ff"
+        && hex(&b[3..35])
+        && b[3..35].iter().any(|c| *c != b'0')
+        && hex(&b[36..52])
+        && b[36..52].iter().any(|c| *c != b'0')
+        && hex(&b[53..55])
+}
+
+/// Publish every entry, re-sending only the ones the bus did not accept, with bounded
+/// backoff. Stops at once on a permanent error (retrying cannot help; Stripe's own
+/// retries will, once the cause is fixed).
+async fn publish_all<B: Bus>(
+    bus: &B,
+    entries: Vec<BusEntry>,
+    retry: &PublishRetry,
+    counters: &IngressCounters,
+) -> Result<(), BackendError> {
+    let mut pending = entries;
+    let mut delays = retry.delays();
+    loop {
+        let last = match bus.publish(&pending).await {
+            Ok(f) if f.failed.is_empty() => return Ok(()),
+            Ok(f) => {
+                if let Some((_, e)) = f.failed.iter().find(|(_, e)| !e.is_retryable()) {
+                    return Err(e.clone());
+                }
+                let last = f.failed[0].1.clone();
+                let mut failed: Vec<usize> = f.failed.iter().map(|(i, _)| *i).collect();
+                failed.sort_unstable();
+                failed.dedup();
+                pending = pending
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| failed.binary_search(i).is_ok())
+                    .map(|(_, e)| e)
+                    .collect();
+                if pending.is_empty() {
+                    // Failures reported for entries we did not send: we cannot tell what
+                    // was accepted, so do not claim success.
+                    return Err(BackendError::Permanent {
+                        operation: "publish",
+                        message: "bus reported failures for unknown entries".into(),
+                    });
+                }
+                last
+            }
+            Err(e) if !e.is_retryable() => return Err(e),
+            Err(e) => e,
+        };
+        let Some(delay) = delays.next() else {
+            return Err(last);
+        };
+        counters.retry();
+        tokio::time::sleep(delay).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stripe_event_shape() {
+        let ok = serde_json::json!({"id":"evt_1","type":"a.b","created":1,"object":"event"});
+        assert!(is_stripe_event(&ok));
+        for bad in [
+            serde_json::json!({"id":"evt_1","type":"a.b","created":1,"object":"v2.core.event"}),
+            serde_json::json!({"id":"","type":"a.b","created":1,"object":"event"}),
+            serde_json::json!({"id":"evt_1","created":1,"object":"event"}),
+            serde_json::json!({"id":"evt_1","type":"a.b","created":"1","object":"event"}),
+            serde_json::json!([1, 2]),
+        ] {
+            assert!(!is_stripe_event(&bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn traceparent_validation() {
+        assert!(is_valid_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        assert!(!is_valid_traceparent(
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01"
+        ));
+        assert!(!is_valid_traceparent(
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"
+        ));
+        assert!(!is_valid_traceparent("garbage"));
+    }
+}
