@@ -9,7 +9,10 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use super::{BackendArgs, BackendKind, Command, DemoArgs, ExportArgs, PublishArgs, RunArgs, StateCommand, StatusArgs};
+use super::{
+    BackendArgs, BackendKind, Command, DemoArgs, ExportArgs, IngestArgs, IngressOptions,
+    PublishArgs, RunArgs, StateCommand, StatusArgs, StripeApiOptions,
+};
 use crate::app::{cancel_when_idle, open_local};
 use crate::backend::{Backend, Bus, BusEntry, DedupeStore, Queue, StateStore};
 use crate::clock::system_clock;
@@ -18,6 +21,10 @@ use crate::demo::runner::{DemoOptions, publish_all, render_summary, run_demo};
 use crate::domain::Domain;
 use crate::event::envelope::entry_from_envelope;
 use crate::handlers::standard_handlers;
+use crate::hydrate::Hydrator;
+use crate::ingress::config::IngressConfig;
+use crate::ingress::server::{IngressState, ReadyCheck, serve};
+use crate::stripe_api::{StripeApiClient, StripeApiConfig};
 use crate::state_view::{customer_status, export_document};
 use crate::worker::{PoolSettings, ProcessSettings, Processor, WorkerStats, run_pool};
 
@@ -53,6 +60,10 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run(args) => {
             let config = load_config(&args.backend)?;
             with_backend!(args.backend, &config, |backend| run_worker(backend, &config, &args))
+        }
+        Command::Ingest(args) => {
+            let config = load_config(&args.backend)?;
+            with_backend!(args.backend, &config, |backend| ingest(backend, &config, &args))
         }
         Command::Publish(args) => {
             let config = load_config(&args.backend)?;
@@ -128,7 +139,7 @@ async fn run_worker<Q: Queue, D: DedupeStore, S: StateStore, B: Bus>(
         standard_handlers(),
         Arc::clone(&backend.dedupe),
         Arc::clone(&backend.state),
-        None,
+        stripe_api(&args.stripe_api)?,
         config.tenants.clone(),
         ProcessSettings::from_config(config),
         system_clock(),
@@ -148,8 +159,20 @@ async fn run_worker<Q: Queue, D: DedupeStore, S: StateStore, B: Bus>(
             shutdown.clone(),
         ));
     }
+    let ingress = if args.ingest {
+        let server = start_ingress(&backend, config, &args.ingress, shutdown.clone()).await?;
+        Some(tokio::spawn(server))
+    } else {
+        None
+    };
     tracing::info!(domains = ?settings.domains, "worker started");
-    run_pool(Arc::clone(&backend.queues), processor, settings, shutdown).await;
+    run_pool(Arc::clone(&backend.queues), processor, settings, shutdown.clone()).await;
+    if let Some(ingress) = ingress {
+        // The pool only ends on shutdown; make sure the ingress is told too, then wait for
+        // its in-flight requests.
+        shutdown.cancel();
+        ingress.await??;
+    }
     let summary = stats.snapshot();
     tracing::info!(
         received = summary.received,
@@ -230,3 +253,57 @@ async fn export<Q, D, S: StateStore, B>(
     Ok(ExitCode::SUCCESS)
 }
 
+
+/// The Stripe API client for thin events, when any tenant has an API key.
+fn stripe_api(options: &StripeApiOptions) -> anyhow::Result<Option<Arc<dyn Hydrator>>> {
+    let mut config = StripeApiConfig::from_env(options.stripe_keys_dir.as_deref())?;
+    if config.keys.is_empty() {
+        tracing::info!("no Stripe API key configured: thin events will be dead-lettered as no_hydrator");
+        return Ok(None);
+    }
+    config.base_url = options.stripe_api_base.clone();
+    Ok(Some(Arc::new(StripeApiClient::new(config)?)))
+}
+
+/// Bind the ingress and return the server future, which ends after `shutdown` once its
+/// in-flight requests are answered.
+async fn start_ingress<Q: Queue, D, S, B: Bus>(
+    backend: &Backend<Q, D, S, B>,
+    config: &Config,
+    options: &IngressOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<impl std::future::Future<Output = std::io::Result<()>> + use<Q, D, S, B>> {
+    let mut ingress = IngressConfig::from_env(options.webhook_secrets_dir.as_deref())?;
+    ingress.listen = options.listen;
+    ingress.tolerance = Duration::from_secs(options.tolerance_secs);
+    ingress.max_body_bytes = options.max_body_bytes;
+    ingress.styles = options.publish_styles.parse().map_err(|e| anyhow::anyhow!("--publish-styles: {e}"))?;
+    if let Some(tenant) = &config.tenants.default_tenant {
+        ingress.default_tenant = tenant.clone();
+    }
+    let queues = Arc::clone(&backend.queues);
+    // Ready when the backend answers: a queue's attributes are the cheapest call to it.
+    let ready: ReadyCheck = Arc::new(move || {
+        let queues = Arc::clone(&queues);
+        Box::pin(async move {
+            queues.get(Domain::Subscription).stats().await.map(|_| ()).map_err(|e| e.to_string())
+        })
+    });
+    let state = IngressState::new(ingress.clone(), Arc::clone(&backend.bus))?.with_ready_check(ready);
+    let listener = tokio::net::TcpListener::bind(ingress.listen)
+        .await
+        .with_context(|| format!("listening on {}", ingress.listen))?;
+    tracing::info!(listen = %ingress.listen, "webhook ingress listening");
+    Ok(serve(listener, state, shutdown))
+}
+
+async fn ingest<Q: Queue, D, S, B: Bus>(
+    backend: Backend<Q, D, S, B>,
+    config: &Config,
+    args: &IngestArgs,
+) -> anyhow::Result<ExitCode> {
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone());
+    start_ingress(&backend, config, &args.ingress, shutdown).await?.await?;
+    Ok(ExitCode::SUCCESS)
+}

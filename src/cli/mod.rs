@@ -48,6 +48,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run the worker until stopped (SIGINT/SIGTERM drain in-flight messages first).
     Run(RunArgs),
+    /// Run the webhook ingress: verify `Stripe-Signature` and publish events to the bus.
+    Ingest(IngestArgs),
     /// Put events on the bus (where the rules route them) or straight on a queue.
     Publish(PublishArgs),
     /// Show one customer's subscriptions and latest invoice.
@@ -129,6 +131,61 @@ pub struct RunArgs {
     /// Only these domains' queues (default: all).
     #[arg(long, value_delimiter = ',')]
     pub domains: Vec<Domain>,
+    /// Also run the webhook ingress in this process.
+    #[arg(long)]
+    pub ingest: bool,
+    /// Ingress options (with --ingest).
+    #[command(flatten)]
+    pub ingress: IngressOptions,
+    /// Stripe API options (for thin events).
+    #[command(flatten)]
+    pub stripe_api: StripeApiOptions,
+}
+
+/// `ingest` options.
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Where the backend is (the bus events are published to).
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Ingress options.
+    #[command(flatten)]
+    pub ingress: IngressOptions,
+}
+
+/// The webhook ingress's options. Secrets come from `STRIPE_WEBHOOK_SECRET` (the default
+/// tenant; comma-separated while rotating), `STRIPE_WEBHOOK_SECRET_<TENANT>`, or one file
+/// per tenant in --webhook-secrets-dir; they are never logged.
+#[derive(Debug, Clone, Args)]
+pub struct IngressOptions {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "STRIPE_WORKER_LISTEN")]
+    pub listen: std::net::SocketAddr,
+    /// Directory with one file per tenant holding its webhook secrets, one per line (how
+    /// Kubernetes and ECS mount secrets).
+    #[arg(long, env = "STRIPE_WORKER_WEBHOOK_SECRETS_DIR")]
+    pub webhook_secrets_dir: Option<PathBuf>,
+    /// Which entries a verified event becomes: snapshot, thin or both.
+    #[arg(long, default_value = "snapshot")]
+    pub publish_styles: String,
+    /// Largest accepted signature age (either way), seconds.
+    #[arg(long, default_value_t = 300)]
+    pub tolerance_secs: u64,
+    /// Largest accepted body, bytes (larger: 413).
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+}
+
+/// Where thin events' objects are fetched from. Keys come from `STRIPE_API_KEY` (default
+/// tenant), `STRIPE_API_KEY_<TENANT>`, or one file per tenant in --stripe-keys-dir.
+#[derive(Debug, Clone, Args)]
+pub struct StripeApiOptions {
+    /// The Stripe API base URL (tests point it at a local double).
+    #[arg(long, default_value = "https://api.stripe.com", env = "STRIPE_API_BASE_URL")]
+    pub stripe_api_base: String,
+    /// Directory with one file per tenant holding its restricted API key.
+    #[arg(long, env = "STRIPE_WORKER_STRIPE_KEYS_DIR")]
+    pub stripe_keys_dir: Option<PathBuf>,
 }
 
 /// `publish` options.

@@ -4,7 +4,17 @@
 use super::{Config, ConfigError};
 
 /// Environment variables with the prefix that are command-line options, not config keys.
-const CLI_VARIABLES: &[&str] = &["CONFIG", "BACKEND", "DATA_DIR", "PREFIX", "LOG_FORMAT"];
+const CLI_VARIABLES: &[&str] = &[
+    "CONFIG",
+    "BACKEND",
+    "DATA_DIR",
+    "PREFIX",
+    "LOG_FORMAT",
+    "LISTEN",
+    "WEBHOOK_SECRETS_DIR",
+    "STRIPE_KEYS_DIR",
+    "TEST_AWS",
+];
 
 /// Keys whose default is "unset", so the serialised defaults do not show them:
 /// (section, key), set as strings.
