@@ -4,6 +4,7 @@
 //! [`decode`]. Everything downstream (dedupe, tenants, handlers) sees only this type.
 
 pub mod decode;
+pub mod envelope;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
