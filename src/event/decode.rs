@@ -518,7 +518,7 @@ fn decode_event(
     };
     let traceparent = Path::traceparent(f.traceparent);
     let event_id = at.req_id(f.id, "id")?;
-    let livemode_raw = f.livemode;
+    let livemode = at.req_bool(f.livemode, "livemode")?;
 
     let (event_type, created_ms, payload_style, object, dedupe_id, connect_account, api_version) =
         match style {
@@ -586,7 +586,6 @@ fn decode_event(
                 )
             }
         };
-    let livemode = at.req_bool(livemode_raw, "livemode")?;
     Ok(NormalisedEvent {
         dedupe_id,
         event_id,
