@@ -22,7 +22,9 @@ mod sqs;
 
 pub use dynamodb::{DynamoDedupe, DynamoState, schema};
 pub use eventbridge::{EventBridgeBus, PublishRetry, entry_size};
-pub use setup::{ResourceKind, SetupItem, SetupOptions, SetupReport, SetupStatus, setup};
+pub use setup::{
+    ResourceKind, SetupItem, SetupOptions, SetupReport, SetupStatus, setup, setup_tables,
+};
 pub use sqs::{QueueUrls, SqsQueue};
 
 use aws_config::{BehaviorVersion, SdkConfig};

@@ -182,10 +182,7 @@ pub async fn setup(
     let status = ensure_archive(&events, &names.archive(), &bus_arn, opts).await?;
     items.push(item(ResourceKind::Archive, names.archive(), status));
 
-    let status = ensure_table(&dynamodb, &dedupe_table(&names.dedupe_table())?, opts).await?;
-    items.push(item(ResourceKind::Table, names.dedupe_table(), status));
-    let status = ensure_table(&dynamodb, &state_table(&names.state_table())?, opts).await?;
-    items.push(item(ResourceKind::Table, names.state_table(), status));
+    items.append(&mut setup_tables_with(&dynamodb, names, opts).await?);
 
     let queue_urls = PerDomain::try_from_fn(|domain| {
         urls.iter()
@@ -201,6 +198,29 @@ pub async fn setup(
         bus_arn,
         queue_urls,
     })
+}
+
+/// Create (or find) only the DynamoDB tables, with TTL enabled: the part of [`setup`]
+/// a deployment that manages its queues and bus elsewhere still needs.
+pub async fn setup_tables(
+    config: &SdkConfig,
+    names: &AwsNames,
+    opts: &SetupOptions,
+) -> BackendResult<Vec<SetupItem>> {
+    setup_tables_with(&aws_sdk_dynamodb::Client::new(config), names, opts).await
+}
+
+async fn setup_tables_with(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    names: &AwsNames,
+    opts: &SetupOptions,
+) -> BackendResult<Vec<SetupItem>> {
+    let dedupe = ensure_table(dynamodb, &dedupe_table(&names.dedupe_table())?, opts).await?;
+    let state = ensure_table(dynamodb, &state_table(&names.state_table())?, opts).await?;
+    Ok(vec![
+        item(ResourceKind::Table, names.dedupe_table(), dedupe),
+        item(ResourceKind::Table, names.state_table(), state),
+    ])
 }
 
 fn item(kind: ResourceKind, name: String, status: SetupStatus) -> SetupItem {

@@ -205,24 +205,29 @@ impl Queue for SqsQueue {
     }
 
     async fn delete_batch(&self, receipts: &[Receipt]) -> BackendResult<BatchFailures> {
-        let chunks: Vec<&[Receipt]> = receipts.chunks(MAX_BATCH).collect();
+        let unique = unique_entries(receipts.iter().map(|r| (r.clone(), ())));
+        let unique: Vec<Receipt> = unique.into_iter().map(|(r, ())| r).collect();
+        let chunks: Vec<&[Receipt]> = unique.chunks(MAX_BATCH).collect();
         let mut results = Vec::with_capacity(chunks.len());
         for chunk in &chunks {
             results.push(self.delete_chunk(chunk).await);
         }
-        merge_chunks(&chunks, results, |r| r.clone())
+        let merged = merge_chunks(&chunks, results, |r| r.clone())?;
+        Ok(expand_duplicates(merged, receipts.iter()))
     }
 
     async fn change_visibility_batch(
         &self,
         entries: &[(Receipt, Duration)],
     ) -> BackendResult<BatchFailures> {
-        let chunks: Vec<&[(Receipt, Duration)]> = entries.chunks(MAX_BATCH).collect();
+        let unique = unique_entries(entries.iter().cloned());
+        let chunks: Vec<&[(Receipt, Duration)]> = unique.chunks(MAX_BATCH).collect();
         let mut results = Vec::with_capacity(chunks.len());
         for chunk in &chunks {
             results.push(self.visibility_chunk(chunk).await);
         }
-        merge_chunks(&chunks, results, |(r, _)| r.clone())
+        let merged = merge_chunks(&chunks, results, |(r, _)| r.clone())?;
+        Ok(expand_duplicates(merged, entries.iter().map(|(r, _)| r)))
     }
 
     async fn dead_letter(
@@ -420,6 +425,33 @@ fn collect_failures(
     out
 }
 
+/// One entry per receipt, in first-seen order, keeping the last value given for it: SQS
+/// (and the emulator) may reject a batch naming the same receipt twice.
+fn unique_entries<V>(entries: impl Iterator<Item = (Receipt, V)>) -> Vec<(Receipt, V)> {
+    let mut out: Vec<(Receipt, V)> = Vec::new();
+    for (receipt, value) in entries {
+        match out.iter_mut().find(|(r, _)| *r == receipt) {
+            Some(existing) => existing.1 = value,
+            None => out.push((receipt, value)),
+        }
+    }
+    out
+}
+
+/// Report a failed receipt once for every time the caller listed it.
+fn expand_duplicates<'a>(
+    failures: BatchFailures,
+    requested: impl Iterator<Item = &'a Receipt>,
+) -> BatchFailures {
+    let mut out = BatchFailures::default();
+    for receipt in requested {
+        if let Some((_, err)) = failures.failed.iter().find(|(r, _)| r == receipt) {
+            out.failed.push((receipt.clone(), err.clone()));
+        }
+    }
+    out
+}
+
 /// Combine the results of consecutive batch calls. If every call failed as a whole the
 /// first error is returned; otherwise whole-call failures become per-entry failures so
 /// the entries that did succeed are not retried.
@@ -539,6 +571,26 @@ mod tests {
         assert_eq!(merged.failed[0].0, Receipt("r10".into()));
         let all_failed = merge_chunks(&chunks, vec![Err(err.clone()), Err(err)], Receipt::clone);
         assert!(all_failed.unwrap_err().is_throttle());
+    }
+
+    #[test]
+    fn duplicate_receipts_are_sent_once_and_reported_each_time() {
+        let a = Receipt("a".into());
+        let b = Receipt("b".into());
+        let unique = unique_entries([(a.clone(), 1), (b.clone(), 2), (a.clone(), 3)].into_iter());
+        assert_eq!(unique, vec![(a.clone(), 3), (b.clone(), 2)]);
+        let failures = BatchFailures {
+            failed: vec![(
+                a.clone(),
+                BackendError::Transient {
+                    operation: "op",
+                    message: "m".into(),
+                },
+            )],
+        };
+        let expanded = expand_duplicates(failures, [a.clone(), b, a.clone()].iter());
+        assert_eq!(expanded.failed.len(), 2);
+        assert!(expanded.failed.iter().all(|(r, _)| *r == a));
     }
 
     #[test]
