@@ -35,9 +35,16 @@ MOTO_LOG="$(mktemp -t moto-server.XXXXXX.log)"
 "${VENV}/bin/moto_server" -H 127.0.0.1 -p "${PORT}" >"${MOTO_LOG}" 2>&1 &
 MOTO_PID=$!
 stop_moto() {
+  local status=$?
   if kill -0 "${MOTO_PID}" 2>/dev/null; then
     kill "${MOTO_PID}" 2>/dev/null || true
     wait "${MOTO_PID}" 2>/dev/null || true
+  fi
+  # Keep the emulator's log only when something failed.
+  if [ "${status}" -eq 0 ]; then
+    rm -f "${MOTO_LOG}"
+  else
+    echo "moto_server log kept at ${MOTO_LOG}" >&2
   fi
 }
 trap stop_moto EXIT
