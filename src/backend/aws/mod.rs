@@ -1,0 +1,203 @@
+//! AWS backends: [`SqsQueue`] (SQS), [`DynamoDedupe`] and [`DynamoState`] (DynamoDB) and
+//! [`EventBridgeBus`] (EventBridge), plus [`setup()`](setup::setup) that creates the
+//! resources they run on.
+//!
+//! Clients come from one [`SdkConfig`] loaded by [`load_sdk_config`] with the standard
+//! credential chain. `AWS_ENDPOINT_URL` (every service) and `AWS_ENDPOINT_URL_SQS`,
+//! `AWS_ENDPOINT_URL_DYNAMODB`, `AWS_ENDPOINT_URL_EVENTBRIDGE` (one service) are read by
+//! `aws-config` and the service clients themselves, which is how the tests point
+//! everything at a local emulator.
+//!
+//! The SDK retries throttling and transient failures itself (standard retry mode); these
+//! backends do not add a retry loop around a call, they map what is left to
+//! [`BackendError`] so the worker can decide. The one exception is
+//! [`EventBridgeBus::publish_all`], which re-sends the entries a successful `PutEvents`
+//! call reported as failed, which the SDK cannot see.
+
+mod dynamodb;
+mod error;
+mod eventbridge;
+pub mod setup;
+mod sqs;
+
+pub use dynamodb::{DynamoDedupe, DynamoState, schema};
+pub use eventbridge::{EventBridgeBus, PublishRetry, entry_size};
+pub use setup::{
+    ResourceKind, SetupItem, SetupOptions, SetupReport, SetupStatus, setup, setup_tables,
+};
+pub use sqs::{QueueUrls, SqsQueue};
+
+use aws_config::{BehaviorVersion, SdkConfig};
+
+use crate::backend::{Backend, BackendError, PerDomain};
+use crate::domain::Domain;
+
+/// Load the SDK configuration from the environment: region, the standard credential
+/// chain (environment, profile, SSO, web identity, container and instance metadata) and
+/// endpoint overrides (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`).
+pub async fn load_sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// The names of every AWS resource the worker uses, derived from one prefix so that
+/// several deployments (or test runs) can share an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsNames {
+    /// Prepended to every name, e.g. `stripe-worker` or `ai-nexus-dev-stripe`.
+    pub prefix: String,
+}
+
+impl Default for AwsNames {
+    fn default() -> Self {
+        AwsNames::new(AwsNames::DEFAULT_PREFIX)
+    }
+}
+
+impl AwsNames {
+    /// The prefix used when none is configured.
+    pub const DEFAULT_PREFIX: &'static str = "stripe-worker";
+
+    /// Names under `prefix`.
+    pub fn new(prefix: impl Into<String>) -> Self {
+        AwsNames {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The custom event bus: `<prefix>-event-bus`.
+    pub fn bus(&self) -> String {
+        format!("{}-event-bus", self.prefix)
+    }
+
+    /// A domain's queue: `<prefix>-<domain>-events`.
+    pub fn queue(&self, domain: Domain) -> String {
+        format!("{}-{}-events", self.prefix, domain.as_str())
+    }
+
+    /// A domain's dead-letter queue: `<prefix>-<domain>-events-dlq`.
+    pub fn dlq(&self, domain: Domain) -> String {
+        format!("{}-dlq", self.queue(domain))
+    }
+
+    /// The rule routing a domain's events into its queue: `<prefix>-<domain>_events-rule`.
+    pub fn rule(&self, domain: Domain) -> String {
+        format!("{}-{}_events-rule", self.prefix, domain.as_str())
+    }
+
+    /// The archive of the bus: `<prefix>-events-archive`.
+    pub fn archive(&self) -> String {
+        format!("{}-events-archive", self.prefix)
+    }
+
+    /// The dedupe table: `<prefix>-dedupe`.
+    pub fn dedupe_table(&self) -> String {
+        format!("{}-dedupe", self.prefix)
+    }
+
+    /// The billing state table: `<prefix>-state`.
+    pub fn state_table(&self) -> String {
+        format!("{}-state", self.prefix)
+    }
+}
+
+/// How [`connect`] builds the backends, beyond the resource names.
+#[derive(Debug, Clone)]
+pub struct AwsSettings {
+    /// Queue URLs per domain. `None` resolves them by name (`GetQueueUrl`) at connect
+    /// time, which needs `sqs:GetQueueUrl`; given URLs skip that call.
+    pub queue_urls: Option<PerDomain<QueueUrls>>,
+    /// The most bytes one `PutEvents` request may carry, counted as EventBridge does.
+    pub max_publish_request_bytes: usize,
+    /// How [`EventBridgeBus::publish_all`] re-sends failed entries.
+    pub publish_retry: PublishRetry,
+}
+
+impl Default for AwsSettings {
+    fn default() -> Self {
+        AwsSettings {
+            queue_urls: None,
+            max_publish_request_bytes: EventBridgeBus::DEFAULT_MAX_REQUEST_BYTES,
+            publish_retry: PublishRetry::default(),
+        }
+    }
+}
+
+/// The AWS backend bundle.
+pub type AwsBackend = Backend<SqsQueue, DynamoDedupe, DynamoState, EventBridgeBus>;
+
+/// Build the AWS backends for `names`: one SQS queue (with its DLQ) per domain, the
+/// dedupe and state tables and the event bus. Queue URLs are resolved by name unless
+/// `settings` gives them; a missing queue is a [`BackendError::Permanent`].
+pub async fn connect(
+    config: &SdkConfig,
+    names: &AwsNames,
+    settings: &AwsSettings,
+) -> Result<AwsBackend, BackendError> {
+    let sqs = aws_sdk_sqs::Client::new(config);
+    let dynamodb = aws_sdk_dynamodb::Client::new(config);
+    let eventbridge = aws_sdk_eventbridge::Client::new(config);
+
+    let queues = match &settings.queue_urls {
+        Some(urls) => {
+            PerDomain::from_fn(|domain| SqsQueue::new(sqs.clone(), urls.get(domain).clone()))
+        }
+        None => {
+            let (subscription, payment, customer) = futures::try_join!(
+                resolve_domain(&sqs, names, Domain::Subscription),
+                resolve_domain(&sqs, names, Domain::Payment),
+                resolve_domain(&sqs, names, Domain::Customer),
+            )?;
+            PerDomain {
+                subscription,
+                payment,
+                customer,
+            }
+        }
+    };
+
+    let bus = EventBridgeBus::new(eventbridge, names.bus())
+        .with_max_request_bytes(settings.max_publish_request_bytes)
+        .with_retry(settings.publish_retry.clone());
+
+    Ok(Backend {
+        queues: std::sync::Arc::new(queues),
+        dedupe: std::sync::Arc::new(DynamoDedupe::new(dynamodb.clone(), names.dedupe_table())),
+        state: std::sync::Arc::new(DynamoState::new(dynamodb, names.state_table())),
+        bus: std::sync::Arc::new(bus),
+    })
+}
+
+async fn resolve_domain(
+    sqs: &aws_sdk_sqs::Client,
+    names: &AwsNames,
+    domain: Domain,
+) -> Result<SqsQueue, BackendError> {
+    SqsQueue::resolve(sqs.clone(), &names.queue(domain), &names.dlq(domain)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_documented_scheme() {
+        let names = AwsNames::new("ai-nexus-dev-stripe");
+        assert_eq!(names.bus(), "ai-nexus-dev-stripe-event-bus");
+        assert_eq!(
+            names.queue(Domain::Payment),
+            "ai-nexus-dev-stripe-payment-events"
+        );
+        assert_eq!(
+            names.dlq(Domain::Payment),
+            "ai-nexus-dev-stripe-payment-events-dlq"
+        );
+        assert_eq!(
+            names.rule(Domain::Subscription),
+            "ai-nexus-dev-stripe-subscription_events-rule"
+        );
+        assert_eq!(names.archive(), "ai-nexus-dev-stripe-events-archive");
+        assert_eq!(names.dedupe_table(), "ai-nexus-dev-stripe-dedupe");
+        assert_eq!(names.state_table(), "ai-nexus-dev-stripe-state");
+        assert_eq!(AwsNames::default().prefix, "stripe-worker");
+    }
+}
