@@ -10,7 +10,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    BackendArgs, BackendKind, Command, DemoArgs, ExportArgs, IngestArgs, IngressOptions,
+    BackendArgs, BackendKind, Command, SetupArgs, DemoArgs, ExportArgs, IngestArgs, IngressOptions,
     PublishArgs, RunArgs, StateCommand, StatusArgs, StripeApiOptions,
 };
 use crate::app::{cancel_when_idle, open_local};
@@ -43,7 +43,9 @@ macro_rules! with_backend {
                 $body.await
             }
             BackendKind::Aws => {
-                let $backend = crate::backend::aws::connect_from_env(&$args.prefix, $config)
+                let sdk = crate::backend::aws::load_sdk_config().await;
+                let names = crate::backend::aws::AwsNames::new($args.prefix.clone());
+                let $backend = crate::backend::aws::connect(&sdk, &names, &Default::default())
                     .await
                     .with_context(|| format!("connecting to the AWS backend with prefix `{}`", $args.prefix))?;
                 $body.await
@@ -77,6 +79,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let config = load_config(&args.backend)?;
             with_backend!(args.backend, &config, |backend| export(backend, &args))
         }
+        Command::Setup(args) => setup(args).await,
         Command::Routes(args) => super::routes::run_routes(args, &mut stdout),
         Command::Pattern(args) => super::routes::run_pattern(args, &mut stdout),
     }
@@ -305,5 +308,26 @@ async fn ingest<Q: Queue, D, S, B: Bus>(
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
     start_ingress(&backend, config, &args.ingress, shutdown).await?.await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn setup(args: SetupArgs) -> anyhow::Result<ExitCode> {
+    use crate::backend::aws::{AwsNames, SetupOptions, load_sdk_config, setup};
+    anyhow::ensure!(
+        args.backend == BackendKind::Aws,
+        "setup creates AWS resources: pass --backend aws (the embedded backend needs no setup)"
+    );
+    let config = load_config(&args)?;
+    let options = SetupOptions {
+        max_receive_count: config.worker.max_receive_count,
+        visibility_timeout: config.visibility_timeout(),
+        ..SetupOptions::default()
+    };
+    let patterns = crate::backend::PerDomain::from_fn(crate::routing::domain_pattern);
+    let sdk = load_sdk_config().await;
+    let report = setup(&sdk, &AwsNames::new(args.prefix.clone()), &patterns, &options)
+        .await
+        .with_context(|| format!("setting up AWS resources with prefix `{}`", args.prefix))?;
+    print!("{report}");
     Ok(ExitCode::SUCCESS)
 }

@@ -60,6 +60,10 @@ pub enum Command {
         #[command(subcommand)]
         command: StateCommand,
     },
+    /// Create the AWS resources (bus, queues and DLQs, rules with the routing patterns,
+    /// archive, DynamoDB tables), idempotently. For emulators and dev accounts; Terraform in
+    /// deploy/ is the production path and installs the same patterns.
+    Setup(SetupArgs),
     /// Show the routing definition or the EventBridge patterns it renders.
     Routes(routes::RoutesArgs),
     /// Test EventBridge event patterns.
@@ -83,6 +87,9 @@ pub struct BackendArgs {
     #[arg(long, env = "STRIPE_WORKER_CONFIG")]
     pub config: Option<PathBuf>,
 }
+
+/// `setup` options: the backend arguments (`--backend aws --prefix P`).
+pub type SetupArgs = BackendArgs;
 
 /// Which backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
