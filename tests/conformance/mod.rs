@@ -97,10 +97,7 @@ async fn main_total<Q: Queue>(q: &Q) -> u64 {
 }
 
 fn bogus_receipt() -> Receipt {
-    Receipt(format!(
-        "not-a-receipt-{}",
-        uuid::Uuid::new_v4().simple()
-    ))
+    Receipt(format!("not-a-receipt-{}", uuid::Uuid::new_v4().simple()))
 }
 
 const SECOND_AND_A_HALF: Duration = Duration::from_millis(1500);
@@ -168,7 +165,9 @@ where
 {
     let q = make(spec("order", 30, 5)).await;
     for i in 0..5 {
-        q.send(&format!("m{i}"), Duration::ZERO).await.expect("send");
+        q.send(&format!("m{i}"), Duration::ZERO)
+            .await
+            .expect("send");
         // Distinct send times, so "oldest" is well defined on every backend.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -191,7 +190,10 @@ where
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].message_id, id);
     assert_eq!(first[0].receive_count, 1);
-    assert!(receive_now(&q).await.is_empty(), "invisible while in flight");
+    assert!(
+        receive_now(&q).await.is_empty(),
+        "invisible while in flight"
+    );
 
     tokio::time::sleep(SECOND_AND_A_HALF).await;
     let second = receive_n(&q, 1, Duration::from_secs(5)).await;
@@ -199,7 +201,10 @@ where
     assert_eq!(second[0].message_id, id);
     assert_eq!(second[0].body, "again");
     assert_eq!(second[0].receive_count, 2);
-    assert_ne!(second[0].receipt, first[0].receipt, "new receipt per receive");
+    assert_ne!(
+        second[0].receipt, first[0].receipt,
+        "new receipt per receive"
+    );
 }
 
 /// `change_visibility_batch` with 0 makes the message receivable at once.
@@ -286,7 +291,10 @@ where
         .expect("change_visibility_batch");
     assert_eq!(failures.failed.len(), 1, "stale receipt must fail");
     assert_eq!(failures.failed[0].0, stale);
-    assert!(receive_now(&q).await.is_empty(), "stale release had no effect");
+    assert!(
+        receive_now(&q).await.is_empty(),
+        "stale release had no effect"
+    );
 
     let failures = q
         .delete_batch(std::slice::from_ref(&stale))
@@ -324,7 +332,10 @@ where
             .expect("release");
         assert!(failures.failed.is_empty(), "{:?}", failures.failed);
     }
-    let third = q.receive(10, Duration::from_secs(1)).await.expect("receive");
+    let third = q
+        .receive(10, Duration::from_secs(1))
+        .await
+        .expect("receive");
     assert!(
         third.is_empty(),
         "third receive must redrive, not deliver: {third:?}"
@@ -397,7 +408,10 @@ where
 {
     let q = make(spec("delay", 30, 5)).await;
     let id = q.send("later", Duration::from_secs(1)).await.expect("send");
-    assert!(receive_now(&q).await.is_empty(), "delayed message not yet visible");
+    assert!(
+        receive_now(&q).await.is_empty(),
+        "delayed message not yet visible"
+    );
     let (main, _) = q.stats().await.expect("stats");
     assert_eq!(main.delayed, 1);
     assert_eq!(main.visible, 0);
@@ -434,7 +448,10 @@ where
         sender.send("wake up", Duration::ZERO).await.expect("send");
     });
     let started = Instant::now();
-    let got = q.receive(1, Duration::from_secs(10)).await.expect("receive");
+    let got = q
+        .receive(1, Duration::from_secs(10))
+        .await
+        .expect("receive");
     let waited = started.elapsed();
     send.await.expect("sender task");
     assert_eq!(got.len(), 1, "long poll delivered the message");
@@ -471,7 +488,11 @@ where
     assert_eq!(failures.failed[0].0, bogus);
 
     let failures = q
-        .delete_batch(&[got[0].receipt.clone(), bogus.clone(), got[1].receipt.clone()])
+        .delete_batch(&[
+            got[0].receipt.clone(),
+            bogus.clone(),
+            got[1].receipt.clone(),
+        ])
         .await
         .expect("delete_batch");
     assert_eq!(failures.failed.len(), 1, "{:?}", failures.failed);
@@ -676,7 +697,10 @@ pub async fn dedupe_keys_independent<D: DedupeStore>(store: D) {
         ..a.clone()
     };
     let t = claimed(store.claim(&a, T0, LEASE).await.expect("claim"));
-    store.complete(&a, &t, T0, RETENTION).await.expect("complete");
+    store
+        .complete(&a, &t, T0, RETENTION)
+        .await
+        .expect("complete");
     claimed(store.claim(&other_handler, T0, LEASE).await.expect("claim"));
     claimed(store.claim(&other_tenant, T0, LEASE).await.expect("claim"));
 }
@@ -743,13 +767,22 @@ pub async fn state_put_get_roundtrip<S: StateStore>(store: S) {
         "amount": 1999,
         "metadata": { "plan": "pro" },
     });
-    assert_eq!(store.put_if_newer(&r).await.expect("put"), WriteOutcome::Written);
     assert_eq!(
-        store.get(&tenant, "subscription", "sub_1").await.expect("get"),
+        store.put_if_newer(&r).await.expect("put"),
+        WriteOutcome::Written
+    );
+    assert_eq!(
+        store
+            .get(&tenant, "subscription", "sub_1")
+            .await
+            .expect("get"),
         Some(r)
     );
     assert_eq!(
-        store.get(&tenant, "subscription", "sub_missing").await.expect("get"),
+        store
+            .get(&tenant, "subscription", "sub_missing")
+            .await
+            .expect("get"),
         None
     );
 
@@ -771,12 +804,27 @@ pub async fn state_newer_wins_older_ignored<S: StateStore>(store: S) {
     let v1 = record(&tenant, "subscription", "sub_1", T0, "evt_a");
     let v2 = record(&tenant, "subscription", "sub_1", T0 + 1000, "evt_0");
     let old = record(&tenant, "subscription", "sub_1", T0 + 500, "evt_z");
-    assert_eq!(store.put_if_newer(&v1).await.expect("put"), WriteOutcome::Written);
-    assert_eq!(store.put_if_newer(&v2).await.expect("put"), WriteOutcome::Written);
-    assert_eq!(store.put_if_newer(&old).await.expect("put"), WriteOutcome::Stale);
-    assert_eq!(store.put_if_newer(&v1).await.expect("put"), WriteOutcome::Stale);
     assert_eq!(
-        store.get(&tenant, "subscription", "sub_1").await.expect("get"),
+        store.put_if_newer(&v1).await.expect("put"),
+        WriteOutcome::Written
+    );
+    assert_eq!(
+        store.put_if_newer(&v2).await.expect("put"),
+        WriteOutcome::Written
+    );
+    assert_eq!(
+        store.put_if_newer(&old).await.expect("put"),
+        WriteOutcome::Stale
+    );
+    assert_eq!(
+        store.put_if_newer(&v1).await.expect("put"),
+        WriteOutcome::Stale
+    );
+    assert_eq!(
+        store
+            .get(&tenant, "subscription", "sub_1")
+            .await
+            .expect("get"),
         Some(v2)
     );
 }
@@ -788,14 +836,32 @@ pub async fn state_tiebreak_rule<S: StateStore>(store: S) {
     let b = record(&tenant, "invoice", "in_1", T0, "evt_b");
     let a = record(&tenant, "invoice", "in_1", T0, "evt_a");
     let c = record(&tenant, "invoice", "in_1", T0, "evt_c");
-    assert_eq!(store.put_if_newer(&b).await.expect("put"), WriteOutcome::Written);
-    assert_eq!(store.put_if_newer(&a).await.expect("put"), WriteOutcome::Stale);
+    assert_eq!(
+        store.put_if_newer(&b).await.expect("put"),
+        WriteOutcome::Written
+    );
+    assert_eq!(
+        store.put_if_newer(&a).await.expect("put"),
+        WriteOutcome::Stale
+    );
     let mut same = b.clone();
     same.doc = json!({ "changed": true });
-    assert_eq!(store.put_if_newer(&same).await.expect("put"), WriteOutcome::Stale);
-    assert_eq!(store.get(&tenant, "invoice", "in_1").await.expect("get"), Some(b));
-    assert_eq!(store.put_if_newer(&c).await.expect("put"), WriteOutcome::Written);
-    assert_eq!(store.get(&tenant, "invoice", "in_1").await.expect("get"), Some(c));
+    assert_eq!(
+        store.put_if_newer(&same).await.expect("put"),
+        WriteOutcome::Stale
+    );
+    assert_eq!(
+        store.get(&tenant, "invoice", "in_1").await.expect("get"),
+        Some(b)
+    );
+    assert_eq!(
+        store.put_if_newer(&c).await.expect("put"),
+        WriteOutcome::Written
+    );
+    assert_eq!(
+        store.get(&tenant, "invoice", "in_1").await.expect("get"),
+        Some(c)
+    );
 }
 
 /// `by_customer` returns the customer's records of every kind in (kind, id) order, and
@@ -819,7 +885,10 @@ pub async fn state_by_customer<S: StateStore>(store: S) {
     let keys = |v: &[StateRecord]| -> Vec<(String, String)> {
         v.iter().map(|r| (r.kind.clone(), r.id.clone())).collect()
     };
-    let a = store.by_customer(&tenant, "cus_a").await.expect("by_customer");
+    let a = store
+        .by_customer(&tenant, "cus_a")
+        .await
+        .expect("by_customer");
     assert_eq!(
         keys(&a),
         [
@@ -834,11 +903,20 @@ pub async fn state_by_customer<S: StateStore>(store: S) {
     // sub_2 moves to cus_b with a newer version.
     let mut moved = record(&tenant, "subscription", "sub_2", T0 + 1, "evt_b");
     moved.customer = Some("cus_b".to_owned());
-    assert_eq!(store.put_if_newer(&moved).await.expect("put"), WriteOutcome::Written);
-    let a = store.by_customer(&tenant, "cus_a").await.expect("by_customer");
+    assert_eq!(
+        store.put_if_newer(&moved).await.expect("put"),
+        WriteOutcome::Written
+    );
+    let a = store
+        .by_customer(&tenant, "cus_a")
+        .await
+        .expect("by_customer");
     assert_eq!(a.len(), 3);
     assert!(!a.iter().any(|r| r.id == "sub_2"));
-    let b = store.by_customer(&tenant, "cus_b").await.expect("by_customer");
+    let b = store
+        .by_customer(&tenant, "cus_b")
+        .await
+        .expect("by_customer");
     assert_eq!(
         keys(&b),
         [
@@ -880,7 +958,10 @@ pub async fn state_export_ordering<S: StateStore>(store: S) {
     let ordered = all
         .windows(2)
         .all(|w| (&w[0].tenant, &w[0].kind, &w[0].id) < (&w[1].tenant, &w[1].kind, &w[1].id));
-    assert!(ordered, "export(None) is in strict (tenant, kind, id) order");
+    assert!(
+        ordered,
+        "export(None) is in strict (tenant, kind, id) order"
+    );
     let ours: Vec<_> = all
         .into_iter()
         .filter(|r| r.tenant == t1 || r.tenant == t2)
@@ -888,7 +969,11 @@ pub async fn state_export_ordering<S: StateStore>(store: S) {
     assert_eq!(ours, expected);
 
     let only_t1 = store.export(Some(&t1)).await.expect("export");
-    let expected_t1: Vec<_> = expected.iter().filter(|r| r.tenant == t1).cloned().collect();
+    let expected_t1: Vec<_> = expected
+        .iter()
+        .filter(|r| r.tenant == t1)
+        .cloned()
+        .collect();
     assert_eq!(only_t1, expected_t1);
     // "in_10" < "in_3": plain string order, not natural order.
     assert_eq!(only_t1[1].id, "in_10");
@@ -902,9 +987,15 @@ pub async fn state_tenant_isolation<S: StateStore>(store: S) {
     let r1 = record(&t1, "subscription", "sub_1", T0 + 1000, "evt_a");
     let mut r2 = record(&t2, "subscription", "sub_1", T0, "evt_a");
     r2.doc = json!({ "status": "canceled" });
-    assert_eq!(store.put_if_newer(&r1).await.expect("put"), WriteOutcome::Written);
+    assert_eq!(
+        store.put_if_newer(&r1).await.expect("put"),
+        WriteOutcome::Written
+    );
     // Older than r1 but in another tenant: must be written, not compared with r1.
-    assert_eq!(store.put_if_newer(&r2).await.expect("put"), WriteOutcome::Written);
+    assert_eq!(
+        store.put_if_newer(&r2).await.expect("put"),
+        WriteOutcome::Written
+    );
     assert_eq!(
         store.get(&t1, "subscription", "sub_1").await.expect("get"),
         Some(r1.clone())
@@ -965,12 +1056,17 @@ pub async fn archive_range<A: Archive>(archive: A) {
     let marker = unique("arc");
     let env = |n: u32| format!(r#"{{"marker":"{marker}","n":{n}}}"#);
     let base = T0 + (uuid::Uuid::new_v4().as_u128() % 1_000_000) as i64 * 1000;
-    for (n, t) in [(3, base + 30), (1, base + 10), (0, base), (2, base + 20), (4, base + 40)] {
+    for (n, t) in [
+        (3, base + 30),
+        (1, base + 10),
+        (0, base),
+        (2, base + 20),
+        (4, base + 40),
+    ] {
         archive.append(&env(n), t).await.expect("append");
     }
-    let ours = |v: Vec<String>| -> Vec<String> {
-        v.into_iter().filter(|e| e.contains(&marker)).collect()
-    };
+    let ours =
+        |v: Vec<String>| -> Vec<String> { v.into_iter().filter(|e| e.contains(&marker)).collect() };
     assert_eq!(
         ours(archive.range(base + 10, base + 40).await.expect("range")),
         [env(1), env(2), env(3)]
