@@ -1,12 +1,11 @@
 //! SQLite backends: the embedded default. Durable across restarts, and usable by several
 //! processes on one file (a `publish` in one process, `run` in another).
 //!
-//! One [`SqliteDb`] per file and process holds two connections: a writer, behind a mutex,
-//! for every statement that changes data, and a reader for queries (WAL lets it read while
-//! the writer writes). Rusqlite is blocking, so every call runs on
-//! [`tokio::task::spawn_blocking`]. Writes that span statements use `BEGIN IMMEDIATE`, so a
-//! transaction takes the file's write lock up front and waits on `busy_timeout` instead of
-//! failing on a lock upgrade when another process writes too.
+//! One [`SqliteDb`] per file and process holds two connections: a writer, owned by a
+//! dedicated thread that group-commits every write request, and a reader for queries (WAL
+//! lets it read while the writer writes), used on [`tokio::task::spawn_blocking`]. Write
+//! transactions use `BEGIN IMMEDIATE`, so they take the file's write lock up front and wait
+//! on `busy_timeout` instead of failing on a lock upgrade when another process writes too.
 //!
 //! Durability: WAL with `synchronous=NORMAL`, the usual trade-off: a committed transaction
 //! survives a process crash; an OS crash or power loss may roll back the last few commits,
@@ -119,20 +118,134 @@ fn to_i64(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// The most write requests committed together in one transaction.
+pub const MAX_GROUP_COMMIT: usize = 128;
+
+/// Called after the group's commit: `Some` if the transaction failed (the job's writes
+/// were rolled back with it).
+type Deliver = Box<dyn FnOnce(Option<&BackendError>) + Send>;
+
+/// A job that ran inside a group transaction: whether it succeeded (its savepoint is
+/// released, else rolled back) and how to hand its result over after the commit.
+struct Ran {
+    ok: bool,
+    deliver: Deliver,
+}
+
+/// A write request for the writer thread: run on the connection, or told the group
+/// transaction could not start.
+type Job = Box<dyn FnOnce(Result<&Connection, &BackendError>) -> Option<Ran> + Send>;
+
 #[derive(Debug)]
 struct DbInner {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    /// Requests for the writer thread, which owns the writer connection. The thread ends
+    /// when the last `SqliteDb` clone drops this sender.
+    jobs: std::sync::mpsc::Sender<Job>,
     reader: Mutex<Connection>,
     /// One long-poll wake-up per queue name, shared by every handle on this `SqliteDb`.
     notifiers: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
-/// An open SQLite database file (two connections). Cheap to clone; clones share the
-/// connections.
+/// An open SQLite database file: a writer thread that owns the write connection and a
+/// reader connection for queries. Cheap to clone; clones share both.
+///
+/// Writes are group-committed: the writer thread takes every request waiting (up to
+/// [`MAX_GROUP_COMMIT`]) and runs them in one `BEGIN IMMEDIATE` transaction, each in its
+/// own savepoint so one failing request undoes only its own writes. Results are handed
+/// back only after the commit, so a caller never sees a write that could still roll back.
+/// Under load this turns many small commits (claims, upserts, completions) into a few.
 #[derive(Debug, Clone)]
 pub struct SqliteDb {
     inner: Arc<DbInner>,
+}
+
+/// The same error, reported for another operation (a group commit's failure is every
+/// member's failure).
+fn with_operation(e: &BackendError, operation: &'static str) -> BackendError {
+    match e.clone() {
+        BackendError::Throttled { message, .. } => BackendError::Throttled { operation, message },
+        BackendError::Transient { message, .. } => BackendError::Transient { operation, message },
+        BackendError::Permanent { message, .. } => BackendError::Permanent { operation, message },
+        BackendError::LeaseLost { .. } => BackendError::LeaseLost { operation },
+    }
+}
+
+fn writer_loop(conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_GROUP_COMMIT {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        run_group(&conn, batch);
+    }
+}
+
+/// Run one transaction-control statement, prepared once (they run several times per
+/// group, so parsing them each time would cost more than the statements).
+fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
+fn run_group(conn: &Connection, batch: Vec<Job>) {
+    const OP: &str = "sqlite_write";
+    if let Err(e) = control(conn, "BEGIN IMMEDIATE") {
+        let err = db_error(OP, e);
+        for job in batch {
+            job(Err(&err));
+        }
+        return;
+    }
+    let mut ran = Vec::with_capacity(batch.len());
+    let mut not_run = Vec::new();
+    let mut fatal: Option<BackendError> = None;
+    for job in batch {
+        if fatal.is_some() {
+            not_run.push(job);
+            continue;
+        }
+        if let Err(e) = control(conn, "SAVEPOINT job") {
+            fatal = Some(db_error(OP, e));
+            not_run.push(job);
+            continue;
+        }
+        // A panicking job loses only its own answer (its caller sees the request
+        // dropped); the thread and the other jobs go on.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Ok(conn))));
+        let (ok, deliver) = match outcome {
+            Ok(Some(r)) => (r.ok, Some(r.deliver)),
+            Ok(None) | Err(_) => (false, None),
+        };
+        let end = if ok {
+            control(conn, "RELEASE job")
+        } else {
+            control(conn, "ROLLBACK TO job").and_then(|()| control(conn, "RELEASE job"))
+        };
+        ran.extend(deliver);
+        if let Err(e) = end {
+            fatal = Some(db_error(OP, e));
+        }
+    }
+    let result = match fatal {
+        Some(e) => Err(e),
+        None => control(conn, "COMMIT").map_err(|e| db_error("sqlite_commit", e)),
+    };
+    if result.is_err() {
+        // Ignore the rollback's own error: the transaction is gone either way.
+        let _ = control(conn, "ROLLBACK");
+    }
+    let failed = result.err();
+    for deliver in ran {
+        deliver(failed.as_ref());
+    }
+    if let Some(e) = &failed {
+        for job in not_run {
+            job(Err(e));
+        }
+    }
 }
 
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
@@ -182,10 +295,18 @@ impl SqliteDb {
         reader
             .pragma_update(None, "query_only", "ON")
             .map_err(|e| db_error(op, e))?;
+        let (jobs, queue) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("sqlite-writer".to_owned())
+            .spawn(move || writer_loop(writer, queue))
+            .map_err(|e| BackendError::Permanent {
+                operation: op,
+                message: format!("cannot start the SQLite writer thread: {e}"),
+            })?;
         Ok(SqliteDb {
             inner: Arc::new(DbInner {
                 path: path.to_owned(),
-                writer: Mutex::new(writer),
+                jobs,
                 reader: Mutex::new(reader),
                 notifiers: Mutex::new(HashMap::new()),
             }),
@@ -205,20 +326,47 @@ impl SqliteDb {
         )
     }
 
-    /// Run `f` on the writer connection on the blocking pool.
+    /// Run `f` on the writer thread, inside a group transaction (see [`SqliteDb`]); the
+    /// answer comes after the commit.
     async fn write<T, F>(&self, operation: &'static str, f: F) -> BackendResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || f(&mut lock(&inner.writer)))
-            .await
-            .map_err(|e| BackendError::Transient {
+        let (answer, answered) = tokio::sync::oneshot::channel::<BackendResult<T>>();
+        let job: Job = Box::new(move |conn| {
+            let conn = match conn {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = answer.send(Err(with_operation(e, operation)));
+                    return None;
+                }
+            };
+            let result = f(conn);
+            Some(Ran {
+                ok: result.is_ok(),
+                deliver: Box::new(move |failed| {
+                    let out = match (result, failed) {
+                        (Err(e), _) => Err(db_error(operation, e)),
+                        (Ok(_), Some(e)) => Err(with_operation(e, operation)),
+                        (Ok(v), None) => Ok(v),
+                    };
+                    // The caller may have gone (a cancelled receive): nothing to tell.
+                    let _ = answer.send(out);
+                }),
+            })
+        });
+        self.inner
+            .jobs
+            .send(job)
+            .map_err(|_| BackendError::Permanent {
                 operation,
-                message: format!("blocking task failed: {e}"),
-            })?
-            .map_err(|e| db_error(operation, e))
+                message: "the SQLite writer thread has stopped".to_owned(),
+            })?;
+        answered.await.map_err(|_| BackendError::Transient {
+            operation,
+            message: "the SQLite writer dropped the request".to_owned(),
+        })?
     }
 
     /// Run `f` on the reader connection on the blocking pool.
@@ -317,7 +465,7 @@ impl SqliteQueue {
         self.db
             .write("receive", move |conn| {
                 let now = wall_ms();
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let tx = conn;
                 let mut out = Vec::new();
                 let mut seen = HashSet::new();
                 loop {
@@ -400,7 +548,6 @@ impl SqliteQueue {
                         break;
                     }
                 }
-                tx.commit()?;
                 Ok(out)
             })
             .await
@@ -456,7 +603,7 @@ impl SqliteQueue {
             .db
             .write("dlq_redrive", move |conn| {
                 let now = wall_ms();
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let tx = conn;
                 let rows: Vec<(i64, String, i64, Option<String>)> = tx
                     .prepare_cached(
                         "SELECT seq, message_id, sent_at_ms, attributes FROM queue_messages
@@ -492,7 +639,6 @@ impl SqliteQueue {
                     ])?;
                     moved += 1;
                 }
-                tx.commit()?;
                 Ok(moved)
             })
             .await?;
@@ -566,7 +712,7 @@ impl Queue for SqliteQueue {
         let deleted = self
             .db
             .write("delete_batch", move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let tx = conn;
                 let mut ok = Vec::with_capacity(owned.len());
                 {
                     let mut st = tx.prepare_cached(
@@ -580,7 +726,6 @@ impl Queue for SqliteQueue {
                         ok.push(n == 1);
                     }
                 }
-                tx.commit()?;
                 Ok(ok)
             })
             .await?;
@@ -608,7 +753,7 @@ impl Queue for SqliteQueue {
             .db
             .write("change_visibility_batch", move |conn| {
                 let now = wall_ms();
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let tx = conn;
                 let mut ok = Vec::with_capacity(owned.len());
                 {
                     let mut st = tx.prepare_cached(
@@ -624,7 +769,6 @@ impl Queue for SqliteQueue {
                         ok.push(n == 1);
                     }
                 }
-                tx.commit()?;
                 Ok(ok)
             })
             .await?;
@@ -668,7 +812,7 @@ impl Queue for SqliteQueue {
                 // Insert into the DLQ and delete from the queue in one transaction: no
                 // loss and no duplicate. A stale receipt deletes nothing (the message
                 // stays for redelivery, as on SQS where the delete would fail).
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let tx = conn;
                 tx.prepare_cached(
                     "INSERT INTO queue_messages
                        (queue, message_id, body, sent_at_ms, visible_at_ms, receive_count,
@@ -688,7 +832,7 @@ impl Queue for SqliteQueue {
                     )?
                     .execute(params![seq, name, message.receipt.0])?;
                 }
-                tx.commit()
+                Ok(())
             })
             .await
     }
@@ -779,7 +923,7 @@ impl DedupeStore for SqliteDedupe {
         let answer = self
             .db
             .write("dedupe_claim", move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let tx = conn;
                 // Take the key if absent, or if its lease or retention ended before now
                 // (both kept in until_ms): one statement, so no race between look and set.
                 let took = tx
@@ -797,7 +941,6 @@ impl DedupeStore for SqliteDedupe {
                         .query_row(params![key], |r| Ok((r.get::<_, bool>(0)?, r.get(1)?)))
                         .optional()?
                 };
-                tx.commit()?;
                 Ok(answer)
             })
             .await?;
