@@ -188,3 +188,17 @@ async fn limits_are_enforced() {
     let err = q.delete_batch(&many).await.unwrap_err();
     assert!(!err.is_retryable());
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Any order of versions converges on the newest, with truthful outcomes.
+    #[test]
+    fn state_any_order_converges(
+        versions in proptest::collection::vec((0i64..5, "[a-c]{0,2}"), 0..12)
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let store = MemoryState::new();
+        rt.block_on(conformance::state_any_order_converges(&store, &versions));
+    }
+}

@@ -482,3 +482,19 @@ async fn state_upsert_across_connections() {
         Some(newer)
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+
+    /// Any order of versions converges on the newest, with truthful outcomes (SQLite's
+    /// TEXT comparison agrees with Rust's string order, multi-byte characters included).
+    #[test]
+    fn state_any_order_converges(
+        versions in proptest::collection::vec((0i64..5, "[a-cé€]{0,2}"), 0..12)
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (_dir, db) = fresh();
+        let store = SqliteState::new(&db);
+        rt.block_on(conformance::state_any_order_converges(&store, &versions));
+    }
+}

@@ -296,6 +296,13 @@ struct QueueInner {
 }
 
 /// An in-memory queue with SQS semantics and its own dead-letter queue.
+///
+/// Receives take receivable messages in send order (a message released or timed out
+/// takes its original place). Receipts are `<seq>.<nonce>`, new on every receive; only
+/// the latest deletes or changes the message. A message already received
+/// `max_receive_count` times moves to the DLQ on the next receive that would take it,
+/// with [`MAX_RECEIVE_COUNT_EXCEEDED`] as its error kind. Every call is cancel-safe: the
+/// only await is the long-poll wait, before anything is taken.
 #[derive(Debug)]
 pub struct MemoryQueue {
     spec: QueueSpec,
@@ -573,13 +580,21 @@ impl Queue for MemoryQueue {
         // stale receipt only skips the delete (the message stays for redelivery, as on
         // SQS where the delete would fail).
         g.dlq.insert(seq, dead);
-        if let Some(old) = Self::parse_receipt(&message.receipt).filter(|s| {
+        let current = Self::parse_receipt(&message.receipt).filter(|s| {
             g.main
                 .messages
                 .get(s)
                 .is_some_and(|m| m.receipt.as_deref() == Some(message.receipt.0.as_str()))
-        }) {
-            g.main.remove(old);
+        });
+        match current {
+            Some(seq) => {
+                g.main.remove(seq);
+            }
+            None => tracing::warn!(
+                queue = %self.spec.name,
+                message_id = %message.message_id,
+                "dead-lettered a message whose receipt is stale; it stays in the queue too"
+            ),
         }
         Ok(())
     }

@@ -417,6 +417,19 @@ fn receipt_seq(r: &Receipt) -> Option<i64> {
 
 /// A queue with SQS semantics stored in a [`SqliteDb`], with its DLQ (`<name>-dlq`) in
 /// the same table.
+///
+/// - Order: a receive takes the messages that became receivable earliest (send time plus
+///   delay, or the end of an earlier visibility timeout), then by send order; for
+///   messages sent without delay and not yet received that is oldest first.
+/// - Receipts are `<row id>.<random nonce>`, new on every receive; only the latest one
+///   deletes or changes the message, any other is a failed batch entry.
+/// - Redrive: a message already received `max_receive_count` times is moved to the DLQ by
+///   the next receive that would take it (with [`MAX_RECEIVE_COUNT_EXCEEDED`] as its error
+///   kind), and does not count toward that receive's `max`.
+/// - Cancellation: a receive dropped after its request reached the writer thread still
+///   takes its messages, which come back after the visibility timeout (as when an SQS
+///   response is lost). The other calls are single requests: dropping one lets it finish
+///   or not happen, never half-happen.
 #[derive(Debug, Clone)]
 pub struct SqliteQueue {
     db: SqliteDb,
@@ -798,7 +811,8 @@ impl Queue for SqliteQueue {
         let dlq = self.dlq_name.to_string();
         let message = message.clone();
         let reason = reason.clone();
-        self.db
+        let deleted = self
+            .db
             .write("dead_letter", move |conn| {
                 let now = wall_ms();
                 let mut attributes = message.attributes.clone();
@@ -826,15 +840,26 @@ impl Queue for SqliteQueue {
                     now,
                     attributes_json(&attributes)
                 ])?;
-                if let Some(seq) = receipt_seq(&message.receipt) {
-                    tx.prepare_cached(
-                        "DELETE FROM queue_messages WHERE seq = ?1 AND queue = ?2 AND receipt = ?3",
-                    )?
-                    .execute(params![seq, name, message.receipt.0])?;
+                match receipt_seq(&message.receipt) {
+                    Some(seq) => tx
+                        .prepare_cached(
+                            "DELETE FROM queue_messages
+                             WHERE seq = ?1 AND queue = ?2 AND receipt = ?3",
+                        )?
+                        .execute(params![seq, name, message.receipt.0])
+                        .map(|n| (n == 1, message.message_id)),
+                    None => Ok((false, message.message_id)),
                 }
-                Ok(())
             })
-            .await
+            .await?;
+        if !deleted.0 {
+            tracing::warn!(
+                queue = %self.spec.name,
+                message_id = %deleted.1,
+                "dead-lettered a message whose receipt is stale; it stays in the queue too"
+            );
+        }
+        Ok(())
     }
 
     async fn send(&self, body: &str, delay: Duration) -> BackendResult<String> {
