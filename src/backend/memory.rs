@@ -310,6 +310,8 @@ pub struct MemoryQueue {
     /// Wakes long polls when a message may have become receivable.
     arrived: Notify,
     next_seq: AtomicU64,
+    /// Random per queue, so message ids differ across queues and runs.
+    id_prefix: String,
 }
 
 impl MemoryQueue {
@@ -321,6 +323,7 @@ impl MemoryQueue {
             inner: Mutex::new(QueueInner::default()),
             arrived: Notify::new(),
             next_seq: AtomicU64::new(1),
+            id_prefix: uuid::Uuid::new_v4().simple().to_string(),
         }
     }
 
@@ -601,7 +604,9 @@ impl Queue for MemoryQueue {
 
     async fn send(&self, body: &str, delay: Duration) -> BackendResult<String> {
         let seq = self.seq();
-        let id = uuid::Uuid::new_v4().to_string();
+        // Unique without a random draw per message: the queue's random prefix and the
+        // sequence number (this is the hot path of the in-memory benchmark).
+        let id = format!("{}-{seq}", self.id_prefix);
         let now = Instant::now();
         let msg = Stored {
             id: id.clone(),
@@ -638,15 +643,29 @@ enum DedupeEntry {
 }
 
 /// An in-memory dedupe store: one map under one lock, so every claim is atomic.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryDedupe {
     entries: Mutex<HashMap<DedupeKey, DedupeEntry>>,
+    /// Tokens are this store's random prefix and a counter: unique per claim without a
+    /// random draw per claim (the benchmark's hot path).
+    token_prefix: String,
+    next_token: AtomicU64,
+}
+
+impl Default for MemoryDedupe {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MemoryDedupe {
     /// An empty store.
     pub fn new() -> Self {
-        Self::default()
+        MemoryDedupe {
+            entries: Mutex::new(HashMap::new()),
+            token_prefix: uuid::Uuid::new_v4().simple().to_string(),
+            next_token: AtomicU64::new(1),
+        }
     }
 
     /// How many keys are stored (claims and completions, expired ones included).
@@ -678,7 +697,8 @@ impl DedupeStore for MemoryDedupe {
             }
             _ => {}
         }
-        let token = FencingToken::new();
+        let n = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let token = FencingToken(format!("{}-{n}", self.token_prefix));
         g.insert(
             key.clone(),
             DedupeEntry::InProgress {
