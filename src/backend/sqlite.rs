@@ -109,8 +109,8 @@ fn db_error(operation: &'static str, e: rusqlite::Error) -> BackendError {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic inside a rusqlite call leaves the connection usable (an open transaction
-    // is rolled back when its guard drops), so poisoning carries no information here.
+    // Only the reader is behind a mutex, and a panic during a query leaves it usable, so
+    // poisoning carries no information here.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -478,12 +478,11 @@ impl SqliteQueue {
         self.db
             .write("receive", move |conn| {
                 let now = wall_ms();
-                let tx = conn;
                 let mut out = Vec::new();
                 let mut seen = HashSet::new();
                 loop {
                     let rows: Vec<Row> = {
-                        let mut st = tx.prepare_cached(
+                        let mut st = conn.prepare_cached(
                             "SELECT seq, message_id, body, sent_at_ms, receive_count, attributes
                              FROM queue_messages
                              WHERE queue = ?1 AND visible_at_ms <= ?2
@@ -519,7 +518,7 @@ impl SqliteQueue {
                                 &redrive_reason(max_receive_count),
                                 now,
                             ));
-                            tx.prepare_cached(
+                            conn.prepare_cached(
                                 "UPDATE queue_messages
                                  SET queue = ?2, sent_at_ms = ?3, visible_at_ms = ?3,
                                      receive_count = 0, receipt = NULL, attributes = ?4
@@ -536,7 +535,7 @@ impl SqliteQueue {
                         }
                         let receipt = format!("{}.{:016x}", row.seq, rand::random::<u64>());
                         let count = row.receive_count + 1;
-                        tx.prepare_cached(
+                        conn.prepare_cached(
                             "UPDATE queue_messages
                              SET receive_count = ?2, receipt = ?3, visible_at_ms = ?4
                              WHERE seq = ?1",
@@ -616,8 +615,7 @@ impl SqliteQueue {
             .db
             .write("dlq_redrive", move |conn| {
                 let now = wall_ms();
-                let tx = conn;
-                let rows: Vec<(i64, String, i64, Option<String>)> = tx
+                let rows: Vec<(i64, String, i64, Option<String>)> = conn
                     .prepare_cached(
                         "SELECT seq, message_id, sent_at_ms, attributes FROM queue_messages
                          WHERE queue = ?1 ORDER BY seq",
@@ -637,7 +635,7 @@ impl SqliteQueue {
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(sent_at_ms);
                     attributes.retain(|k, _| !k.starts_with("stripe_worker."));
-                    tx.prepare_cached(
+                    conn.prepare_cached(
                         "UPDATE queue_messages
                          SET queue = ?2, sent_at_ms = ?3, visible_at_ms = ?4,
                              receive_count = 0, receipt = NULL, attributes = ?5
@@ -725,10 +723,9 @@ impl Queue for SqliteQueue {
         let deleted = self
             .db
             .write("delete_batch", move |conn| {
-                let tx = conn;
                 let mut ok = Vec::with_capacity(owned.len());
                 {
-                    let mut st = tx.prepare_cached(
+                    let mut st = conn.prepare_cached(
                         "DELETE FROM queue_messages WHERE seq = ?1 AND queue = ?2 AND receipt = ?3",
                     )?;
                     for r in &owned {
@@ -766,10 +763,9 @@ impl Queue for SqliteQueue {
             .db
             .write("change_visibility_batch", move |conn| {
                 let now = wall_ms();
-                let tx = conn;
                 let mut ok = Vec::with_capacity(owned.len());
                 {
-                    let mut st = tx.prepare_cached(
+                    let mut st = conn.prepare_cached(
                         "UPDATE queue_messages SET visible_at_ms = ?4
                          WHERE seq = ?1 AND queue = ?2 AND receipt = ?3",
                     )?;
@@ -826,8 +822,7 @@ impl Queue for SqliteQueue {
                 // Insert into the DLQ and delete from the queue in one transaction: no
                 // loss and no duplicate. A stale receipt deletes nothing (the message
                 // stays for redelivery, as on SQS where the delete would fail).
-                let tx = conn;
-                tx.prepare_cached(
+                conn.prepare_cached(
                     "INSERT INTO queue_messages
                        (queue, message_id, body, sent_at_ms, visible_at_ms, receive_count,
                         receipt, attributes)
@@ -841,7 +836,7 @@ impl Queue for SqliteQueue {
                     attributes_json(&attributes)
                 ])?;
                 match receipt_seq(&message.receipt) {
-                    Some(seq) => tx
+                    Some(seq) => conn
                         .prepare_cached(
                             "DELETE FROM queue_messages
                              WHERE seq = ?1 AND queue = ?2 AND receipt = ?3",
@@ -948,10 +943,9 @@ impl DedupeStore for SqliteDedupe {
         let answer = self
             .db
             .write("dedupe_claim", move |conn| {
-                let tx = conn;
                 // Take the key if absent, or if its lease or retention ended before now
                 // (both kept in until_ms): one statement, so no race between look and set.
-                let took = tx
+                let took = conn
                     .prepare_cached(
                         "INSERT INTO dedupe (key, done, token, until_ms) VALUES (?1, 0, ?2, ?3)
                          ON CONFLICT (key) DO UPDATE
@@ -962,7 +956,7 @@ impl DedupeStore for SqliteDedupe {
                 let answer = if took == 1 {
                     None
                 } else {
-                    tx.prepare_cached("SELECT done, until_ms FROM dedupe WHERE key = ?1")?
+                    conn.prepare_cached("SELECT done, until_ms FROM dedupe WHERE key = ?1")?
                         .query_row(params![key], |r| Ok((r.get::<_, bool>(0)?, r.get(1)?)))
                         .optional()?
                 };
