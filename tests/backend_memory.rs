@@ -1,0 +1,204 @@
+//! The memory backends against the conformance suite, plus their operations methods.
+
+mod conformance;
+
+use std::time::Duration;
+
+use conformance::DlqProbe;
+use stripe_worker::backend::memory::{
+    MAX_RECEIVE_COUNT_EXCEEDED, MemoryArchive, MemoryDedupe, MemoryQueue, MemoryState,
+    RedriveFilter,
+};
+use stripe_worker::backend::{
+    DeadLetterReason, Queue, QueueSpec, Receipt, ReceivedMessage, dlq_attributes,
+};
+
+impl DlqProbe for MemoryQueue {
+    async fn dlq_messages(&self) -> Vec<ReceivedMessage> {
+        self.dlq_peek(100)
+            .into_iter()
+            .map(|m| ReceivedMessage {
+                message_id: m.message_id,
+                receipt: Receipt(String::new()),
+                body: m.body,
+                receive_count: 0,
+                sent_at_ms: m.sent_at_ms,
+                attributes: m.attributes,
+            })
+            .collect()
+    }
+}
+
+async fn make_queue(spec: QueueSpec) -> MemoryQueue {
+    MemoryQueue::new(spec)
+}
+
+macro_rules! queue_cases {
+    ($($case:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $case() {
+            conformance::$case(make_queue).await;
+        }
+    )*};
+}
+
+macro_rules! store_cases {
+    ($make:expr => $($case:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            conformance::$case($make).await;
+        }
+    )*};
+}
+
+queue_cases!(
+    queue_send_receive_delete,
+    queue_receive_oldest_first,
+    queue_visibility_timeout_redelivers,
+    queue_change_visibility_zero_releases,
+    queue_change_visibility_extends,
+    queue_stale_receipt_rejected,
+    queue_redrive_after_max_receive_count,
+    queue_dead_letter_keeps_reason,
+    queue_send_delay,
+    queue_long_poll_wakes_on_send,
+    queue_batch_unknown_receipt,
+    queue_stats,
+);
+
+store_cases!(MemoryDedupe::new() =>
+    dedupe_claim_complete_duplicate,
+    dedupe_in_progress_elsewhere,
+    dedupe_expired_lease_takeover_and_fencing,
+    dedupe_retention_expiry,
+    dedupe_release,
+    dedupe_complete_requires_claim,
+    dedupe_keys_independent,
+    dedupe_concurrent_claims_one_winner,
+);
+
+store_cases!(MemoryState::new() =>
+    state_put_get_roundtrip,
+    state_newer_wins_older_ignored,
+    state_tiebreak_rule,
+    state_by_customer,
+    state_export_ordering,
+    state_tenant_isolation,
+    state_concurrent_writers_keep_newest,
+);
+
+store_cases!(MemoryArchive::new() => archive_range);
+
+// --- memory-specific ---------------------------------------------------------------------
+
+fn spec(max_receive_count: u32) -> QueueSpec {
+    QueueSpec {
+        name: "mem".to_owned(),
+        visibility_timeout: Duration::from_secs(30),
+        max_receive_count,
+    }
+}
+
+/// Redrive marks the message with the `max_receive_count_exceeded` kind and the count.
+#[tokio::test]
+async fn redrive_sets_error_kind() {
+    let q = MemoryQueue::new(spec(1));
+    q.send("poison", Duration::ZERO).await.unwrap();
+    let got = q.receive(1, Duration::ZERO).await.unwrap();
+    q.change_visibility_batch(&[(got[0].receipt.clone(), Duration::ZERO)])
+        .await
+        .unwrap();
+    assert!(q.receive(1, Duration::ZERO).await.unwrap().is_empty());
+    let dead = q.dlq_peek(10);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].message_id, got[0].message_id);
+    let attr = |k: &str| dead[0].attributes.get(k).map(String::as_str);
+    assert_eq!(
+        attr(dlq_attributes::ERROR_KIND),
+        Some(MAX_RECEIVE_COUNT_EXCEEDED)
+    );
+    assert_eq!(attr(dlq_attributes::RECEIVE_COUNT), Some("1"));
+    assert_eq!(attr(dlq_attributes::SOURCE_QUEUE), Some("mem"));
+}
+
+/// Peek does not consume; redrive by filter moves back, visible, count reset and reason
+/// attributes gone; purge empties.
+#[tokio::test]
+async fn dlq_peek_redrive_purge() {
+    let q = MemoryQueue::new(spec(5));
+    for (body, kind) in [
+        ("a", "decode_error"),
+        ("b", "unknown_tenant"),
+        ("c", "decode_error"),
+    ] {
+        q.send(body, Duration::ZERO).await.unwrap();
+        let m = q.receive(1, Duration::ZERO).await.unwrap().remove(0);
+        let reason = DeadLetterReason {
+            kind: kind.to_owned(),
+            message: "x".to_owned(),
+            handler: None,
+        };
+        q.dead_letter(&m, &reason).await.unwrap();
+    }
+    assert_eq!(q.dlq_peek(2).len(), 2);
+    let all = q.dlq_peek(10);
+    assert_eq!(
+        all.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["a", "b", "c"]
+    );
+
+    let moved = q.dlq_redrive(&RedriveFilter::ErrorKind("decode_error".to_owned()));
+    assert_eq!(moved, 2);
+    let back = q.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        back.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["a", "c"]
+    );
+    assert!(back.iter().all(|m| m.receive_count == 1));
+    assert!(back.iter().all(|m| m.attributes.is_empty()));
+
+    let b_id = q.dlq_peek(10)[0].message_id.clone();
+    assert_eq!(
+        q.dlq_redrive(&RedriveFilter::Ids(vec!["nope".to_owned()])),
+        0
+    );
+    assert_eq!(q.dlq_redrive(&RedriveFilter::Ids(vec![b_id])), 1);
+    assert!(q.dlq_peek(10).is_empty());
+
+    let m = q.receive(1, Duration::ZERO).await.unwrap().remove(0);
+    let reason = DeadLetterReason {
+        kind: "k".to_owned(),
+        message: "m".to_owned(),
+        handler: None,
+    };
+    q.dead_letter(&m, &reason).await.unwrap();
+    assert_eq!(q.dlq_purge(), 1);
+    assert!(q.dlq_peek(10).is_empty());
+    let (_, dlq) = q.stats().await.unwrap();
+    assert_eq!(dlq.visible, 0);
+}
+
+/// Receive sizes and batch sizes outside SQS limits are permanent errors.
+#[tokio::test]
+async fn limits_are_enforced() {
+    let q = MemoryQueue::new(spec(5));
+    assert!(q.receive(0, Duration::ZERO).await.is_err());
+    assert!(q.receive(11, Duration::ZERO).await.is_err());
+    let many: Vec<Receipt> = (0..11).map(|i| Receipt(i.to_string())).collect();
+    let err = q.delete_batch(&many).await.unwrap_err();
+    assert!(!err.is_retryable());
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Any order of versions converges on the newest, with truthful outcomes.
+    #[test]
+    fn state_any_order_converges(
+        versions in proptest::collection::vec((0i64..5, "[a-c]{0,2}"), 0..12)
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let store = MemoryState::new();
+        rt.block_on(conformance::state_any_order_converges(&store, &versions));
+    }
+}
