@@ -43,9 +43,9 @@ pub fn open_local(data_dir: &Path, config: &Config, clock: Clock) -> Result<Loca
         message: format!("creating data directory {}: {e}", data_dir.display()),
     })?;
     let db = SqliteDb::open(&data_dir.join(DATABASE_FILE))?;
-    let queues = Arc::new(PerDomain::try_from_fn(|domain| {
+    let queues = Arc::new(PerDomain::from_fn(|domain| {
         SqliteQueue::open(&db, local_queue_spec(domain, config))
-    })?);
+    }));
     let archive = Arc::new(SqliteArchive::new(&db));
     Ok(Backend {
         bus: Arc::new(LocalBus::new(Arc::clone(&queues), archive, clock)),
