@@ -11,10 +11,13 @@
 //! - [`backend`] holds the seams and their memory, SQLite and AWS implementations.
 
 pub mod backend;
+pub mod demo;
 pub mod domain;
 pub mod event;
 pub mod handlers;
 pub mod hydrate;
 pub mod pattern;
 pub mod routing;
+pub mod state_view;
+pub mod stripe_double;
 pub mod tenant;

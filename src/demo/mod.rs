@@ -1,0 +1,3 @@
+//! demo
+pub mod expected;
+pub mod generator;
