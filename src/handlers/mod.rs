@@ -6,6 +6,12 @@
 //! Add your own handler by implementing [`Handler`] and passing it to the worker next to
 //! [`standard_handlers`] (see the README, "Adding a handler").
 
+pub mod customer;
+mod fields;
+pub mod kinds;
+pub mod payment;
+pub mod subscription;
+
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -56,5 +62,9 @@ pub trait Handler: Send + Sync + 'static {
 
 /// The built-in handlers: subscription, payment and customer.
 pub fn standard_handlers() -> Vec<Arc<dyn Handler>> {
-    Vec::new()
+    vec![
+        Arc::new(subscription::SubscriptionHandler),
+        Arc::new(payment::PaymentHandler),
+        Arc::new(customer::CustomerHandler),
+    ]
 }

@@ -1,0 +1,233 @@
+//! The Stripe double: an in-process stand-in for the Stripe API, used by the demo and the
+//! tests to hydrate thin events without a network or an API key.
+//!
+//! It is not Stripe: it serves exactly the objects it was given with
+//! [`StripeDouble::put`], keyed by tenant and object id, and answers unknown ids the way
+//! the real API answers a 404. It can also fail a seeded fraction of fetches with a
+//! transient error, so the worker's retry path runs in demos and tests.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::future::{self, BoxFuture, FutureExt};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+
+use crate::event::ObjectRef;
+use crate::hydrate::{HydrateError, Hydrator};
+
+/// Why an object could not be stored in the double.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StripeDoubleError {
+    /// Stripe objects are served by id; an object without one can never be fetched.
+    #[error("object for tenant `{tenant}` has no string `id`")]
+    MissingId {
+        /// The tenant the object was meant for.
+        tenant: String,
+    },
+}
+
+/// Injected transient failures: a seeded generator and a rate, so a run is repeatable.
+#[derive(Debug)]
+struct FailureInjection {
+    rate: f64,
+    rng: StdRng,
+}
+
+/// An in-process stand-in for the Stripe API (see the module docs). Cheap to share behind
+/// an `Arc`; every method takes `&self`.
+#[derive(Debug, Default)]
+pub struct StripeDouble {
+    /// Latest object per (tenant, object id).
+    objects: Mutex<HashMap<(String, String), Value>>,
+    failures: Option<Mutex<FailureInjection>>,
+    fetches: AtomicU64,
+    injected: AtomicU64,
+}
+
+impl StripeDouble {
+    /// An empty double that never fails on its own.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty double that fails about `rate` (clamped to `0.0..=1.0`) of its fetches
+    /// with [`HydrateError::Transient`], decided by a generator seeded with `seed`.
+    pub fn with_transient_failures(rate: f64, seed: u64) -> Self {
+        let rate = if rate.is_nan() {
+            0.0
+        } else {
+            rate.clamp(0.0, 1.0)
+        };
+        StripeDouble {
+            failures: Some(Mutex::new(FailureInjection {
+                rate,
+                rng: StdRng::seed_from_u64(seed),
+            })),
+            ..Self::default()
+        }
+    }
+
+    /// Store (or replace) `object` for `tenant`, keyed by its `id`.
+    pub fn put(&self, tenant: &str, object: Value) -> Result<(), StripeDoubleError> {
+        let Some(id) = object.get("id").and_then(Value::as_str).map(str::to_owned) else {
+            return Err(StripeDoubleError::MissingId {
+                tenant: tenant.to_owned(),
+            });
+        };
+        lock(&self.objects).insert((tenant.to_owned(), id), object);
+        Ok(())
+    }
+
+    /// Store many `(tenant, object)` pairs, such as a generated stream's final objects.
+    /// Stops at the first object without an id.
+    pub fn put_all(
+        &self,
+        objects: impl IntoIterator<Item = (String, Value)>,
+    ) -> Result<(), StripeDoubleError> {
+        objects
+            .into_iter()
+            .try_for_each(|(tenant, object)| self.put(&tenant, object))
+    }
+
+    /// The stored object, if any (no failure injection; for checks and tools).
+    pub fn get(&self, tenant: &str, id: &str) -> Option<Value> {
+        lock(&self.objects)
+            .get(&(tenant.to_owned(), id.to_owned()))
+            .cloned()
+    }
+
+    /// How many objects are stored.
+    pub fn len(&self) -> usize {
+        lock(&self.objects).len()
+    }
+
+    /// Whether no object is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many fetches were made, failed ones included.
+    pub fn fetch_count(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    /// How many fetches failed because of the injected failure rate.
+    pub fn injected_failures(&self) -> u64 {
+        self.injected.load(Ordering::Relaxed)
+    }
+
+    fn lookup(&self, tenant: &str, reference: &ObjectRef) -> Result<Value, HydrateError> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        if let Some(failures) = &self.failures {
+            let mut failures = lock(failures);
+            let rate = failures.rate;
+            if rate > 0.0 && failures.rng.random_bool(rate) {
+                self.injected.fetch_add(1, Ordering::Relaxed);
+                return Err(HydrateError::Transient {
+                    object_id: reference.id.clone(),
+                    message: "injected failure: 503 from the Stripe double".to_owned(),
+                });
+            }
+        }
+        self.get(tenant, &reference.id)
+            .ok_or_else(|| HydrateError::Permanent {
+                object_id: reference.id.clone(),
+                code: "stripe_not_found",
+                message: format!("no such {} for tenant {tenant}", reference.object_type),
+            })
+    }
+}
+
+impl Hydrator for StripeDouble {
+    /// Serves the stored object. The Stripe-Context is ignored: the double keys objects
+    /// by tenant, which already separates Connect accounts in the demo.
+    fn fetch<'a>(
+        &'a self,
+        tenant: &'a str,
+        reference: &'a ObjectRef,
+        _context: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Value, HydrateError>> {
+        future::ready(self.lookup(tenant, reference)).boxed()
+    }
+}
+
+/// Lock a mutex, taking over the data if a holder panicked: the maps stay consistent
+/// because every critical section is a single insert, read or generator step.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn reference(id: &str) -> ObjectRef {
+        ObjectRef {
+            id: id.to_owned(),
+            object_type: "subscription".to_owned(),
+            url: None,
+            customer: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn serves_objects_per_tenant_and_404s_the_rest() {
+        let double = StripeDouble::new();
+        double
+            .put("t1", json!({"id": "sub_1", "status": "active"}))
+            .expect("has id");
+        double
+            .put("t2", json!({"id": "sub_1", "status": "canceled"}))
+            .expect("has id");
+        let got = double.fetch("t1", &reference("sub_1"), None).await;
+        assert_eq!(got.ok().map(|v| v["status"].clone()), Some(json!("active")));
+        let got = double.fetch("t2", &reference("sub_1"), None).await;
+        assert_eq!(
+            got.ok().map(|v| v["status"].clone()),
+            Some(json!("canceled"))
+        );
+        match double.fetch("t3", &reference("sub_1"), None).await {
+            Err(HydrateError::Permanent { code, .. }) => assert_eq!(code, "stripe_not_found"),
+            other => panic!("expected not found, got {other:?}"),
+        }
+        assert_eq!(double.fetch_count(), 3);
+    }
+
+    #[test]
+    fn objects_without_id_are_refused() {
+        let double = StripeDouble::new();
+        assert!(double.put("t", json!({"status": "x"})).is_err());
+        assert!(double.is_empty());
+    }
+
+    #[tokio::test]
+    async fn injected_failures_are_seeded_and_transient() {
+        async fn run(seed: u64) -> Vec<bool> {
+            let double = StripeDouble::with_transient_failures(0.3, seed);
+            double.put("t", json!({"id": "sub_1"})).expect("has id");
+            let mut outcomes = Vec::new();
+            for _ in 0..200 {
+                let r = double.fetch("t", &reference("sub_1"), None).await;
+                if let Err(e) = &r {
+                    assert!(matches!(e, HydrateError::Transient { .. }));
+                }
+                outcomes.push(r.is_ok());
+            }
+            outcomes
+        }
+        let a = run(7).await;
+        assert_eq!(a, run(7).await);
+        let failed = a.iter().filter(|ok| !**ok).count();
+        assert!(
+            (30..=90).contains(&failed),
+            "{failed} of 200 failed at rate 0.3"
+        );
+    }
+}
