@@ -37,7 +37,11 @@ pub fn local_queue_spec(domain: Domain, config: &Config) -> QueueSpec {
 }
 
 /// Open (creating if needed) the embedded backend in `data_dir`.
-pub fn open_local(data_dir: &Path, config: &Config, clock: Clock) -> Result<LocalBackend, BackendError> {
+pub fn open_local(
+    data_dir: &Path,
+    config: &Config,
+    clock: Clock,
+) -> Result<LocalBackend, BackendError> {
     std::fs::create_dir_all(data_dir).map_err(|e| BackendError::Permanent {
         operation: "open",
         message: format!("creating data directory {}: {e}", data_dir.display()),
@@ -57,9 +61,15 @@ pub fn open_local(data_dir: &Path, config: &Config, clock: Clock) -> Result<Loca
 
 /// A fresh in-memory backend.
 pub fn memory_backend(config: &Config, clock: Clock) -> MemoryBackend {
-    let queues = Arc::new(PerDomain::from_fn(|domain| MemoryQueue::new(local_queue_spec(domain, config))));
+    let queues = Arc::new(PerDomain::from_fn(|domain| {
+        MemoryQueue::new(local_queue_spec(domain, config))
+    }));
     Backend {
-        bus: Arc::new(LocalBus::new(Arc::clone(&queues), Arc::new(MemoryArchive::new()), clock)),
+        bus: Arc::new(LocalBus::new(
+            Arc::clone(&queues),
+            Arc::new(MemoryArchive::new()),
+            clock,
+        )),
         queues,
         dedupe: Arc::new(MemoryDedupe::new()),
         state: Arc::new(MemoryState::new()),

@@ -9,7 +9,11 @@ use serde_json::{Value, json};
 const BIN: &str = env!("CARGO_BIN_EXE_stripe-worker");
 
 fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).env("RUST_LOG", "error").output().expect("the binary runs")
+    Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("the binary runs")
 }
 
 fn stdout(output: &Output) -> String {
@@ -20,8 +24,19 @@ fn stdout(output: &Output) -> String {
 fn demo_json_reports_matching_state_with_duplicates_and_dead_letters() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
-    let output = run(&["demo", "--events", "1500", "--json", "--data-dir", data.to_str().unwrap()]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = run(&[
+        "demo",
+        "--events",
+        "1500",
+        "--json",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["state_matches"], true, "{report:#}");
     assert_eq!(report["mismatches"], 0);
@@ -29,21 +44,55 @@ fn demo_json_reports_matching_state_with_duplicates_and_dead_letters() {
     assert!(report["applied"].as_u64().unwrap() > 1000);
     let reasons = report["dead_letter_reasons"].as_object().unwrap();
     let dead: u64 = reasons.values().map(|v| v.as_u64().unwrap()).sum();
-    assert_eq!(dead, report["poison_injected"].as_u64().unwrap(), "every poison message, and only those, dead-lettered: {reasons:?}");
-    for key in ["published", "ignored", "retried", "dead_lettered", "events_per_sec"] {
+    assert_eq!(
+        dead,
+        report["poison_injected"].as_u64().unwrap(),
+        "every poison message, and only those, dead-lettered: {reasons:?}"
+    );
+    for key in [
+        "published",
+        "ignored",
+        "retried",
+        "dead_lettered",
+        "events_per_sec",
+    ] {
         assert!(report.get(key).is_some(), "{key} missing");
     }
 
     // The state the demo left is queryable with the other commands.
-    let export = run(&["state", "export", "--json", "--data-dir", data.to_str().unwrap()]);
+    let export = run(&[
+        "state",
+        "export",
+        "--json",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
     assert!(export.status.success());
     let document: Value = serde_json::from_slice(&export.stdout).unwrap();
     let tenants = document["tenants"].as_object().unwrap();
     assert!(tenants.len() >= 2, "several tenants");
     let (tenant, state) = tenants.iter().next().unwrap();
-    let (customer, _) = state["customers"].as_object().unwrap().iter().next().unwrap();
-    let status = run(&["status", "--tenant", tenant, "--customer", customer, "--json", "--data-dir", data.to_str().unwrap()]);
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let (customer, _) = state["customers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    let status = run(&[
+        "status",
+        "--tenant",
+        tenant,
+        "--customer",
+        customer,
+        "--json",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     let _: Value = serde_json::from_slice(&status.stdout).unwrap();
 }
 
@@ -76,19 +125,56 @@ fn publish_reports_invalid_lines_by_number_and_run_applies_the_valid_ones() {
     writeln!(f, "{envelope}").unwrap();
     drop(f);
 
-    let common = ["--data-dir", data.to_str().unwrap(), "--config", config.to_str().unwrap()];
+    let common = [
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ];
     let output = run(&[&["publish", "--file", file.to_str().unwrap()][..], &common].concat());
-    assert!(!output.status.success(), "an invalid line makes the exit code non-zero");
-    assert!(String::from_utf8_lossy(&output.stderr).contains(":2:"), "the invalid line is named by number");
+    assert!(
+        !output.status.success(),
+        "an invalid line makes the exit code non-zero"
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains(":2:"),
+        "the invalid line is named by number"
+    );
     assert!(stdout(&output).contains("published 2 events"));
 
     let output = run(&[&["run", "--until-idle", "--idle-secs", "1"][..], &common].concat());
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let status = run(&[&["status", "--tenant", "acme", "--customer", "cus_cli", "--json"][..], &common].concat());
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
-    let export = run(&[&["state", "export", "--json", "--tenant", "acme"][..], &common].concat());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let status = run(&[
+        &[
+            "status",
+            "--tenant",
+            "acme",
+            "--customer",
+            "cus_cli",
+            "--json",
+        ][..],
+        &common,
+    ]
+    .concat());
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let export = run(&[
+        &["state", "export", "--json", "--tenant", "acme"][..],
+        &common,
+    ]
+    .concat());
     let document: Value = serde_json::from_slice(&export.stdout).unwrap();
-    assert_eq!(document["tenants"]["acme"]["customers"]["cus_cli"]["email"], "cli@example.com");
+    assert_eq!(
+        document["tenants"]["acme"]["customers"]["cus_cli"]["email"],
+        "cli@example.com"
+    );
 }
 
 #[test]
@@ -96,11 +182,25 @@ fn bad_configuration_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(&config, "[worker]\nreceive_batch_size = 11\n").unwrap();
-    let output = run(&["run", "--until-idle", "--data-dir", dir.path().to_str().unwrap(), "--config", config.to_str().unwrap()]);
+    let output = run(&[
+        "run",
+        "--until-idle",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("receive_batch_size"));
     std::fs::write(&config, "[worker]\nmax_inflight = 1\n").unwrap();
-    let output = run(&["run", "--until-idle", "--data-dir", dir.path().to_str().unwrap(), "--config", config.to_str().unwrap()]);
+    let output = run(&[
+        "run",
+        "--until-idle",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("max_inflight"));
 }

@@ -21,7 +21,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_stripe-worker");
 
 /// How many times the worker is killed; `STRIPE_WORKER_CRASH_KILLS` raises it.
 fn kills() -> usize {
-    std::env::var("STRIPE_WORKER_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(8)
+    std::env::var("STRIPE_WORKER_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8)
 }
 
 fn write_config(path: &Path, tenants: &[String]) {
@@ -41,7 +44,11 @@ fn killing_the_worker_at_random_points_loses_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config_path = dir.path().join("config.toml");
-    let stream = generate(&GeneratorConfig { events: 1_500, tenants: 2, seed: 11 });
+    let stream = generate(&GeneratorConfig {
+        events: 1_500,
+        tenants: 2,
+        seed: 11,
+    });
     let mut tenants: Vec<String> = stream.events.iter().map(|e| e.tenant.clone()).collect();
     tenants.sort();
     tenants.dedup();
@@ -51,13 +58,16 @@ fn killing_the_worker_at_random_points_loses_and_doubles_nothing() {
     let lines = dir.path().join("events.jsonl");
     let mut file = std::fs::File::create(&lines).unwrap();
     for (i, generated) in stream.events.iter().enumerate() {
-        let mut entries = vec![envelope::webhook_snapshot_entry(&generated.event, &generated.tenant, 0, None).unwrap()];
+        let mut entries = vec![
+            envelope::webhook_snapshot_entry(&generated.event, &generated.tenant, 0, None).unwrap(),
+        ];
         if i % 3 == 0 {
             let destination = format!("ed_crash_{}", generated.tenant.replace('-', "_"));
             entries.push(envelope::partner_snapshot_entry(&generated.event, &destination).unwrap());
         }
         for entry in entries {
-            let env = envelope::envelope_json(&entry, &format!("crash-{i}"), 0, "us-east-1", None).unwrap();
+            let env = envelope::envelope_json(&entry, &format!("crash-{i}"), 0, "us-east-1", None)
+                .unwrap();
             writeln!(file, "{env}").unwrap();
         }
     }
@@ -75,17 +85,23 @@ fn killing_the_worker_at_random_points_loses_and_doubles_nothing() {
             .stderr(Stdio::null());
         cmd
     };
-    let published = worker_args(&["publish", "--file", lines.to_str().unwrap()]).status().unwrap();
+    let published = worker_args(&["publish", "--file", lines.to_str().unwrap()])
+        .status()
+        .unwrap();
     assert!(published.success());
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     for _ in 0..kills() {
-        let mut child = worker_args(&["run", "--until-idle", "--idle-secs", "1"]).spawn().unwrap();
+        let mut child = worker_args(&["run", "--until-idle", "--idle-secs", "1"])
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(rng.random_range(150..900)));
         child.kill().unwrap(); // SIGKILL: no drain, no flush.
         child.wait().unwrap();
     }
-    let last = worker_args(&["run", "--until-idle", "--idle-secs", "2"]).status().unwrap();
+    let last = worker_args(&["run", "--until-idle", "--idle-secs", "2"])
+        .status()
+        .unwrap();
     assert!(last.success(), "the final worker run exits 0 once idle");
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -94,10 +110,19 @@ fn killing_the_worker_at_random_points_loses_and_doubles_nothing() {
         let backend = open_local(&data, &config, system_clock()).unwrap();
         let records = backend.state.export(None).await.unwrap();
         let mismatches = stream.expected.compare(&records);
-        assert!(mismatches.is_empty(), "{} mismatches, first: {}", mismatches.len(), mismatches[0]);
+        assert!(
+            mismatches.is_empty(),
+            "{} mismatches, first: {}",
+            mismatches.len(),
+            mismatches[0]
+        );
         for domain in Domain::ALL {
             let (main, dlq) = backend.queues.get(domain).stats().await.unwrap();
-            assert_eq!((main.visible, main.in_flight, main.delayed, dlq.visible), (0, 0, 0, 0), "{domain}");
+            assert_eq!(
+                (main.visible, main.in_flight, main.delayed, dlq.visible),
+                (0, 0, 0, 0),
+                "{domain}"
+            );
         }
     });
 }

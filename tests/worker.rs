@@ -9,14 +9,16 @@ use serde_json::{Value, json};
 use stripe_worker::backend::faults::Faulty;
 use stripe_worker::backend::memory::{MemoryDedupe, MemoryQueue, MemoryState};
 use stripe_worker::backend::{
-    BackendResult, Claim, DedupeKey, DedupeStore, PerDomain, Queue, QueueSpec, ReceivedMessage,
-    Receipt, StateRecord, StateStore, WriteOutcome, dlq_attributes,
+    BackendResult, Claim, DedupeKey, DedupeStore, PerDomain, Queue, QueueSpec, Receipt,
+    ReceivedMessage, StateRecord, StateStore, WriteOutcome, dlq_attributes,
 };
 use stripe_worker::clock::system_clock;
 use stripe_worker::config::Config;
 use stripe_worker::domain::Domain;
 use stripe_worker::handlers::{Handler, HandlerError, StateChange};
-use stripe_worker::worker::{Outcome, PoolSettings, ProcessSettings, Processor, WorkerStats, run_pool};
+use stripe_worker::worker::{
+    Outcome, PoolSettings, ProcessSettings, Processor, WorkerStats, run_pool,
+};
 use tokio_util::sync::CancellationToken;
 
 /// A minimal customer handler, so these tests depend only on the engine.
@@ -100,9 +102,20 @@ async fn applies_once_then_acknowledges_duplicates() {
     let state = Arc::new(MemoryState::new());
     let p = processor(Arc::new(MemoryDedupe::new()), Arc::clone(&state), &config());
     let body = event("evt_1", "cus_1", "a@example.com", 1_700_000_000);
-    assert_eq!(p.process_one(Domain::Customer, &message(body.clone())).await, Outcome::Applied { writes: 1 });
-    assert_eq!(p.process_one(Domain::Customer, &message(body)).await, Outcome::Duplicate);
-    let record = state.get("acme", "customer", "cus_1").await.unwrap().unwrap();
+    assert_eq!(
+        p.process_one(Domain::Customer, &message(body.clone()))
+            .await,
+        Outcome::Applied { writes: 1 }
+    );
+    assert_eq!(
+        p.process_one(Domain::Customer, &message(body)).await,
+        Outcome::Duplicate
+    );
+    let record = state
+        .get("acme", "customer", "cus_1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(record.doc["email"], "a@example.com");
     assert_eq!(record.as_of_ms, 1_700_000_000_000);
 }
@@ -113,18 +126,35 @@ async fn an_older_event_arriving_late_does_not_overwrite_newer_state() {
     let p = processor(Arc::new(MemoryDedupe::new()), Arc::clone(&state), &config());
     let newer = event("evt_new", "cus_1", "new@example.com", 1_700_000_100);
     let older = event("evt_old", "cus_1", "old@example.com", 1_700_000_000);
-    assert_eq!(p.process_one(Domain::Customer, &message(newer)).await, Outcome::Applied { writes: 1 });
+    assert_eq!(
+        p.process_one(Domain::Customer, &message(newer)).await,
+        Outcome::Applied { writes: 1 }
+    );
     // Applied (claimed and completed) but the write was stale: nothing changed.
-    assert_eq!(p.process_one(Domain::Customer, &message(older)).await, Outcome::Applied { writes: 0 });
-    let record = state.get("acme", "customer", "cus_1").await.unwrap().unwrap();
+    assert_eq!(
+        p.process_one(Domain::Customer, &message(older)).await,
+        Outcome::Applied { writes: 0 }
+    );
+    let record = state
+        .get("acme", "customer", "cus_1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(record.doc["email"], "new@example.com");
 }
 
 #[tokio::test]
 async fn poison_unknown_types_and_unknown_tenants_get_precise_outcomes() {
     let config = config();
-    let p = processor(Arc::new(MemoryDedupe::new()), Arc::new(MemoryState::new()), &config);
-    let Outcome::DeadLetter(reason) = p.process_one(Domain::Customer, &message("{\"id\":".into())).await else {
+    let p = processor(
+        Arc::new(MemoryDedupe::new()),
+        Arc::new(MemoryState::new()),
+        &config,
+    );
+    let Outcome::DeadLetter(reason) = p
+        .process_one(Domain::Customer, &message("{\"id\":".into()))
+        .await
+    else {
         panic!("truncated JSON must be dead-lettered")
     };
     assert_eq!(reason.kind, "invalid_json");
@@ -132,33 +162,60 @@ async fn poison_unknown_types_and_unknown_tenants_get_precise_outcomes() {
     let plan = json!({"id": "evt_p", "object": "event", "type": "plan.created", "created": 1,
         "livemode": false, "data": {"object": {"id": "plan_1", "object": "plan"}}});
     assert!(matches!(
-        p.process_one(Domain::Customer, &message(plan.to_string())).await,
+        p.process_one(Domain::Customer, &message(plan.to_string()))
+            .await,
         Outcome::Ignored { .. }
     ));
 
     let mut no_default = config.clone();
     no_default.tenants.default_tenant = None;
-    let p = processor(Arc::new(MemoryDedupe::new()), Arc::new(MemoryState::new()), &no_default);
-    let outcome = p.process_one(Domain::Customer, &message(event("evt_t", "cus_1", "x", 1))).await;
-    let Outcome::DeadLetter(reason) = outcome else { panic!("unresolvable tenant: {outcome:?}") };
+    let p = processor(
+        Arc::new(MemoryDedupe::new()),
+        Arc::new(MemoryState::new()),
+        &no_default,
+    );
+    let outcome = p
+        .process_one(Domain::Customer, &message(event("evt_t", "cus_1", "x", 1)))
+        .await;
+    let Outcome::DeadLetter(reason) = outcome else {
+        panic!("unresolvable tenant: {outcome:?}")
+    };
     assert_eq!(reason.kind, "unknown_tenant");
 }
 
 #[tokio::test]
 async fn a_claim_held_elsewhere_leaves_the_message_for_later() {
     let dedupe = Arc::new(MemoryDedupe::new());
-    let key = DedupeKey { tenant: "acme".into(), handler: "test-customers".into(), dedupe_id: "evt_1".into() };
+    let key = DedupeKey {
+        tenant: "acme".into(),
+        handler: "test-customers".into(),
+        dedupe_id: "evt_1".into(),
+    };
     let now = stripe_worker::clock::now_ms();
-    assert!(matches!(dedupe.claim(&key, now, Duration::from_secs(60)).await.unwrap(), Claim::Claimed(_)));
+    assert!(matches!(
+        dedupe
+            .claim(&key, now, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        Claim::Claimed(_)
+    ));
     let p = processor(Arc::clone(&dedupe), Arc::new(MemoryState::new()), &config());
-    let outcome = p.process_one(Domain::Customer, &message(event("evt_1", "cus_1", "x", 1))).await;
-    let Outcome::InProgressElsewhere { until_ms } = outcome else { panic!("{outcome:?}") };
+    let outcome = p
+        .process_one(Domain::Customer, &message(event("evt_1", "cus_1", "x", 1)))
+        .await;
+    let Outcome::InProgressElsewhere { until_ms } = outcome else {
+        panic!("{outcome:?}")
+    };
     assert!(until_ms >= now + 59_000);
 }
 
 #[tokio::test]
 async fn a_thin_event_without_a_stripe_api_is_dead_lettered_with_a_reason() {
-    let p = processor(Arc::new(MemoryDedupe::new()), Arc::new(MemoryState::new()), &config());
+    let p = processor(
+        Arc::new(MemoryDedupe::new()),
+        Arc::new(MemoryState::new()),
+        &config(),
+    );
     let thin = json!({
         "version": "0", "id": "x", "detail-type": "v1.customer.updated",
         "source": "aws.partner/stripe.com/ed_1", "time": "2026-01-01T00:00:00Z",
@@ -167,8 +224,12 @@ async fn a_thin_event_without_a_stripe_api_is_dead_lettered_with_a_reason() {
             "created": "2026-01-01T00:00:00.000Z", "livemode": false, "context": null,
             "related_object": {"id": "cus_1", "type": "customer", "url": "/v1/customers/cus_1"}}
     });
-    let outcome = p.process_one(Domain::Customer, &message(thin.to_string())).await;
-    let Outcome::DeadLetter(reason) = outcome else { panic!("{outcome:?}") };
+    let outcome = p
+        .process_one(Domain::Customer, &message(thin.to_string()))
+        .await;
+    let Outcome::DeadLetter(reason) = outcome else {
+        panic!("{outcome:?}")
+    };
     assert_eq!(reason.kind, "no_hydrator");
 }
 
@@ -197,7 +258,12 @@ async fn drain<Q: Queue, D: DedupeStore, S: StateStore>(
     ));
     tokio::time::timeout(
         Duration::from_secs(60),
-        run_pool(queues, processor, PoolSettings::from_config(config), shutdown),
+        run_pool(
+            queues,
+            processor,
+            PoolSettings::from_config(config),
+            shutdown,
+        ),
     )
     .await
     .expect("the pool drains within a minute");
@@ -213,7 +279,12 @@ async fn the_pool_applies_everything_exactly_once_under_transient_faults() {
     let p = Arc::new(processor(Arc::clone(&dedupe), Arc::clone(&state), &config));
     let customer_queue = queues.get(Domain::Customer);
     for i in 0..300 {
-        let body = event(&format!("evt_{i}"), &format!("cus_{}", i % 50), &format!("v{i}@x"), 1_700_000_000 + i);
+        let body = event(
+            &format!("evt_{i}"),
+            &format!("cus_{}", i % 50),
+            &format!("v{i}@x"),
+            1_700_000_000 + i,
+        );
         customer_queue.send(&body, Duration::ZERO).await.unwrap();
         if i % 3 == 0 {
             customer_queue.send(&body, Duration::ZERO).await.unwrap();
@@ -223,12 +294,20 @@ async fn the_pool_applies_everything_exactly_once_under_transient_faults() {
     drain(Arc::clone(&queues), Arc::clone(&p), &config).await;
 
     let stats = p.stats().snapshot();
-    assert!(dedupe.injected() + state.injected() > 50, "faults were injected");
+    assert!(
+        dedupe.injected() + state.injected() > 50,
+        "faults were injected"
+    );
     assert_eq!(stats.applied, 300, "{stats:?}");
     assert_eq!(stats.duplicates, 100, "{stats:?}");
     assert_eq!(stats.dead_letter_reasons.get("invalid_json"), Some(&1));
     for c in 0..50 {
-        let record = state.inner().get("acme", "customer", &format!("cus_{c}")).await.unwrap().unwrap();
+        let record = state
+            .inner()
+            .get("acme", "customer", &format!("cus_{c}"))
+            .await
+            .unwrap()
+            .unwrap();
         // The newest event of customer c is the largest i with i % 50 == c.
         assert_eq!(record.doc["email"], format!("v{}@x", 250 + c));
     }
@@ -241,7 +320,10 @@ struct Down;
 
 impl StateStore for Down {
     async fn put_if_newer(&self, _: &StateRecord) -> BackendResult<WriteOutcome> {
-        Err(stripe_worker::backend::BackendError::Transient { operation: "state.put", message: "down".into() })
+        Err(stripe_worker::backend::BackendError::Transient {
+            operation: "state.put",
+            message: "down".into(),
+        })
     }
     async fn get(&self, _: &str, _: &str, _: &str) -> BackendResult<Option<StateRecord>> {
         Ok(None)
@@ -258,12 +340,26 @@ impl StateStore for Down {
 async fn a_message_that_keeps_failing_ends_in_the_dlq_with_retries_exhausted() {
     let config = config();
     let queues = queues(&config);
-    let p = Arc::new(processor(Arc::new(MemoryDedupe::new()), Arc::new(Down), &config));
-    queues.get(Domain::Customer).send(&event("evt_1", "cus_1", "x", 1), Duration::ZERO).await.unwrap();
+    let p = Arc::new(processor(
+        Arc::new(MemoryDedupe::new()),
+        Arc::new(Down),
+        &config,
+    ));
+    queues
+        .get(Domain::Customer)
+        .send(&event("evt_1", "cus_1", "x", 1), Duration::ZERO)
+        .await
+        .unwrap();
     drain(Arc::clone(&queues), Arc::clone(&p), &config).await;
     let dead = queues.get(Domain::Customer).dlq_peek(10).await.unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].attributes.get(dlq_attributes::ERROR_KIND).map(String::as_str), Some("retries_exhausted"));
+    assert_eq!(
+        dead[0]
+            .attributes
+            .get(dlq_attributes::ERROR_KIND)
+            .map(String::as_str),
+        Some("retries_exhausted")
+    );
     assert_eq!(p.stats().snapshot().applied, 0);
 }
 
@@ -297,18 +393,37 @@ async fn shutdown_releases_what_cannot_finish_within_the_grace_period() {
     config.worker.shutdown_grace_secs = 1;
     config.worker.visibility_timeout_secs = 30;
     let queues = queues(&config);
-    let state = Arc::new(Gate { inner: MemoryState::new(), open: AtomicBool::new(false) });
-    let p = Arc::new(processor(Arc::new(MemoryDedupe::new()), Arc::clone(&state), &config));
+    let state = Arc::new(Gate {
+        inner: MemoryState::new(),
+        open: AtomicBool::new(false),
+    });
+    let p = Arc::new(processor(
+        Arc::new(MemoryDedupe::new()),
+        Arc::clone(&state),
+        &config,
+    ));
     for i in 0..5 {
-        queues.get(Domain::Customer).send(&event(&format!("evt_{i}"), "cus_1", "x", i), Duration::ZERO).await.unwrap();
+        queues
+            .get(Domain::Customer)
+            .send(&event(&format!("evt_{i}"), "cus_1", "x", i), Duration::ZERO)
+            .await
+            .unwrap();
     }
     let shutdown = CancellationToken::new();
-    let pool = tokio::spawn(run_pool(Arc::clone(&queues), Arc::clone(&p), PoolSettings::from_config(&config), shutdown.clone()));
+    let pool = tokio::spawn(run_pool(
+        Arc::clone(&queues),
+        Arc::clone(&p),
+        PoolSettings::from_config(&config),
+        shutdown.clone(),
+    ));
     while p.stats().in_flight() < 5 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), pool).await.expect("drain ends after the grace period").unwrap();
+    tokio::time::timeout(Duration::from_secs(10), pool)
+        .await
+        .expect("drain ends after the grace period")
+        .unwrap();
     assert_eq!(p.stats().snapshot().released, 5);
     // Released means visible again at once, not after the 30 s visibility timeout.
     let (main, _) = queues.get(Domain::Customer).stats().await.unwrap();
@@ -325,22 +440,48 @@ async fn shutdown_lets_in_flight_messages_finish_within_the_grace_period() {
     let mut config = config();
     config.worker.shutdown_grace_secs = 10;
     let queues = queues(&config);
-    let state = Arc::new(Gate { inner: MemoryState::new(), open: AtomicBool::new(false) });
-    let p = Arc::new(processor(Arc::new(MemoryDedupe::new()), Arc::clone(&state), &config));
+    let state = Arc::new(Gate {
+        inner: MemoryState::new(),
+        open: AtomicBool::new(false),
+    });
+    let p = Arc::new(processor(
+        Arc::new(MemoryDedupe::new()),
+        Arc::clone(&state),
+        &config,
+    ));
     for i in 0..5 {
-        queues.get(Domain::Customer).send(&event(&format!("evt_{i}"), &format!("cus_{i}"), "x", i), Duration::ZERO).await.unwrap();
+        queues
+            .get(Domain::Customer)
+            .send(
+                &event(&format!("evt_{i}"), &format!("cus_{i}"), "x", i),
+                Duration::ZERO,
+            )
+            .await
+            .unwrap();
     }
     let shutdown = CancellationToken::new();
-    let pool = tokio::spawn(run_pool(Arc::clone(&queues), Arc::clone(&p), PoolSettings::from_config(&config), shutdown.clone()));
+    let pool = tokio::spawn(run_pool(
+        Arc::clone(&queues),
+        Arc::clone(&p),
+        PoolSettings::from_config(&config),
+        shutdown.clone(),
+    ));
     while p.stats().in_flight() < 5 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     shutdown.cancel();
     tokio::time::sleep(Duration::from_millis(200)).await;
     state.open.store(true, Ordering::Relaxed);
-    tokio::time::timeout(Duration::from_secs(10), pool).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), pool)
+        .await
+        .unwrap()
+        .unwrap();
     let stats = p.stats().snapshot();
     assert_eq!((stats.applied, stats.released), (5, 0));
     let (main, _) = queues.get(Domain::Customer).stats().await.unwrap();
-    assert_eq!((main.visible, main.in_flight), (0, 0), "acknowledgements were flushed");
+    assert_eq!(
+        (main.visible, main.in_flight),
+        (0, 0),
+        "acknowledgements were flushed"
+    );
 }

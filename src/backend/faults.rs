@@ -13,9 +13,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{
-    BackendError, BackendResult, BatchFailures, Bus, BusEntry, Claim, DeadLetterReason,
-    DedupeKey, DedupeStore, FencingToken, PublishFailures, Queue, QueueStats, Receipt,
-    ReceivedMessage, StateRecord, StateStore, WriteOutcome,
+    BackendError, BackendResult, BatchFailures, Bus, BusEntry, Claim, DeadLetterReason, DedupeKey,
+    DedupeStore, FencingToken, PublishFailures, Queue, QueueStats, Receipt, ReceivedMessage,
+    StateRecord, StateStore, WriteOutcome,
 };
 
 /// A backend whose calls fail at the given rate.
@@ -55,7 +55,10 @@ impl<T> Faulty<T> {
     fn fault(&self, operation: &'static str) -> BackendResult<()> {
         let (fail, throttle) = {
             let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
-            (rng.random_bool(self.rate), rng.random_bool(self.throttle_share))
+            (
+                rng.random_bool(self.rate),
+                rng.random_bool(self.throttle_share),
+            )
         };
         if !fail {
             return Ok(());

@@ -2,11 +2,13 @@
 //! envelope EventBridge delivers, archives it, and applies the same routing patterns the
 //! AWS rules use to put it on the domain queues.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{Archive, BackendError, BackendResult, Bus, BusEntry, PerDomain, PublishFailures, Queue};
+use super::{
+    Archive, BackendError, BackendResult, Bus, BusEntry, PerDomain, PublishFailures, Queue,
+};
 use crate::clock::Clock;
 use crate::domain::Domain;
 use crate::event::envelope::envelope_json;
@@ -67,7 +69,10 @@ impl<Q: Queue, A: Archive> LocalBus<Q, A> {
         let now = (self.clock)();
         let id = uuid::Uuid::new_v4().to_string();
         let envelope = envelope_json(entry, &id, now, LOCAL_REGION, None).map_err(|e| {
-            BackendError::Permanent { operation: "PutEvents", message: e.to_string() }
+            BackendError::Permanent {
+                operation: "PutEvents",
+                message: e.to_string(),
+            }
         })?;
         let domains = self.router.route(&envelope);
         let body = envelope.to_string();

@@ -10,8 +10,8 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    BackendArgs, BackendKind, Command, SetupArgs, DemoArgs, ExportArgs, IngestArgs, IngressOptions,
-    PublishArgs, RunArgs, StateCommand, StatusArgs, StripeApiOptions,
+    BackendArgs, BackendKind, Command, DemoArgs, ExportArgs, IngestArgs, IngressOptions,
+    PublishArgs, RunArgs, SetupArgs, StateCommand, StatusArgs, StripeApiOptions,
 };
 use crate::app::{cancel_when_idle, open_local};
 use crate::backend::{Backend, Bus, BusEntry, DedupeStore, Queue, StateStore};
@@ -24,8 +24,8 @@ use crate::handlers::standard_handlers;
 use crate::hydrate::Hydrator;
 use crate::ingress::config::IngressConfig;
 use crate::ingress::server::{IngressState, ReadyCheck, serve};
-use crate::stripe_api::{StripeApiClient, StripeApiConfig};
 use crate::state_view::{customer_status, export_document};
+use crate::stripe_api::{StripeApiClient, StripeApiConfig};
 use crate::worker::{PoolSettings, ProcessSettings, Processor, WorkerStats, run_pool};
 
 /// Load the configuration the backend arguments name (file, then environment).
@@ -38,8 +38,13 @@ macro_rules! with_backend {
     ($args:expr, $config:expr, |$backend:ident| $body:expr) => {
         match $args.backend {
             BackendKind::Local => {
-                let $backend = open_local(&$args.data_dir, $config, system_clock())
-                    .with_context(|| format!("opening the embedded backend in {}", $args.data_dir.display()))?;
+                let $backend =
+                    open_local(&$args.data_dir, $config, system_clock()).with_context(|| {
+                        format!(
+                            "opening the embedded backend in {}",
+                            $args.data_dir.display()
+                        )
+                    })?;
                 $body.await
             }
             BackendKind::Aws => {
@@ -47,7 +52,12 @@ macro_rules! with_backend {
                 let names = crate::backend::aws::AwsNames::new($args.prefix.clone());
                 let $backend = crate::backend::aws::connect(&sdk, &names, &Default::default())
                     .await
-                    .with_context(|| format!("connecting to the AWS backend with prefix `{}`", $args.prefix))?;
+                    .with_context(|| {
+                        format!(
+                            "connecting to the AWS backend with prefix `{}`",
+                            $args.prefix
+                        )
+                    })?;
                 $body.await
             }
         }
@@ -61,11 +71,15 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo(args).await,
         Command::Run(args) => {
             let config = load_config(&args.backend)?;
-            with_backend!(args.backend, &config, |backend| run_worker(backend, &config, &args))
+            with_backend!(args.backend, &config, |backend| run_worker(
+                backend, &config, &args
+            ))
         }
         Command::Ingest(args) => {
             let config = load_config(&args.backend)?;
-            with_backend!(args.backend, &config, |backend| ingest(backend, &config, &args))
+            with_backend!(args.backend, &config, |backend| ingest(
+                backend, &config, &args
+            ))
         }
         Command::Publish(args) => {
             let config = load_config(&args.backend)?;
@@ -75,7 +89,9 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let config = load_config(&args.backend)?;
             with_backend!(args.backend, &config, |backend| status(backend, &args))
         }
-        Command::State { command: StateCommand::Export(args) } => {
+        Command::State {
+            command: StateCommand::Export(args),
+        } => {
             let config = load_config(&args.backend)?;
             with_backend!(args.backend, &config, |backend| export(backend, &args))
         }
@@ -86,7 +102,10 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!((0.0..=0.5).contains(&args.fault_rate), "--fault-rate must be between 0 and 0.5");
+    anyhow::ensure!(
+        (0.0..=0.5).contains(&args.fault_rate),
+        "--fault-rate must be between 0 and 0.5"
+    );
     anyhow::ensure!(args.tenants >= 1, "--tenants must be at least 1");
     let report = run_demo(DemoOptions {
         events: args.events,
@@ -102,7 +121,11 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", render_summary(&report));
     }
-    Ok(if report.state_matches { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.state_matches {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Cancel `token` on SIGINT or SIGTERM.
@@ -111,15 +134,16 @@ fn cancel_on_signal(token: CancellationToken) {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(error) => {
-                    tracing::error!(%error, "cannot listen for SIGTERM");
-                    let _ = ctrl_c.await;
-                    token.cancel();
-                    return;
-                }
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(term) => term,
+                    Err(error) => {
+                        tracing::error!(%error, "cannot listen for SIGTERM");
+                        let _ = ctrl_c.await;
+                        token.cancel();
+                        return;
+                    }
+                };
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}
@@ -169,7 +193,13 @@ async fn run_worker<Q: Queue, D: DedupeStore, S: StateStore, B: Bus>(
         None
     };
     tracing::info!(domains = ?settings.domains, "worker started");
-    run_pool(Arc::clone(&backend.queues), processor, settings, shutdown.clone()).await;
+    run_pool(
+        Arc::clone(&backend.queues),
+        processor,
+        settings,
+        shutdown.clone(),
+    )
+    .await;
     if let Some(ingress) = ingress {
         // The pool only ends on shutdown; make sure the ingress is told too, then wait for
         // its in-flight requests.
@@ -203,7 +233,11 @@ async fn publish<Q: Queue, D, S, B: Bus>(
             continue;
         }
         if let Some(domain) = args.to_queue {
-            backend.queues.get(domain).send(line, Duration::ZERO).await?;
+            backend
+                .queues
+                .get(domain)
+                .send(line, Duration::ZERO)
+                .await?;
             sent_raw += 1;
             continue;
         }
@@ -214,7 +248,10 @@ async fn publish<Q: Queue, D, S, B: Bus>(
             Ok(entry) => entries.push(entry),
             Err(error) => {
                 invalid += 1;
-                eprintln!("{}:{line_no}: not a valid EventBridge envelope: {error}", args.file.display());
+                eprintln!(
+                    "{}:{line_no}: not a valid EventBridge envelope: {error}",
+                    args.file.display()
+                );
             }
         }
     }
@@ -223,18 +260,31 @@ async fn publish<Q: Queue, D, S, B: Bus>(
     }
     match args.to_queue {
         Some(domain) => println!("sent {sent_raw} messages to the {domain} queue"),
-        None => println!("published {} events; {invalid} invalid lines skipped", entries.len()),
+        None => println!(
+            "published {} events; {invalid} invalid lines skipped",
+            entries.len()
+        ),
     }
-    Ok(if invalid == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if invalid == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn status<Q, D, S: StateStore, B>(
     backend: Backend<Q, D, S, B>,
     args: &StatusArgs,
 ) -> anyhow::Result<ExitCode> {
-    let records = backend.state.by_customer(&args.tenant, &args.customer).await?;
+    let records = backend
+        .state
+        .by_customer(&args.tenant, &args.customer)
+        .await?;
     if records.is_empty() {
-        eprintln!("no billing state for customer {} of tenant {}", args.customer, args.tenant);
+        eprintln!(
+            "no billing state for customer {} of tenant {}",
+            args.customer, args.tenant
+        );
         return Ok(ExitCode::from(1));
     }
     let status = customer_status(&records);
@@ -252,16 +302,20 @@ async fn export<Q, D, S: StateStore, B>(
     args: &ExportArgs,
 ) -> anyhow::Result<ExitCode> {
     let records = backend.state.export(args.tenant.as_deref()).await?;
-    println!("{}", serde_json::to_string_pretty(&export_document(&records))?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&export_document(&records))?
+    );
     Ok(ExitCode::SUCCESS)
 }
-
 
 /// The Stripe API client for thin events, when any tenant has an API key.
 fn stripe_api(options: &StripeApiOptions) -> anyhow::Result<Option<Arc<dyn Hydrator>>> {
     let mut config = StripeApiConfig::from_env(options.stripe_keys_dir.as_deref())?;
     if config.keys.is_empty() {
-        tracing::info!("no Stripe API key configured: thin events will be dead-lettered as no_hydrator");
+        tracing::info!(
+            "no Stripe API key configured: thin events will be dead-lettered as no_hydrator"
+        );
         return Ok(None);
     }
     config.base_url = options.stripe_api_base.clone();
@@ -280,7 +334,10 @@ async fn start_ingress<Q: Queue, D, S, B: Bus>(
     ingress.listen = options.listen;
     ingress.tolerance = Duration::from_secs(options.tolerance_secs);
     ingress.max_body_bytes = options.max_body_bytes;
-    ingress.styles = options.publish_styles.parse().map_err(|e| anyhow::anyhow!("--publish-styles: {e}"))?;
+    ingress.styles = options
+        .publish_styles
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--publish-styles: {e}"))?;
     if let Some(tenant) = &config.tenants.default_tenant {
         ingress.default_tenant = tenant.clone();
     }
@@ -289,10 +346,16 @@ async fn start_ingress<Q: Queue, D, S, B: Bus>(
     let ready: ReadyCheck = Arc::new(move || {
         let queues = Arc::clone(&queues);
         Box::pin(async move {
-            queues.get(Domain::Subscription).stats().await.map(|_| ()).map_err(|e| e.to_string())
+            queues
+                .get(Domain::Subscription)
+                .stats()
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         })
     });
-    let state = IngressState::new(ingress.clone(), Arc::clone(&backend.bus))?.with_ready_check(ready);
+    let state =
+        IngressState::new(ingress.clone(), Arc::clone(&backend.bus))?.with_ready_check(ready);
     let listener = tokio::net::TcpListener::bind(ingress.listen)
         .await
         .with_context(|| format!("listening on {}", ingress.listen))?;
@@ -307,7 +370,9 @@ async fn ingest<Q: Queue, D, S, B: Bus>(
 ) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
-    start_ingress(&backend, config, &args.ingress, shutdown).await?.await?;
+    start_ingress(&backend, config, &args.ingress, shutdown)
+        .await?
+        .await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -325,9 +390,14 @@ async fn setup(args: SetupArgs) -> anyhow::Result<ExitCode> {
     };
     let patterns = crate::backend::PerDomain::from_fn(crate::routing::domain_pattern);
     let sdk = load_sdk_config().await;
-    let report = setup(&sdk, &AwsNames::new(args.prefix.clone()), &patterns, &options)
-        .await
-        .with_context(|| format!("setting up AWS resources with prefix `{}`", args.prefix))?;
+    let report = setup(
+        &sdk,
+        &AwsNames::new(args.prefix.clone()),
+        &patterns,
+        &options,
+    )
+    .await
+    .with_context(|| format!("setting up AWS resources with prefix `{}`", args.prefix))?;
     print!("{report}");
     Ok(ExitCode::SUCCESS)
 }

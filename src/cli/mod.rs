@@ -78,7 +78,11 @@ pub struct BackendArgs {
     #[arg(long, value_enum, default_value_t = BackendKind::Local, env = "STRIPE_WORKER_BACKEND")]
     pub backend: BackendKind,
     /// Directory of the embedded backend's files.
-    #[arg(long, default_value = "stripe-worker-data", env = "STRIPE_WORKER_DATA_DIR")]
+    #[arg(
+        long,
+        default_value = "stripe-worker-data",
+        env = "STRIPE_WORKER_DATA_DIR"
+    )]
     pub data_dir: PathBuf,
     /// Name prefix of the AWS resources (e.g. `ai-nexus-dev-stripe`).
     #[arg(long, default_value = "stripe-worker", env = "STRIPE_WORKER_PREFIX")]
@@ -188,7 +192,11 @@ pub struct IngressOptions {
 #[derive(Debug, Clone, Args)]
 pub struct StripeApiOptions {
     /// The Stripe API base URL (tests point it at a local double).
-    #[arg(long, default_value = "https://api.stripe.com", env = "STRIPE_API_BASE_URL")]
+    #[arg(
+        long,
+        default_value = "https://api.stripe.com",
+        env = "STRIPE_API_BASE_URL"
+    )]
     pub stripe_api_base: String,
     /// Directory with one file per tenant holding its restricted API key.
     #[arg(long, env = "STRIPE_WORKER_STRIPE_KEYS_DIR")]
@@ -253,7 +261,10 @@ pub struct ExportArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -271,8 +282,11 @@ pub fn main() -> ExitCode {
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,stripe_worker=info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("warn,stripe_worker=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Pretty => builder.init(),
         LogFormat::Json => builder.json().init(),

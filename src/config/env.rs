@@ -35,7 +35,9 @@ pub fn apply_env(
     })?;
     let mut changed = false;
     for (name, value) in env {
-        let Some(key) = name.strip_prefix(ENV_PREFIX) else { continue };
+        let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
         if CLI_VARIABLES.contains(&key) {
             continue;
         }
@@ -48,7 +50,8 @@ pub fn apply_env(
             }
         }
         let slot = tree
-            .values_mut()
+            .iter_mut()
+            .map(|(_, section)| section)
             .filter_map(|section| section.as_table_mut())
             .find_map(|section| section.get_mut(&key))
             .ok_or_else(|| ConfigError::Env {
@@ -63,10 +66,12 @@ pub fn apply_env(
         changed = true;
     }
     if changed {
-        *config = tree.try_into().map_err(|e: toml::de::Error| ConfigError::Env {
-            name: ENV_PREFIX.to_owned(),
-            message: e.to_string(),
-        })?;
+        *config = tree
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Env {
+                name: ENV_PREFIX.to_owned(),
+                message: e.to_string(),
+            })?;
     }
     Ok(())
 }
@@ -97,7 +102,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -117,9 +125,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("STRIPE_WORKER_MAX_INFLIGHT"), "{err}");
-        let err = apply_env(&mut config, env(&[("STRIPE_WORKER_WAIT_TIME_SECS", "soon")]))
-            .unwrap_err()
-            .to_string();
+        let err = apply_env(
+            &mut config,
+            env(&[("STRIPE_WORKER_WAIT_TIME_SECS", "soon")]),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("not a whole number"), "{err}");
     }
 

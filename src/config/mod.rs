@@ -109,7 +109,10 @@ pub struct DedupeConfig {
 
 impl Default for DedupeConfig {
     fn default() -> Self {
-        DedupeConfig { lease_secs: 60, retention_days: 7 }
+        DedupeConfig {
+            lease_secs: 60,
+            retention_days: 7,
+        }
     }
 }
 
@@ -194,7 +197,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let w = &self.worker;
         let invalid = |key, message: &str| {
-            Err(ConfigError::Invalid { key, message: message.to_owned() })
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
         };
         if w.pollers_per_queue == 0 {
             return invalid("pollers_per_queue", "must be at least 1");
@@ -206,7 +212,10 @@ impl Config {
             return invalid("wait_time_secs", "must be 0 to 20 (the SQS limit)");
         }
         if !(1..=43_200).contains(&w.visibility_timeout_secs) {
-            return invalid("visibility_timeout_secs", "must be 1 to 43200 (the SQS limit)");
+            return invalid(
+                "visibility_timeout_secs",
+                "must be 1 to 43200 (the SQS limit)",
+            );
         }
         if w.max_in_flight_per_queue == 0 || w.max_in_flight == 0 {
             return invalid("max_in_flight", "in-flight limits must be at least 1");
@@ -258,13 +267,19 @@ mod tests {
     fn a_file_overrides_defaults_and_unknown_keys_are_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "[worker]\nmax_in_flight = 7\n[hydrate]\nmode = \"always\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "[worker]\nmax_in_flight = 7\n[hydrate]\nmode = \"always\"\n",
+        )
+        .unwrap();
         let config = Config::load(Some(&path), Vec::new()).unwrap();
         assert_eq!(config.worker.max_in_flight, 7);
         assert_eq!(config.hydrate.mode, HydrateMode::Always);
 
         std::fs::write(&path, "[worker]\nmax_inflight = 7\n").unwrap();
-        let err = Config::load(Some(&path), Vec::new()).unwrap_err().to_string();
+        let err = Config::load(Some(&path), Vec::new())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("max_inflight"), "{err}");
     }
 
@@ -288,7 +303,9 @@ mod tests {
             ("receive_batch_size", |c| c.worker.receive_batch_size = 11),
             ("wait_time_secs", |c| c.worker.wait_time_secs = 21),
             ("retention_days", |c| c.dedupe.retention_days = 3),
-            ("visibility_timeout_secs", |c| c.worker.visibility_timeout_secs = 0),
+            ("visibility_timeout_secs", |c| {
+                c.worker.visibility_timeout_secs = 0
+            }),
             ("multiplier", |c| c.retry.multiplier = 0.5),
         ];
         for (key, break_it) in cases {

@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::generator::{GeneratorConfig, generate};
@@ -25,7 +25,9 @@ use crate::domain::Domain;
 use crate::event::envelope;
 use crate::handlers::standard_handlers;
 use crate::stripe_double::StripeDouble;
-use crate::worker::{PoolSettings, ProcessSettings, Processor, StatsSnapshot, WorkerStats, run_pool};
+use crate::worker::{
+    PoolSettings, ProcessSettings, Processor, StatsSnapshot, WorkerStats, run_pool,
+};
 
 /// What the demo does.
 #[derive(Debug, Clone)]
@@ -46,7 +48,14 @@ pub struct DemoOptions {
 
 impl Default for DemoOptions {
     fn default() -> Self {
-        DemoOptions { events: 20_000, tenants: 3, seed: 42, data_dir: None, fault_rate: 0.02, progress: true }
+        DemoOptions {
+            events: 20_000,
+            tenants: 3,
+            seed: 42,
+            data_dir: None,
+            fault_rate: 0.02,
+            progress: true,
+        }
     }
 }
 
@@ -83,6 +92,8 @@ pub struct DemoReport {
     pub p99_ms: f64,
     /// Seconds from the first publish to the drained queues.
     pub elapsed_secs: f64,
+    /// Seconds spent publishing (the worker runs meanwhile).
+    pub publish_secs: f64,
     /// Whether the final state equals the generator's expected state.
     pub state_matches: bool,
     /// How many expected facts differ.
@@ -121,7 +132,10 @@ pub async fn run_demo(options: DemoOptions) -> anyhow::Result<DemoReport> {
     config.tenants.tenants = tenants.clone();
     for tenant in &tenants {
         for style in ["snapshot", "thin"] {
-            config.tenants.destinations.insert(destination(tenant, style), tenant.clone());
+            config
+                .tenants
+                .destinations
+                .insert(destination(tenant, style), tenant.clone());
         }
     }
     config.validate()?;
@@ -130,20 +144,30 @@ pub async fn run_demo(options: DemoOptions) -> anyhow::Result<DemoReport> {
     let data_dir = match &options.data_dir {
         Some(dir) => dir.clone(),
         None => {
-            temp = tempfile::Builder::new().prefix("stripe-worker-demo-").tempdir()?;
+            temp = tempfile::Builder::new()
+                .prefix("stripe-worker-demo-")
+                .tempdir()?;
             temp.path().to_path_buf()
         }
     };
     let backend = open_local(&data_dir, &config, system_clock())?;
 
     // The Stripe API stand-in serves each object's final version to thin events.
-    let double = StripeDouble::new(options.fault_rate, options.seed);
+    let double = StripeDouble::with_transient_failures(options.fault_rate, options.seed);
     for (tenant, object) in &stream.final_objects {
-        double.put(tenant, object.clone());
+        double.put(tenant, object.clone())?;
     }
     let double = Arc::new(double);
-    let dedupe = Arc::new(Faulty::new(Arc::clone(&backend.dedupe), options.fault_rate, options.seed ^ 1));
-    let state = Arc::new(Faulty::new(Arc::clone(&backend.state), options.fault_rate, options.seed ^ 2));
+    let dedupe = Arc::new(Faulty::new(
+        Arc::clone(&backend.dedupe),
+        options.fault_rate,
+        options.seed ^ 1,
+    ));
+    let state = Arc::new(Faulty::new(
+        Arc::clone(&backend.state),
+        options.fault_rate,
+        options.seed ^ 2,
+    ));
     let stats = Arc::new(WorkerStats::default());
     let processor = Arc::new(Processor::new(
         standard_handlers(),
@@ -185,9 +209,20 @@ pub async fn run_demo(options: DemoOptions) -> anyhow::Result<DemoReport> {
         publish_all(backend.bus.as_ref(), chunk).await?;
     }
     for (domain, body) in &poison {
-        backend.queues.get(*domain).send(body, Duration::ZERO).await?;
+        backend
+            .queues
+            .get(*domain)
+            .send(body, Duration::ZERO)
+            .await?;
     }
-    cancel_when_idle(Arc::clone(&backend.queues), Arc::clone(&stats), Duration::from_millis(1500), shutdown.clone()).await;
+    let publish_secs = started.elapsed().as_secs_f64();
+    cancel_when_idle(
+        Arc::clone(&backend.queues),
+        Arc::clone(&stats),
+        Duration::from_millis(1500),
+        shutdown.clone(),
+    )
+    .await;
     pool.await?;
     ticker.abort();
     progress.finish_and_clear();
@@ -207,15 +242,24 @@ pub async fn run_demo(options: DemoOptions) -> anyhow::Result<DemoReport> {
         retried: worker.retried,
         dead_lettered: worker.dead_lettered,
         dead_letter_reasons: worker.dead_letter_reasons.clone(),
-        faults_injected: dedupe.injected() + state.injected() + double.injected(),
+        faults_injected: dedupe.injected() + state.injected() + double.injected_failures(),
         events_per_sec: worker.received as f64 / elapsed.as_secs_f64().max(1e-9),
         p50_ms: worker.p50_ms,
         p99_ms: worker.p99_ms,
         elapsed_secs: elapsed.as_secs_f64(),
+        publish_secs,
         state_matches: mismatches.is_empty(),
         mismatches: mismatches.len(),
-        mismatch_examples: mismatches.iter().take(10).map(ToString::to_string).collect(),
-        data_dir: if options.data_dir.is_some() { data_dir.display().to_string() } else { "(temporary, removed)".to_owned() },
+        mismatch_examples: mismatches
+            .iter()
+            .take(10)
+            .map(ToString::to_string)
+            .collect(),
+        data_dir: if options.data_dir.is_some() {
+            data_dir.display().to_string()
+        } else {
+            "(temporary, removed)".to_owned()
+        },
         worker,
     })
 }
@@ -233,17 +277,24 @@ fn publishable_entries(
         let webhook = rng.random_bool(0.7);
         let partner_snapshot = rng.random_bool(0.4) || !webhook;
         if webhook {
-            let entry = envelope::webhook_snapshot_entry(&generated.event, tenant, received_at, None)?;
+            let entry =
+                envelope::webhook_snapshot_entry(&generated.event, tenant, received_at, None)?;
             if rng.random_bool(0.05) {
                 entries.push(entry.clone());
             }
             entries.push(entry);
         }
         if partner_snapshot {
-            entries.push(envelope::partner_snapshot_entry(&generated.event, &destination(tenant, "snapshot"))?);
+            entries.push(envelope::partner_snapshot_entry(
+                &generated.event,
+                &destination(tenant, "snapshot"),
+            )?);
         }
         if rng.random_bool(0.2) {
-            entries.push(envelope::partner_thin_entry(&generated.event, &destination(tenant, "thin"))?);
+            entries.push(envelope::partner_thin_entry(
+                &generated.event,
+                &destination(tenant, "thin"),
+            )?);
         }
     }
     Ok(entries)
@@ -283,7 +334,10 @@ fn poison_messages(tenants: &[String]) -> Vec<(Domain, String)> {
         "source": "stripe.webhook", "time": "2026-01-01T00:00:00Z", "region": "us-east-1",
     });
     vec![
-        (Domain::Payment, "{\"version\": \"0\", \"detail\": {".to_owned()),
+        (
+            Domain::Payment,
+            "{\"version\": \"0\", \"detail\": {".to_owned(),
+        ),
         (Domain::Customer, "not json at all".to_owned()),
         (Domain::Customer, unmapped_partner.to_string()),
         (Domain::Subscription, thin_without_object.to_string()),
@@ -303,7 +357,11 @@ pub async fn publish_all<B: Bus>(bus: &B, entries: &[BusEntry]) -> anyhow::Resul
         if let Some((_, error)) = failures.failed.iter().find(|(_, e)| !e.is_retryable()) {
             anyhow::bail!("the bus rejected an entry: {error}");
         }
-        pending = failures.failed.iter().map(|(i, _)| pending[*i].clone()).collect();
+        pending = failures
+            .failed
+            .iter()
+            .map(|(i, _)| pending[*i].clone())
+            .collect();
         tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
     }
     anyhow::bail!("{} entries still failing after 5 attempts", pending.len())
@@ -315,8 +373,10 @@ fn progress_bar(enabled: bool, total: u64) -> indicatif::ProgressBar {
     }
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} processed {pos}/{len} messages {wide_bar} {per_sec} ETA {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} processed {pos}/{len} messages {wide_bar} {per_sec} ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar
 }
@@ -324,7 +384,11 @@ fn progress_bar(enabled: bool, total: u64) -> indicatif::ProgressBar {
 /// The summary for a terminal.
 pub fn render_summary(report: &DemoReport) -> String {
     let mut out = String::new();
-    let reasons: Vec<String> = report.dead_letter_reasons.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let reasons: Vec<String> = report
+        .dead_letter_reasons
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     let r = &report.routed;
     out.push_str(&format!(
         "generated events   {}\npublished          {} entries on the bus (+{} poison messages sent to queues)\nrouted             subscription={} payment={} customer={} unrouted={}\napplied            {}\nduplicates         {}\nignored            {}\nretried            {} ({} faults injected)\ndead-lettered      {} ({})\nthroughput         {:.0} messages/s over {:.1} s\nprocessing latency p50 {:.2} ms, p99 {:.2} ms\nstate              {}\n",
@@ -340,4 +404,3 @@ pub fn render_summary(report: &DemoReport) -> String {
     }
     out
 }
-

@@ -29,7 +29,11 @@ pub fn spawn_acker<Q: Queue>(
     (tx, handle)
 }
 
-async fn run<Q: Queue>(queue: DomainQueue<Q>, mut rx: mpsc::Receiver<Receipt>, flush_after: Duration) {
+async fn run<Q: Queue>(
+    queue: DomainQueue<Q>,
+    mut rx: mpsc::Receiver<Receipt>,
+    flush_after: Duration,
+) {
     let mut batch: Vec<Receipt> = Vec::with_capacity(BATCH);
     loop {
         let Some(first) = rx.recv().await else { break };

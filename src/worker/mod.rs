@@ -40,7 +40,10 @@ impl<Q> DomainQueue<Q> {
 
 impl<Q> Clone for DomainQueue<Q> {
     fn clone(&self) -> Self {
-        DomainQueue { queues: Arc::clone(&self.queues), domain: self.domain }
+        DomainQueue {
+            queues: Arc::clone(&self.queues),
+            domain: self.domain,
+        }
     }
 }
 

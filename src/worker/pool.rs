@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::acker::{AckSender, spawn_acker};
-use super::{DomainQueue, Outcome, Processor};
+use super::{DomainQueue, Outcome, Processor, RetryPolicy};
 use crate::backend::{DedupeStore, PerDomain, Queue, ReceivedMessage, StateStore};
 use crate::config::Config;
 use crate::domain::Domain;
@@ -101,7 +101,10 @@ pub async fn run_pool<Q, D, S>(
         }
     }
     tracker.close();
-    if tokio::time::timeout(settings.shutdown_grace, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(settings.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!(
             in_flight = processor.stats().in_flight(),
             "shutdown grace period ended; releasing the messages still in flight"
@@ -190,15 +193,27 @@ impl<Q: Queue, D: DedupeStore, S: StateStore> Poller<Q, D, S> {
 
     async fn acquire(&self) -> Permits {
         // Semaphores here are never closed, so acquiring cannot fail.
-        let queue = Arc::clone(&self.per_queue).acquire_owned().await.expect("semaphore open");
-        let global = Arc::clone(&self.global).acquire_owned().await.expect("semaphore open");
-        Permits { _queue: queue, _global: global }
+        let queue = Arc::clone(&self.per_queue)
+            .acquire_owned()
+            .await
+            .expect("semaphore open");
+        let global = Arc::clone(&self.global)
+            .acquire_owned()
+            .await
+            .expect("semaphore open");
+        Permits {
+            _queue: queue,
+            _global: global,
+        }
     }
 
     fn try_acquire(&self) -> Option<Permits> {
         let queue = Arc::clone(&self.per_queue).try_acquire_owned().ok()?;
         let global = Arc::clone(&self.global).try_acquire_owned().ok()?;
-        Some(Permits { _queue: queue, _global: global })
+        Some(Permits {
+            _queue: queue,
+            _global: global,
+        })
     }
 }
 
@@ -219,9 +234,14 @@ async fn handle_message<Q: Queue, D: DedupeStore, S: StateStore>(
         outcome = with_heartbeat(&queue, &message, settings.visibility_timeout, work) => outcome,
         _ = hard_stop.cancelled() => Outcome::Released,
     };
-    processor.stats().record_outcome(&outcome, started.elapsed());
+    processor
+        .stats()
+        .record_outcome(&outcome, started.elapsed());
     let now_ms = processor.now_ms();
-    settle(&queue, &processor, &settings, message, outcome, &acks, now_ms).await;
+    settle(
+        &queue, &processor, &settings, message, outcome, &acks, now_ms,
+    )
+    .await;
     drop(permits);
 }
 
@@ -270,7 +290,10 @@ async fn settle<Q: Queue, D: DedupeStore, S: StateStore>(
             dead_letter(queue, processor, &message, &reason).await;
             return;
         }
-        Outcome::RetryLater { kind, message: error } => {
+        Outcome::RetryLater {
+            kind,
+            message: error,
+        } => {
             if message.receive_count >= settings.max_receive_count {
                 let reason = crate::backend::DeadLetterReason {
                     kind: "retries_exhausted".to_owned(),
@@ -283,11 +306,18 @@ async fn settle<Q: Queue, D: DedupeStore, S: StateStore>(
                 dead_letter(queue, processor, &message, &reason).await;
                 return;
             }
-            processor.settings().retry.visibility_backoff(message.receive_count)
+            processor
+                .settings()
+                .retry
+                .visibility_backoff(message.receive_count)
         }
         Outcome::InProgressElsewhere { until_ms } => {
-            let wait_ms = (until_ms - now_ms).max(1_000) as u64;
-            Duration::from_millis(wait_ms).min(Duration::from_secs(43_200))
+            let lease_left = Duration::from_millis((until_ms - now_ms).max(0) as u64);
+            in_progress_backoff(
+                lease_left,
+                message.receive_count,
+                &processor.settings().retry,
+            )
         }
         Outcome::Released => Duration::ZERO,
     };
@@ -300,6 +330,20 @@ async fn settle<Q: Queue, D: DedupeStore, S: StateStore>(
             "could not change visibility; the message will be delivered again after its timeout"
         ),
     }
+}
+
+/// How long to wait before looking again at a message whose event another worker is
+/// applying. The first time it is most likely a duplicate delivered at the same moment,
+/// finished in milliseconds: look again soon. After that, wait for the lease to end (a
+/// crashed worker's claim), so the message does not burn its receives before it can be
+/// claimed and get redriven to the DLQ.
+fn in_progress_backoff(lease_left: Duration, receive_count: u32, retry: &RetryPolicy) -> Duration {
+    let wait = if receive_count <= 1 {
+        lease_left.min(retry.visibility_backoff(1))
+    } else {
+        lease_left
+    };
+    wait.clamp(Duration::from_secs(1), Duration::from_secs(43_200))
 }
 
 /// Send to the DLQ with the reason. If that fails the message stays in its queue and is
@@ -327,5 +371,26 @@ async fn dead_letter<Q: Queue, D: DedupeStore, S: StateStore>(
             %error,
             "dead-lettering failed; the message will be delivered again"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn a_claim_held_elsewhere_is_looked_at_again_soon_once_then_after_the_lease() {
+        let retry = RetryPolicy::from_config(&Config::default());
+        let lease_left = Duration::from_secs(50);
+        assert_eq!(
+            in_progress_backoff(lease_left, 1, &retry),
+            Duration::from_secs(2)
+        );
+        assert_eq!(in_progress_backoff(lease_left, 2, &retry), lease_left);
+        assert_eq!(
+            in_progress_backoff(Duration::ZERO, 3, &retry),
+            Duration::from_secs(1)
+        );
     }
 }

@@ -96,7 +96,9 @@ impl StepError {
             StepError::Hydrate(HydrateError::Permanent { code, message, .. }) => {
                 Outcome::dead_letter(code, message, Some(handler))
             }
-            StepError::Backend(e) => Outcome::dead_letter("backend_error", e.to_string(), Some(handler)),
+            StepError::Backend(e) => {
+                Outcome::dead_letter("backend_error", e.to_string(), Some(handler))
+            }
         }
     }
 }
@@ -114,7 +116,16 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
         clock: Clock,
         stats: Arc<WorkerStats>,
     ) -> Self {
-        Processor { handlers, dedupe, state, hydrator, tenants, settings, clock, stats }
+        Processor {
+            handlers,
+            dedupe,
+            state,
+            hydrator,
+            tenants,
+            settings,
+            clock,
+            stats,
+        }
     }
 
     /// The counters this processor updates.
@@ -150,7 +161,9 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
             .filter(|h| h.domain() == domain && h.handles(&event.event_type))
             .collect();
         if handlers.is_empty() {
-            return Outcome::Ignored { reason: "no_handler_for_type" };
+            return Outcome::Ignored {
+                reason: "no_handler_for_type",
+            };
         }
         let tenant = match self.tenants.resolve(event) {
             Ok(tenant) => tenant,
@@ -166,7 +179,10 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
                 handler: handler.name().to_owned(),
                 dedupe_id: event.dedupe_id.clone(),
             };
-            match self.apply_once(handler.as_ref(), &key, event, &mut object, started).await {
+            match self
+                .apply_once(handler.as_ref(), &key, event, &mut object, started)
+                .await
+            {
                 Ok(Some(n)) => {
                     applied_any = true;
                     writes += n;
@@ -175,7 +191,11 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
                 Err(outcome) => return outcome,
             }
         }
-        if applied_any { Outcome::Applied { writes } } else { Outcome::Duplicate }
+        if applied_any {
+            Outcome::Applied { writes }
+        } else {
+            Outcome::Duplicate
+        }
     }
 
     /// Claim, apply and complete one handler's share of an event. `Ok(None)` is a duplicate;
@@ -202,7 +222,10 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
                 return Err(Outcome::InProgressElsewhere { until_ms });
             }
         };
-        match self.apply_claimed(handler, key, event, object, started).await {
+        match self
+            .apply_claimed(handler, key, event, object, started)
+            .await
+        {
             Ok(writes) => {
                 let retention = self.settings.retention;
                 let completed = self
@@ -248,9 +271,9 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
         let Some((object, as_of_ms)) = object.as_ref() else {
             unreachable!("the object was fetched just above")
         };
-        let changes = handler
-            .changes(&event.event_type, object)
-            .map_err(|e| Outcome::dead_letter("handler_error", e.to_string(), Some(handler.name())))?;
+        let changes = handler.changes(&event.event_type, object).map_err(|e| {
+            Outcome::dead_letter("handler_error", e.to_string(), Some(handler.name()))
+        })?;
         let mut writes = 0;
         for change in changes {
             let record = StateRecord {
@@ -330,6 +353,14 @@ fn reference_to(object: &Value) -> Option<ObjectRef> {
     let id = object.get("id")?.as_str()?.to_owned();
     let object_type = object.get("object")?.as_str()?.to_owned();
     let url = envelope::api_path(&object_type, &id);
-    let customer = object.get("customer").and_then(Value::as_str).map(str::to_owned);
-    Some(ObjectRef { id, object_type, url, customer })
+    let customer = object
+        .get("customer")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Some(ObjectRef {
+        id,
+        object_type,
+        url,
+        customer,
+    })
 }

@@ -131,7 +131,11 @@ impl WorkerStats {
 
     /// A dead letter's reason, counted once it is in the DLQ.
     pub fn record_dead_letter_reason(&self, kind: &str) {
-        *self.lock_reasons().dead_letter.entry(kind.to_owned()).or_default() += 1;
+        *self
+            .lock_reasons()
+            .dead_letter
+            .entry(kind.to_owned())
+            .or_default() += 1;
     }
 
     /// Messages in flight now.
