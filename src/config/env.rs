@@ -113,7 +113,7 @@ mod tests {
         let mut config = Config::default();
         apply_env(&mut config, env(&[("STRIPE_WORKER_MAX_IN_FLIGHT", "512")])).unwrap();
         assert_eq!(config.worker.max_in_flight, 512);
-        apply_env(&mut config, env(&[("STRIPE_WORKER_MULTIPLIER", "3")])).unwrap_err();
+        apply_env(&mut config, env(&[("STRIPE_WORKER_MULTIPLIER", "three")])).unwrap_err();
         apply_env(&mut config, env(&[("STRIPE_WORKER_MULTIPLIER", "3.5")])).unwrap();
         assert_eq!(config.retry.multiplier, 3.5);
     }

@@ -299,7 +299,8 @@ mod tests {
 
     #[test]
     fn out_of_range_values_name_their_key() {
-        let cases: [(&str, fn(&mut Config)); 5] = [
+        type Breaker = fn(&mut Config);
+        let cases: [(&str, Breaker); 5] = [
             ("receive_batch_size", |c| c.worker.receive_batch_size = 11),
             ("wait_time_secs", |c| c.worker.wait_time_secs = 21),
             ("retention_days", |c| c.dedupe.retention_days = 3),
