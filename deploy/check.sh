@@ -4,8 +4,9 @@
 #
 #   PYTHON=/path/to/venv/bin/python bash deploy/check.sh
 #
-# 1. python-hcl2 parses every .tf file; variables/outputs described and validated; no
-#    account ids; routing-patterns.json has one EventBridge pattern per domain.
+# 1. python-hcl2 parses every .tf file; variables/outputs described and validated, and
+#    explained in deploy/README.md; no account ids; routing-patterns.json has one
+#    EventBridge pattern per domain.
 # 2. The Kustomize base and overlays are rendered (deploy/tools/kustomize_lite.py: no
 #    kustomize or kubectl binary here) and every object is validated: built-in kinds with
 #    kubernetes-validate --strict, KEDA kinds with a local subset schema, plus the
@@ -79,7 +80,7 @@ echo "checkov $("${CHECKOV[@]}" --version), kubernetes-validate $(installed_vers
 
 echo "== terraform (python-hcl2)"
 mapfile -t TF_FILES < <(find deploy -name '*.tf' -not -path '*/.terraform/*' | sort)
-if PYTHONPATH="$HCL2_DIR" "$PYTHON" deploy/tools/check_terraform.py deploy/routing-patterns.json "${TF_FILES[@]}"; then
+if PYTHONPATH="$HCL2_DIR" "$PYTHON" deploy/tools/check_terraform.py deploy/README.md deploy/routing-patterns.json "${TF_FILES[@]}"; then
   record "terraform parse (${#TF_FILES[@]} files)" ok
 else
   record "terraform parse (${#TF_FILES[@]} files)" FAILED

@@ -1,5 +1,7 @@
 # The dedupe table (one item per tenant#handler#event id, expiring) and the billing state
-# table (one item per object version, newest as-of wins).
+# table (one item per tenant and record, newest as-of wins). Key and index names are the
+# AWS backend's (src/backend/aws/dynamodb.rs `schema`), the same that `stripe-worker setup`
+# creates for tests and local stacks.
 
 resource "aws_dynamodb_table" "dedupe" {
   name                        = "${local.prefix}-dedupe"
@@ -12,7 +14,8 @@ resource "aws_dynamodb_table" "dedupe" {
     type = "S"
   }
 
-  # Applied events are remembered for the worker's dedupe retention_days, then expire.
+  # Epoch seconds, for DynamoDB's sweeper only: claims compare expires_at_ms themselves, so
+  # correctness never depends on the sweeper having run.
   ttl {
     attribute_name = "expires_at"
     enabled        = true
@@ -33,31 +36,38 @@ resource "aws_dynamodb_table" "dedupe" {
 resource "aws_dynamodb_table" "state" {
   name                        = "${local.prefix}-state"
   billing_mode                = "PAY_PER_REQUEST"
-  hash_key                    = "pk"
-  range_key                   = "sk"
+  hash_key                    = "tenant"
+  range_key                   = "record"
   deletion_protection_enabled = var.deletion_protection
 
   attribute {
-    name = "pk"
+    name = "tenant"
     type = "S"
   }
 
+  # <kind>#<object id>
   attribute {
-    name = "sk"
+    name = "record"
     type = "S"
   }
 
+  # <tenant>#<customer>, only on records that have a customer (a sparse index).
   attribute {
-    name = "customer_pk"
+    name = "tenant_customer"
     type = "S"
   }
 
   # A customer's subscriptions and invoices in one query (`status`).
   global_secondary_index {
-    name            = "customer-index"
-    hash_key        = "customer_pk"
-    range_key       = "sk"
+    name            = "by_customer"
+    hash_key        = "tenant_customer"
+    range_key       = "record"
     projection_type = "ALL"
+  }
+
+  ttl {
+    attribute_name = "expires_at"
+    enabled        = true
   }
 
   point_in_time_recovery {

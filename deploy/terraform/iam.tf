@@ -31,15 +31,14 @@ data "aws_iam_policy_document" "worker" {
 
   statement {
     sid = "DedupeAndState"
+    # What the AWS backend calls: conditional puts, deletes and reads, and the customer
+    # index query. No Scan: exporting the whole state is an operator's job.
     actions = [
       "dynamodb:GetItem",
-      "dynamodb:BatchGetItem",
       "dynamodb:PutItem",
       "dynamodb:UpdateItem",
       "dynamodb:DeleteItem",
-      "dynamodb:ConditionCheckItem",
       "dynamodb:Query",
-      "dynamodb:DescribeTable",
     ]
     resources = concat(local.table_arns, ["${aws_dynamodb_table.state.arn}/index/*"])
   }
@@ -73,9 +72,10 @@ data "aws_iam_policy_document" "operator" {
     resources = ["arn:${local.partition}:events:${local.region}:${local.account_id}:replay/${local.prefix}-*"]
   }
 
-  # A replay puts events back on the bus (its only allowed destination is the archive's bus).
+  # A replay puts events back on the bus (its only allowed destination is the archive's
+  # bus); `stripe-worker publish` puts hand-made events on it.
   statement {
-    sid       = "ReplayDestination"
+    sid       = "PublishToBus"
     actions   = ["events:PutEvents"]
     resources = [aws_cloudwatch_event_bus.this.arn]
   }
@@ -96,14 +96,22 @@ data "aws_iam_policy_document" "operator" {
     resources = local.dlq_arns
   }
 
+  # Redrive back to the source queues; also `stripe-worker publish --to-queue`.
   statement {
     sid       = "RedriveTargets"
     actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
     resources = local.queue_arns
   }
 
+  # `stripe-worker state export` and `status`: read the billing state.
   statement {
-    sid       = "EncryptedQueues"
+    sid       = "ReadState"
+    actions   = ["dynamodb:Scan", "dynamodb:Query", "dynamodb:GetItem", "dynamodb:DescribeTable"]
+    resources = [aws_dynamodb_table.state.arn, "${aws_dynamodb_table.state.arn}/index/*"]
+  }
+
+  statement {
+    sid       = "EncryptedQueuesAndTables"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [aws_kms_key.this.arn]
   }
@@ -125,7 +133,7 @@ resource "aws_iam_policy" "ingress" {
 
 resource "aws_iam_policy" "operator" {
   name        = "${local.prefix}-operator"
-  description = "stripe-worker operators: archive replay and DLQ redrive"
+  description = "stripe-worker operators: archive replay, DLQ redrive, state export"
   policy      = data.aws_iam_policy_document.operator.json
   tags        = local.tags
 }

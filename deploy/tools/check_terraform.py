@@ -7,7 +7,9 @@ one EventBridge pattern per domain.
 Run with python-hcl2 importable as `hcl2` (check.sh puts it on PYTHONPATH: checkov's
 bc-python-hcl2 fork installs a module of the same name into the venv).
 
-Usage: check_terraform.py ROUTING_PATTERNS_JSON TF_FILE...
+Every variable must also be explained in the deploy README (named in backticks).
+
+Usage: check_terraform.py DEPLOY_README ROUTING_PATTERNS_JSON TF_FILE...
 """
 
 from __future__ import annotations
@@ -44,8 +46,10 @@ def check_pattern(where: str, value, errors: list[str]) -> None:
 
 
 def main() -> int:
-    patterns_path, files = sys.argv[1], sys.argv[2:]
+    readme_path, patterns_path, files = sys.argv[1], sys.argv[2], sys.argv[3:]
     errors: list[str] = []
+    with open(readme_path, encoding="utf-8") as f:
+        readme = f.read()
     counts = {"files": 0, "variables": 0, "outputs": 0, "resources": 0}
 
     with open(patterns_path, encoding="utf-8") as f:
@@ -73,6 +77,8 @@ def main() -> int:
                 name = strip_quotes(name)
                 if not body.get("description"):
                     errors.append(f"{path}: variable {name} has no description")
+                if f"`{name}`" not in readme:
+                    errors.append(f"{path}: variable {name} is not explained in {readme_path}")
                 type_ = str(body.get("type", ""))
                 if "bool" not in type_ and "map" not in type_ and not body.get("validation"):
                     errors.append(f"{path}: variable {name} has no validation")
