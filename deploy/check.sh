@@ -4,6 +4,8 @@
 #
 #   PYTHON=/path/to/venv/bin/python bash deploy/check.sh
 #
+# The pinned tools are installed on first use into <venv>/deploy-check/ (see "tools").
+#
 # 1. python-hcl2 parses every .tf file; variables/outputs described and validated, and
 #    explained in deploy/README.md; no account ids; routing-patterns.json has one
 #    EventBridge pattern per domain.
@@ -51,36 +53,50 @@ record() { # name, status
   [ "$2" = ok ] || FAILED=1
 }
 
-installed_version() {
-  "$PYTHON" -c "import importlib.metadata as m, sys
-try: print(m.version(sys.argv[1]))
-except m.PackageNotFoundError: pass" "$1"
-}
 
 echo "== tools"
 "$PYTHON" --version || { echo "PYTHON=$PYTHON is not a python interpreter"; exit 1; }
+# The tools get their own venv inside the given one (<venv>/deploy-check/venv): installed
+# into the project venv, checkov would downgrade boto3, botocore and networkx under the AWS
+# emulator (moto) that the tests run from there.
+# Without a venv (PYTHON is a system interpreter) they go to the user's cache instead.
+TOOLS="$("$PYTHON" -c 'import os, sys
+if sys.prefix != sys.base_prefix:
+    print(os.path.join(sys.prefix, "deploy-check"))
+else:
+    print(os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "stripe-worker-deploy-check"))')"
+if [ ! -x "$TOOLS/venv/bin/python" ]; then
+  echo "creating $TOOLS/venv"
+  "$PYTHON" -m venv "$TOOLS/venv" || { echo "cannot create $TOOLS/venv"; exit 1; }
+fi
+PY="$TOOLS/venv/bin/python"
+installed_version() {
+  "$PY" -c "import importlib.metadata as m, sys
+try: print(m.version(sys.argv[1]))
+except m.PackageNotFoundError: pass" "$1"
+}
 want=()
 [ "$(installed_version checkov)" = "$CHECKOV_VERSION" ] || want+=("checkov==$CHECKOV_VERSION")
 [ "$(installed_version kubernetes-validate)" = "$KUBERNETES_VALIDATE_VERSION" ] || want+=("kubernetes-validate==$KUBERNETES_VALIDATE_VERSION")
 if [ ${#want[@]} -gt 0 ]; then
-  echo "installing ${want[*]}"
-  "$PYTHON" -m pip install -q "${want[@]}" || { echo "pip install failed"; exit 1; }
+  echo "installing ${want[*]} into $TOOLS/venv"
+  "$PY" -m pip install -q --disable-pip-version-check "${want[@]}" || { echo "pip install failed"; exit 1; }
 fi
 # python-hcl2 and checkov's fork bc-python-hcl2 both install a module named `hcl2`;
-# python-hcl2 goes into its own directory inside the venv so checkov keeps its fork.
-HCL2_DIR="$("$PYTHON" -c 'import sys; print(sys.prefix)')/deploy-check/python-hcl2-$PYTHON_HCL2_VERSION"
+# python-hcl2 goes into its own directory, put on PYTHONPATH for its one script.
+HCL2_DIR="$TOOLS/python-hcl2-$PYTHON_HCL2_VERSION"
 if [ ! -f "$HCL2_DIR/.complete" ]; then
   echo "installing python-hcl2==$PYTHON_HCL2_VERSION into $HCL2_DIR"
   rm -rf "$HCL2_DIR"
-  "$PYTHON" -m pip install -q --target "$HCL2_DIR" "python-hcl2==$PYTHON_HCL2_VERSION" \
+  "$PY" -m pip install -q --disable-pip-version-check --target "$HCL2_DIR" "python-hcl2==$PYTHON_HCL2_VERSION" \
     && touch "$HCL2_DIR/.complete" || { echo "pip install python-hcl2 failed"; exit 1; }
 fi
-CHECKOV=("$PYTHON" -m checkov.main)
+CHECKOV=("$PY" -m checkov.main)
 echo "checkov $("${CHECKOV[@]}" --version), kubernetes-validate $(installed_version kubernetes-validate), python-hcl2 $PYTHON_HCL2_VERSION"
 
 echo "== terraform (python-hcl2)"
 mapfile -t TF_FILES < <(find deploy -name '*.tf' -not -path '*/.terraform/*' | sort)
-if PYTHONPATH="$HCL2_DIR" "$PYTHON" deploy/tools/check_terraform.py deploy/README.md deploy/routing-patterns.json "${TF_FILES[@]}"; then
+if PYTHONPATH="$HCL2_DIR" "$PY" deploy/tools/check_terraform.py deploy/README.md deploy/routing-patterns.json "${TF_FILES[@]}"; then
   record "terraform parse (${#TF_FILES[@]} files)" ok
 else
   record "terraform parse (${#TF_FILES[@]} files)" FAILED
@@ -90,14 +106,14 @@ echo "== kubernetes (render + kubernetes-validate $K8S_VERSION --strict + invari
 mkdir -p "$WORK/rendered"
 for target in base overlays/dev overlays/prod; do
   out="$WORK/rendered/$(echo "$target" | tr / -).yaml"
-  if ! "$PYTHON" deploy/tools/kustomize_lite.py "k8s/$target" -o "$out"; then
+  if ! "$PY" deploy/tools/kustomize_lite.py "k8s/$target" -o "$out"; then
     record "render k8s/$target" FAILED
     continue
   fi
   partial=()
   # The base alone has no worker autoscaler: that comes with a component in each overlay.
   [ "$target" = base ] && partial=(--partial)
-  if "$PYTHON" deploy/tools/validate_manifests.py --k8s-version "$K8S_VERSION" --readme README.md "${partial[@]}" "$out"; then
+  if "$PY" deploy/tools/validate_manifests.py --k8s-version "$K8S_VERSION" --readme README.md "${partial[@]}" "$out"; then
     record "validate k8s/$target" ok
   else
     record "validate k8s/$target" FAILED
@@ -105,7 +121,7 @@ for target in base overlays/dev overlays/prod; do
 done
 
 echo "== ecs task definitions"
-if "$PYTHON" deploy/tools/check_ecs.py README.md deploy/ecs/*-task-definition.json; then
+if "$PY" deploy/tools/check_ecs.py README.md deploy/ecs/*-task-definition.json; then
   record "ecs task definitions" ok
 else
   record "ecs task definitions" FAILED
@@ -118,7 +134,7 @@ run_checkov() { # label, report name, checkov arguments...
   timeout 600 "${CHECKOV[@]}" "$@" --skip-download --compact \
     -o cli -o json --output-file-path "console,$WORK/$report" >"$WORK/$report.log" 2>&1
   local rc=$?
-  "$PYTHON" - "$WORK/$report" "$label" <<'PY' || rc=1
+  "$PY" - "$WORK/$report" "$label" <<'PY' || rc=1
 import json, sys
 path, label = sys.argv[1], sys.argv[2]
 try:

@@ -9,7 +9,7 @@
    probes on the health endpoints, the hardened security context, requests and limits,
    no service-link variables (the worker rejects unknown STRIPE_WORKER_* variables), only
    configuration keys the README documents, a grace period above the drain time, every
-   worker Deployment scaled by exactly one autoscaler, KEDA triggers on the queue the
+   worker Deployment scaled by exactly one autoscaler (and no `replicas` fighting it), KEDA triggers on the queue the
    Deployment consumes, and every referenced ConfigMap and ServiceAccount present.
 
 Usage: validate_manifests.py --k8s-version 1.31.0 --readme README.md [--partial] FILE...
@@ -199,6 +199,8 @@ def check_invariants(docs, allowed_vars: set[str], partial: bool, errors: list[s
         scalers = targets.get(dep_name, [])
         if len(scalers) > 1:
             errors.append(f"Deployment/{dep_name}: scaled by {scalers}; exactly one autoscaler may own it")
+        if scalers and "replicas" in dep["spec"]:
+            errors.append(f"Deployment/{dep_name}: sets replicas although {scalers[0]} owns the count (every apply would reset it)")
         is_worker = dep["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "worker"
         if is_worker and not partial and not scalers:
             errors.append(f"Deployment/{dep_name}: no ScaledObject or HorizontalPodAutoscaler")
