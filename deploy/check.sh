@@ -38,6 +38,8 @@ trap 'rm -rf "$WORK"' EXIT
 # checkov must never call home: no Bridgecrew/Prisma API key is given (so nothing is
 # uploaded), no guideline mapping download, no version check, no SCA package scan, no
 # external module download. Parse errors fail the run instead of being skipped.
+# No __pycache__ in the work tree from deploy/tools.
+export PYTHONDONTWRITEBYTECODE=1
 export BC_SKIP_MAPPING=TRUE
 export CKV_SKIP_PACKAGE_UPDATE_CHECK=true
 export CHECKOV_RUN_SCA_PACKAGE_SCAN_V2=false
@@ -113,7 +115,7 @@ for target in base overlays/dev overlays/prod; do
   partial=()
   # The base alone has no worker autoscaler: that comes with a component in each overlay.
   [ "$target" = base ] && partial=(--partial)
-  if "$PY" deploy/tools/validate_manifests.py --k8s-version "$K8S_VERSION" --readme README.md "${partial[@]}" "$out"; then
+  if "$PY" deploy/tools/validate_manifests.py --k8s-version "$K8S_VERSION" --readme README.md --env-rs src/config/env.rs "${partial[@]}" "$out"; then
     record "validate k8s/$target" ok
   else
     record "validate k8s/$target" FAILED
@@ -121,7 +123,7 @@ for target in base overlays/dev overlays/prod; do
 done
 
 echo "== ecs task definitions"
-if "$PY" deploy/tools/check_ecs.py README.md deploy/ecs/*-task-definition.json; then
+if "$PY" deploy/tools/check_ecs.py README.md src/config/env.rs deploy/ecs/*-task-definition.json; then
   record "ecs task definitions" ok
 else
   record "ecs task definitions" FAILED

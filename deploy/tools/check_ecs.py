@@ -8,7 +8,7 @@ Secrets Manager `valueFrom` references (never a literal secret in `environment`)
 stopTimeout above the drain time (STRIPE_WORKER_SHUTDOWN_GRACE_SECS), only documented
 STRIPE_WORKER_* variables.
 
-Usage: check_ecs.py README.md TASK_DEFINITION_JSON...
+Usage: check_ecs.py README.md src/config/env.rs TASK_DEFINITION_JSON...
 """
 
 from __future__ import annotations
@@ -17,22 +17,15 @@ import json
 import re
 import sys
 
+from appconfig import allowed_config_variables
+
 DEFAULT_SHUTDOWN_GRACE_SECS = 20
 SECRET_NAMES = re.compile(r"(SECRET|API_KEY|TOKEN|PASSWORD)", re.I)
 
 
-def allowed_config_variables(readme: str) -> set[str]:
-    with open(readme, encoding="utf-8") as f:
-        text = f.read()
-    keys = set(re.findall(r"^\|\s*`[a-z_.]+`\s*\|\s*`([a-z_]+)`\s*\|", text, flags=re.M))
-    if len(keys) < 5:
-        raise SystemExit(f"{readme}: could not read the configuration table")
-    return {f"STRIPE_WORKER_{k.upper()}" for k in keys} | set(re.findall(r"`(STRIPE_WORKER_[A-Z_]+)`", text))
-
-
 def main() -> int:
-    readme, files = sys.argv[1], sys.argv[2:]
-    allowed = allowed_config_variables(readme)
+    readme, env_rs, files = sys.argv[1], sys.argv[2], sys.argv[3:]
+    allowed = allowed_config_variables(readme, env_rs)
     errors: list[str] = []
     containers = 0
     for path in files:

@@ -12,7 +12,8 @@
    worker Deployment scaled by exactly one autoscaler (and no `replicas` fighting it), KEDA triggers on the queue the
    Deployment consumes, and every referenced ConfigMap and ServiceAccount present.
 
-Usage: validate_manifests.py --k8s-version 1.31.0 --readme README.md [--partial] FILE...
+Usage: validate_manifests.py --k8s-version 1.31.0 --readme README.md --env-rs src/config/env.rs
+       [--partial] FILE...
 (--partial: a base without its autoscaling component; skips the autoscaler coverage.)
 Exit status 1 when anything fails.
 """
@@ -30,21 +31,11 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
+from appconfig import allowed_config_variables
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_SHUTDOWN_GRACE_SECS = 20
 DOMAINS = {"subscription", "payment", "customer"}
-
-
-def allowed_config_variables(readme: str) -> set[str]:
-    """STRIPE_WORKER_* names the worker accepts, from the README's configuration section."""
-    with open(readme, encoding="utf-8") as f:
-        text = f.read()
-    keys = set(re.findall(r"^\|\s*`[a-z_.]+`\s*\|\s*`([a-z_]+)`\s*\|", text, flags=re.M))
-    cli = set(re.findall(r"`(STRIPE_WORKER_[A-Z_]+)`", text))
-    names = {f"STRIPE_WORKER_{k.upper()}" for k in keys} | cli
-    if len(keys) < 5:
-        raise SystemExit(f"{readme}: could not read the configuration table (found {sorted(keys)})")
-    return names
 
 
 def load(files: list[str]) -> list[tuple[str, dict[str, Any]]]:
@@ -220,7 +211,8 @@ def check_invariants(docs, allowed_vars: set[str], partial: bool, errors: list[s
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--k8s-version", required=True)
-    parser.add_argument("--readme", required=True)
+    parser.add_argument("--readme", required=True, help="README.md with the configuration table")
+    parser.add_argument("--env-rs", required=True, help="src/config/env.rs with CLI_VARIABLES")
     parser.add_argument("--partial", action="store_true")
     parser.add_argument("files", nargs="+")
     args = parser.parse_args()
@@ -228,7 +220,7 @@ def main() -> int:
     docs = load(args.files)
     errors: list[str] = []
     counts = validate_schemas(docs, args.k8s_version, errors)
-    deployments = check_invariants(docs, allowed_config_variables(args.readme), args.partial, errors)
+    deployments = check_invariants(docs, allowed_config_variables(args.readme, args.env_rs), args.partial, errors)
     label = ", ".join(f"{n} {k}" for k, n in counts.items())
     for e in errors:
         print(f"  FAIL {e}")
