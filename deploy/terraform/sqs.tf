@@ -1,0 +1,116 @@
+# One queue and one dead-letter queue per domain. Only the domain's rule may send to the
+# queue; only the queue may redrive into its DLQ.
+
+resource "aws_sqs_queue" "dlq" {
+  for_each = local.domains
+
+  name                              = "${local.prefix}-${each.key}-events-dlq"
+  message_retention_seconds         = 1209600 # 14 days, the SQS maximum: time to redrive
+  kms_master_key_id                 = aws_kms_key.this.arn
+  kms_data_key_reuse_period_seconds = 300
+  tags                              = merge(local.tags, { "stripe-worker/domain" = each.key, "stripe-worker/role" = "dlq" })
+}
+
+resource "aws_sqs_queue" "main" {
+  for_each = local.domains
+
+  name                              = "${local.prefix}-${each.key}-events"
+  visibility_timeout_seconds        = var.visibility_timeout_seconds
+  message_retention_seconds         = var.message_retention_seconds
+  receive_wait_time_seconds         = 20
+  kms_master_key_id                 = aws_kms_key.this.arn
+  kms_data_key_reuse_period_seconds = 300
+
+  redrive_policy = jsonencode({
+    deadLetterTargetArn = aws_sqs_queue.dlq[each.key].arn
+    maxReceiveCount     = var.max_receive_count
+  })
+
+  tags = merge(local.tags, { "stripe-worker/domain" = each.key, "stripe-worker/role" = "queue" })
+}
+
+# A separate resource, because the DLQ's allow policy names the queue that names the DLQ.
+resource "aws_sqs_queue_redrive_allow_policy" "dlq" {
+  for_each = local.domains
+
+  queue_url = aws_sqs_queue.dlq[each.key].id
+  redrive_allow_policy = jsonencode({
+    redrivePermission = "byQueue"
+    sourceQueueArns   = [aws_sqs_queue.main[each.key].arn]
+  })
+}
+
+data "aws_iam_policy_document" "queue" {
+  for_each = local.domains
+
+  statement {
+    sid       = "OnlyTheDomainRuleSends"
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.main[each.key].arn]
+
+    principals {
+      type        = "Service"
+      identifiers = ["events.amazonaws.com"]
+    }
+
+    condition {
+      test     = "ArnEquals"
+      variable = "aws:SourceArn"
+      values   = [aws_cloudwatch_event_rule.domain[each.key].arn]
+    }
+  }
+
+  statement {
+    sid       = "DenyInsecureTransport"
+    effect    = "Deny"
+    actions   = ["sqs:*"]
+    resources = [aws_sqs_queue.main[each.key].arn]
+
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+}
+
+resource "aws_sqs_queue_policy" "main" {
+  for_each = local.domains
+
+  queue_url = aws_sqs_queue.main[each.key].id
+  policy    = data.aws_iam_policy_document.queue[each.key].json
+}
+
+data "aws_iam_policy_document" "dlq" {
+  for_each = local.domains
+
+  statement {
+    sid       = "DenyInsecureTransport"
+    effect    = "Deny"
+    actions   = ["sqs:*"]
+    resources = [aws_sqs_queue.dlq[each.key].arn]
+
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+}
+
+resource "aws_sqs_queue_policy" "dlq" {
+  for_each = local.domains
+
+  queue_url = aws_sqs_queue.dlq[each.key].id
+  policy    = data.aws_iam_policy_document.dlq[each.key].json
+}
