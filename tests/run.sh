@@ -85,4 +85,7 @@ cargo clippy --all-targets -- -D warnings
 step "cargo test --all-targets"
 cargo test --all-targets
 
+step "Deployment checks: checkov, kubernetes-validate, python-hcl2"
+PYTHON="${PWD}/${VENV}/bin/python" bash deploy/check.sh
+
 step "All checks passed"
