@@ -57,6 +57,8 @@ fn config() -> Config {
     config.retry.visibility_backoff_base_secs = 1;
     config.retry.initial_delay_ms = 1;
     config.retry.max_delay_ms = 5;
+    // A claim whose release was lost to a fault holds until its lease ends.
+    config.dedupe.lease_secs = 3;
     config
 }
 

@@ -244,7 +244,10 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
             Err(outcome) => {
                 // Let the next attempt claim at once instead of waiting out the lease. If the
                 // release fails the lease simply expires: nothing is lost.
-                if let Err(e) = self.dedupe.release(key, &token).await {
+                if let Err(e) = self
+                    .retrying(started, || self.dedupe.release(key, &token))
+                    .await
+                {
                     tracing::warn!(error = %e, "could not release dedupe claim");
                 }
                 Err(outcome)
