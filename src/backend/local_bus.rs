@@ -90,14 +90,17 @@ impl<Q: Queue, A: Archive> LocalBus<Q, A> {
 
 impl<Q: Queue, A: Archive> Bus for LocalBus<Q, A> {
     async fn publish(&self, entries: &[BusEntry]) -> BackendResult<PublishFailures> {
-        let mut failures = PublishFailures::default();
-        for (index, entry) in entries.iter().enumerate() {
+        // Entries are delivered concurrently: the SQLite backend commits concurrent writes
+        // together, and EventBridge promises no order within a batch either.
+        let results =
+            futures::future::join_all(entries.iter().map(|entry| self.deliver(entry))).await;
+        let failed = results
+            .into_iter()
+            .enumerate()
             // A failure after some queues got the event makes the caller re-send it: those
             // queues then see it twice, and the dedupe store acknowledges the copy.
-            if let Err(error) = self.deliver(entry).await {
-                failures.failed.push((index, error));
-            }
-        }
-        Ok(failures)
+            .filter_map(|(index, result)| result.err().map(|error| (index, error)))
+            .collect();
+        Ok(PublishFailures { failed })
     }
 }

@@ -17,7 +17,7 @@ use crate::app::{cancel_when_idle, open_local};
 use crate::backend::{Backend, Bus, BusEntry, DedupeStore, Queue, StateStore};
 use crate::clock::system_clock;
 use crate::config::Config;
-use crate::demo::runner::{DemoOptions, publish_all, render_summary, run_demo};
+use crate::demo::runner::{DemoOptions, publish_chunks, render_summary, run_demo};
 use crate::domain::Domain;
 use crate::event::envelope::entry_from_envelope;
 use crate::handlers::standard_handlers;
@@ -255,9 +255,7 @@ async fn publish<Q: Queue, D, S, B: Bus>(
             }
         }
     }
-    for chunk in entries.chunks(10) {
-        publish_all(backend.bus.as_ref(), chunk).await?;
-    }
+    publish_chunks(backend.bus.as_ref(), &entries).await?;
     match args.to_queue {
         Some(domain) => println!("sent {sent_raw} messages to the {domain} queue"),
         None => println!(
