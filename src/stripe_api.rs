@@ -383,7 +383,10 @@ impl StripeApiClient {
         };
         Ok(EventPage {
             data,
-            has_more: page.get("has_more").and_then(Value::as_bool).unwrap_or(false),
+            has_more: page
+                .get("has_more")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
         })
     }
 

@@ -125,10 +125,8 @@ pub fn strip_reason(attributes: &BTreeMap<String, String>) -> BTreeMap<String, S
 pub trait DeadLetterOps: Send + Sync + 'static {
     /// Up to `limit` messages of the dead-letter queue, oldest first (by the time they
     /// were dead-lettered), without removing or reordering any.
-    fn dlq_peek(
-        &self,
-        limit: usize,
-    ) -> impl Future<Output = BackendResult<Vec<DlqMessage>>> + Send;
+    fn dlq_peek(&self, limit: usize)
+    -> impl Future<Output = BackendResult<Vec<DlqMessage>>> + Send;
 
     /// Move the messages `filter` selects back to the source queue, visible now, with the
     /// reason attributes removed. `progress` hears the running count of moved messages.
@@ -150,7 +148,10 @@ mod tests {
     #[test]
     fn filters_combine_their_conditions() {
         let attrs: BTreeMap<String, String> = [
-            (dlq_attributes::ERROR_KIND.to_owned(), "unknown_tenant".to_owned()),
+            (
+                dlq_attributes::ERROR_KIND.to_owned(),
+                "unknown_tenant".to_owned(),
+            ),
             ("other".to_owned(), "x".to_owned()),
         ]
         .into();

@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-pub use super::dead_letter::{DlqMessage, RedriveFilter};
 use super::dead_letter::{DeadLetterOps, RedriveProgress, strip_reason};
+pub use super::dead_letter::{DlqMessage, RedriveFilter};
 use super::{
     Archive, BackendError, BackendResult, BatchFailures, Claim, DeadLetterReason, DedupeKey,
     DedupeStore, FencingToken, Queue, QueueSpec, QueueStats, Receipt, ReceivedMessage, StateRecord,

@@ -25,8 +25,8 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, pa
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-pub use super::dead_letter::{DlqMessage, RedriveFilter};
 use super::dead_letter::{DeadLetterOps, RedriveProgress, strip_reason};
+pub use super::dead_letter::{DlqMessage, RedriveFilter};
 pub use super::memory::MAX_RECEIVE_COUNT_EXCEEDED;
 use super::memory::{
     check_batch, check_max, invalid_receipt, reason_attributes, redrive_reason, wall_ms,

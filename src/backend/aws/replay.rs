@@ -59,8 +59,7 @@ pub async fn start_replay(
         .send()
         .await
         .map_err(|e| from_sdk("eventbridge.describe_archive", e))?;
-    let (Some(archive_arn), Some(bus_arn)) = (archive.archive_arn, archive.event_source_arn)
-    else {
+    let (Some(archive_arn), Some(bus_arn)) = (archive.archive_arn, archive.event_source_arn) else {
         return Err(permanent(format!(
             "archive {} has no ARN or source bus",
             names.archive()

@@ -485,9 +485,9 @@ impl SqsQueue {
                 return Ok(moved);
             }
             let fresh = batch.iter().any(|m| !seen.contains(&m.message_id));
-            let (chosen, others): (Vec<_>, Vec<_>) = batch.into_iter().partition(|m| {
-                filter.matches(&m.message_id, &m.attributes, &m.body)
-            });
+            let (chosen, others): (Vec<_>, Vec<_>) = batch
+                .into_iter()
+                .partition(|m| filter.matches(&m.message_id, &m.attributes, &m.body));
             for m in others {
                 seen.insert(m.message_id.clone());
                 held.insert(m.message_id, m.receipt);
@@ -605,7 +605,6 @@ impl DeadLetterOps for SqsQueue {
         }
     }
 }
-
 
 async fn queue_url(client: &Client, name: &str) -> BackendResult<String> {
     let out = client
