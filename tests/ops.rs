@@ -490,6 +490,15 @@ async fn a_cancelled_redrive_future_loses_nothing() {
             queue.dlq_redrive(&RedriveFilter::all(), &|_| {}),
         )
         .await;
+        // A redrive dropped after its request reached the writer thread still commits
+        // (whole). Writes commit in order, so any later write is a barrier: after it the
+        // redrive has committed or never will.
+        backend
+            .queues
+            .get(Domain::Payment)
+            .dlq_purge()
+            .await
+            .unwrap();
         let (in_dlq, in_queue) = where_are(&backend.queues).await;
         assert_each_exactly_once(&ids, &in_dlq, &in_queue);
     }
