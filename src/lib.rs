@@ -23,6 +23,7 @@ pub mod event;
 pub mod handlers;
 pub mod hydrate;
 pub mod ingress;
+pub mod ops;
 pub mod pattern;
 pub mod routing;
 pub mod state_view;

@@ -98,6 +98,25 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Setup(args) => setup(args).await,
         Command::Routes(args) => super::routes::run_routes(args, &mut stdout),
         Command::Pattern(args) => super::routes::run_pattern(args, &mut stdout),
+        Command::Queues(args) => {
+            let config = load_config(&args.backend)?;
+            with_backend!(args.backend, &config, |backend| super::ops::queues(
+                backend, &args
+            ))
+        }
+        Command::Dlq { command } => {
+            let config = load_config(command.backend())?;
+            with_backend!(command.backend(), &config, |backend| super::ops::dlq(
+                backend, &config, &command
+            ))
+        }
+        Command::Replay(args) => super::ops::replay(&args, &load_config(&args.backend)?).await,
+        Command::Backfill(args) => {
+            let config = load_config(&args.backend)?;
+            with_backend!(args.backend, &config, |backend| super::ops::backfill(
+                backend, &args
+            ))
+        }
     }
 }
 

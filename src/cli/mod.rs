@@ -3,6 +3,7 @@
 //! AWS (`--backend aws`); the code above the backend seams is the same.
 
 mod commands;
+pub mod ops;
 pub mod routes;
 
 use std::path::PathBuf;
@@ -68,6 +69,19 @@ pub enum Command {
     Routes(routes::RoutesArgs),
     /// Test EventBridge event patterns.
     Pattern(routes::PatternArgs),
+    /// Queue depths per domain: visible, in flight, delayed, oldest age, and the DLQs.
+    Queues(ops::QueuesArgs),
+    /// Dead-letter queues: list with reasons, show, redrive, purge.
+    Dlq {
+        /// What to do with a dead-letter queue.
+        #[command(subcommand)]
+        command: ops::DlqCommand,
+    },
+    /// Replay a time window of archived events through the routing (dedupe applies each
+    /// once; --reprocess re-applies).
+    Replay(ops::ReplayArgs),
+    /// Publish a tenant's events Stripe never delivered (listed from the Stripe API).
+    Backfill(ops::BackfillArgs),
 }
 
 /// Where the backend is: the embedded SQLite files, or AWS.

@@ -21,6 +21,22 @@ use crate::handlers::Handler;
 use crate::hydrate::{HydrateError, Hydrator};
 use crate::tenant::TenantConfig;
 
+/// A replay whose name starts with this re-applies events the dedupe store says are done,
+/// as [`ProcessSettings::reprocess`] does for every event. The marker is the replay name
+/// because it is the one thing EventBridge carries from `StartReplay` into every replayed
+/// envelope (`replay-name`); the embedded replay stamps it the same way. Safe because
+/// state writes are ordered by as-of: re-applying an event never moves state backwards.
+pub const REPROCESS_REPLAY_PREFIX: &str = "reprocess-";
+
+/// Whether `event` asks to be re-applied even if already done (see
+/// [`REPROCESS_REPLAY_PREFIX`]).
+pub fn wants_reprocess(event: &NormalisedEvent) -> bool {
+    event
+        .replay_name
+        .as_deref()
+        .is_some_and(|name| name.starts_with(REPROCESS_REPLAY_PREFIX))
+}
+
 /// The settings `process_one` needs.
 #[derive(Debug, Clone)]
 pub struct ProcessSettings {
@@ -215,7 +231,9 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
             .map_err(|e| StepError::from(e).into_outcome(handler.name()))?;
         let token = match claim {
             Claim::Claimed(token) => token,
-            Claim::AlreadyDone if !self.settings.reprocess => return Ok(None),
+            Claim::AlreadyDone if !(self.settings.reprocess || wants_reprocess(event)) => {
+                return Ok(None);
+            }
             // Reprocessing: re-apply under a token of our own, and leave the entry done.
             Claim::AlreadyDone => FencingToken::new(),
             Claim::InProgressElsewhere { until_ms } => {
