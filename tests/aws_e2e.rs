@@ -242,9 +242,15 @@ async fn setup_publish_run_on_the_emulator_reaches_the_generators_state() {
         .iter()
         .enumerate()
         .map(|(i, entry)| {
-            envelope_json(entry, &format!("e2e-{i}"), 1_767_225_600_000, "us-east-1", None)
-                .expect("envelope")
-                .to_string()
+            envelope_json(
+                entry,
+                &format!("e2e-{i}"),
+                1_767_225_600_000,
+                "us-east-1",
+                None,
+            )
+            .expect("envelope")
+            .to_string()
         })
         .collect();
     let events_file = dir.path().join("events.jsonl");
@@ -261,7 +267,10 @@ async fn setup_publish_run_on_the_emulator_reaches_the_generators_state() {
     check("publish", &out);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        format!("published {} events; 0 invalid lines skipped", entries.len())
+        format!(
+            "published {} events; 0 invalid lines skipped",
+            entries.len()
+        )
     );
 
     // Poison, straight to the queues.
@@ -336,7 +345,9 @@ async fn setup_publish_run_on_the_emulator_reaches_the_generators_state() {
         .partition(|line| served.contains(line));
     assert!(!hits.is_empty(), "thin events were hydrated");
     assert!(
-        misses.iter().all(|m| m.starts_with("/v1/invoices/in_never_existed ")),
+        misses
+            .iter()
+            .all(|m| m.starts_with("/v1/invoices/in_never_existed ")),
         "only the poison asked for an object the double does not serve: {misses:?}"
     );
 
