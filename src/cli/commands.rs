@@ -376,7 +376,6 @@ async fn start_ingress<Q: Queue, D, S, B: Bus>(
     let listener = tokio::net::TcpListener::bind(ingress.listen)
         .await
         .with_context(|| format!("listening on {}", ingress.listen))?;
-    tracing::info!(listen = %ingress.listen, "webhook ingress listening");
     Ok(serve(listener, state, shutdown))
 }
 
@@ -415,6 +414,6 @@ async fn setup(args: SetupArgs) -> anyhow::Result<ExitCode> {
     )
     .await
     .with_context(|| format!("setting up AWS resources with prefix `{}`", args.prefix))?;
-    print!("{report}");
+    println!("{report}");
     Ok(ExitCode::SUCCESS)
 }

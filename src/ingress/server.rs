@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -29,14 +28,13 @@ use super::counters::{IngressCounters, RejectReason};
 use super::secrets::WebhookSecret;
 use super::signature::{self, SIGNATURE_HEADER, SignatureError};
 use crate::backend::{BackendError, Bus, BusEntry};
+pub use crate::clock::Clock;
+use crate::clock::system_clock;
 use crate::event::envelope::{webhook_snapshot_entry, webhook_thin_entry};
 
 /// A readiness probe: `Ok` when the bus can take entries, `Err(why)` otherwise. `why` is
 /// logged, never sent to the client.
 pub type ReadyCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
-
-/// The current time in milliseconds since the Unix epoch (replaceable in tests).
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// What the server runs with: the configuration, the bus to publish to, the counters,
 /// and optional readiness and clock hooks. Build with [`IngressState::new`].
@@ -72,7 +70,7 @@ impl<B: Bus> IngressState<B> {
             bus,
             counters: Arc::new(IngressCounters::default()),
             ready: None,
-            clock: Arc::new(system_clock_ms),
+            clock: system_clock(),
         })
     }
 
@@ -98,12 +96,6 @@ impl<B: Bus> IngressState<B> {
     pub fn counters(&self) -> Arc<IngressCounters> {
         Arc::clone(&self.counters)
     }
-}
-
-fn system_clock_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 struct Shared<B> {
