@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 pub use outcome::Outcome;
 pub use pool::{PoolSettings, run_pool};
-pub use process::{ProcessSettings, Processor};
+pub use process::{APPLIED_LOG_TARGET, ProcessSettings, Processor};
 pub use retry::RetryPolicy;
 pub use stats::{StatsSnapshot, WorkerStats};
 
