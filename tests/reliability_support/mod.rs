@@ -13,6 +13,8 @@ use stripe_worker::demo::generator::{GeneratedStream, GeneratorConfig, generate}
 use stripe_worker::event::envelope;
 use stripe_worker::worker::APPLIED_LOG_TARGET;
 
+pub mod inproc;
+
 /// The worker binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_stripe-worker");
 
