@@ -150,14 +150,13 @@ impl FaultyBackend {
         self.state.inner().export(None).await.unwrap()
     }
 
-    /// Run the pool until every queue has been idle for a while; returns the counters.
-    pub async fn run_until_idle(
+    /// A processor over these stores with the standard handlers.
+    pub fn processor(
         &self,
         config: &Config,
         hydrator: Option<Arc<dyn Hydrator>>,
-    ) -> Arc<WorkerStats> {
-        let stats = Arc::new(WorkerStats::default());
-        let processor = Arc::new(Processor::new(
+    ) -> Processor<Faulty<MemoryDedupe>, Faulty<MemoryState>> {
+        Processor::new(
             standard_handlers(),
             Arc::clone(&self.dedupe),
             Arc::clone(&self.state),
@@ -165,8 +164,18 @@ impl FaultyBackend {
             config.tenants.clone(),
             ProcessSettings::from_config(config),
             system_clock(),
-            Arc::clone(&stats),
-        ));
+            Arc::new(WorkerStats::default()),
+        )
+    }
+
+    /// Run the pool until every queue has been idle for a while; returns the counters.
+    pub async fn run_until_idle(
+        &self,
+        config: &Config,
+        hydrator: Option<Arc<dyn Hydrator>>,
+    ) -> Arc<WorkerStats> {
+        let processor = Arc::new(self.processor(config, hydrator));
+        let stats = Arc::clone(processor.stats());
         let shutdown = CancellationToken::new();
         let pool = tokio::spawn(run_pool(
             Arc::clone(&self.queues),
