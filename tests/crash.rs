@@ -14,7 +14,9 @@ use std::process::Child;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use reliability_support::{AppliedLog, StreamFile, Worker, write_config, write_stream};
+use reliability_support::{
+    AppliedLog, LOCAL_TIMING, StreamFile, Timing, Worker, write_config, write_stream,
+};
 use stripe_worker::app::open_local;
 use stripe_worker::backend::aws::{AwsNames, SetupOptions, connect, load_sdk_config, setup};
 use stripe_worker::backend::dlq_attributes::ERROR_KIND;
@@ -23,10 +25,16 @@ use stripe_worker::clock::system_clock;
 use stripe_worker::config::Config;
 use stripe_worker::domain::Domain;
 
-/// The dedupe lease on the emulator, whose calls take far longer under load than SQLite's:
-/// with 3 s, one message's processing outlasted its lease and a duplicate delivery applied
-/// the event a second time (seen, and caught by the applied log).
-const AWS_LEASE_SECS: u64 = 15;
+/// Timeouts on the emulator, whose calls take far longer under load than SQLite's (a
+/// single Python process on a shared machine). With 3 s leases and 64 messages in flight,
+/// messages took longer than their lease, so a duplicate delivery of the same event
+/// claimed and applied it a second time (seen, and caught by the applied log), and the
+/// dead-letter send outlasted the visibility timeout (it runs outside the heartbeat).
+const AWS_TIMING: Timing = Timing {
+    visibility_secs: 20,
+    lease_secs: 30,
+    max_in_flight: 8,
+};
 
 /// Kills across both backends; `STRIPE_WORKER_CRASH_KILLS` raises it.
 fn total_kills() -> usize {
@@ -114,7 +122,7 @@ fn killing_the_worker_on_the_embedded_backend_loses_and_doubles_nothing() {
     let data = dir.path().join("data");
     let stream = write_stream(dir.path(), 1_500, 11, 3, 3);
     let config_path = dir.path().join("config.toml");
-    write_config(&config_path, &stream.tenants, 3);
+    write_config(&config_path, &stream.tenants, LOCAL_TIMING);
     let mut worker = Worker::new(
         vec!["--data-dir".into(), data.to_str().unwrap().into()],
         config_path.clone(),
@@ -154,7 +162,7 @@ fn killing_the_worker_on_aws_loses_and_doubles_nothing() {
     // Shallow queues: a few hundred messages.
     let stream = write_stream(dir.path(), 240, 23, 4, 2);
     let config_path = dir.path().join("config.toml");
-    write_config(&config_path, &stream.tenants, AWS_LEASE_SECS);
+    write_config(&config_path, &stream.tenants, AWS_TIMING);
     let prefix = format!(
         "t-crash-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..10]
@@ -227,7 +235,7 @@ fn a_real_double_apply_shows_in_the_applied_log() {
     let data = dir.path().join("data");
     let stream = write_stream(dir.path(), 200, 3, 2, 0);
     let config_path = dir.path().join("config.toml");
-    write_config(&config_path, &stream.tenants, 3);
+    write_config(&config_path, &stream.tenants, LOCAL_TIMING);
     let mut worker = Worker::new(
         vec!["--data-dir".into(), data.to_str().unwrap().into()],
         config_path,

@@ -107,14 +107,38 @@ pub fn write_stream(
     }
 }
 
+/// The timeouts and concurrency of a test worker.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Queue visibility timeout.
+    pub visibility_secs: u64,
+    /// Dedupe lease.
+    pub lease_secs: u64,
+    /// Messages in flight at most (per queue and in all).
+    pub max_in_flight: usize,
+}
+
+/// Short timeouts for the embedded backend, whose calls take milliseconds.
+pub const LOCAL_TIMING: Timing = Timing {
+    visibility_secs: 3,
+    lease_secs: 3,
+    max_in_flight: 64,
+};
+
 /// A worker configuration for fast crash recovery: short visibility timeouts and leases,
 /// so the messages and claims of a killed worker come back within seconds. The lease must
 /// outlast the processing of one message (the heartbeat extends visibility, not the lease):
 /// a duplicate delivery may claim an event whose lease ran out while it was being applied.
-pub fn write_config(path: &Path, tenants: &[String], lease_secs: u64) {
+pub fn write_config(path: &Path, tenants: &[String], timing: Timing) {
+    let Timing {
+        visibility_secs,
+        lease_secs,
+        max_in_flight,
+    } = timing;
     let mut toml = format!(
-        "[worker]\nwait_time_secs = 1\nvisibility_timeout_secs = 3\nmax_receive_count = 50\n\
-         shutdown_grace_secs = 10\n[dedupe]\nlease_secs = {lease_secs}\n\
+        "[worker]\nwait_time_secs = 1\nvisibility_timeout_secs = {visibility_secs}\n\
+         max_receive_count = 50\nshutdown_grace_secs = 10\nmax_in_flight = {max_in_flight}\n\
+         max_in_flight_per_queue = {max_in_flight}\n[dedupe]\nlease_secs = {lease_secs}\n\
          [retry]\nvisibility_backoff_base_secs = 1\n[tenants]\n"
     );
     toml.push_str(&format!("tenants = {tenants:?}\n[tenants.destinations]\n"));
