@@ -60,7 +60,10 @@ fn sigterm_under_load_drains_and_exits_zero_then_a_rerun_finishes_the_stream() {
         }
         remaining
     });
-    assert!(remaining > 0, "SIGTERM came mid-stream (else the test proves nothing)");
+    assert!(
+        remaining > 0,
+        "SIGTERM came mid-stream (else the test proves nothing)"
+    );
     eprintln!("{remaining} messages left after the drain");
 
     let rerun = worker

@@ -38,8 +38,10 @@ fn with_a_fifth_of_all_calls_failing_every_event_is_applied_exactly_once() {
         let mut tenants: Vec<String> = stream.events.iter().map(|e| e.tenant.clone()).collect();
         tenants.sort();
         tenants.dedup();
-        let destinations: Vec<(String, String)> =
-            tenants.iter().map(|t| (destination(t), t.clone())).collect();
+        let destinations: Vec<(String, String)> = tenants
+            .iter()
+            .map(|t| (destination(t), t.clone()))
+            .collect();
         let config = fast_config(&tenants, &destinations);
         let backend = FaultyBackend::new(&config, FAULT_RATE, LOST_REPLY_SHARE, 77);
 
@@ -60,9 +62,8 @@ fn with_a_fifth_of_all_calls_failing_every_event_is_applied_exactly_once() {
                 );
             }
             if i % 5 == 0 {
-                entries.push(
-                    envelope::partner_thin_entry(&g.event, &destination(&g.tenant)).unwrap(),
-                );
+                entries
+                    .push(envelope::partner_thin_entry(&g.event, &destination(&g.tenant)).unwrap());
             }
         }
         entries.shuffle(&mut rand::rngs::StdRng::seed_from_u64(9));

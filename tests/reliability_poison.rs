@@ -11,7 +11,7 @@ use reliability_support::inproc::{FaultyBackend, fast_config};
 use serde::Deserialize;
 use serde_json::json;
 use stripe_worker::backend::dlq_attributes::ERROR_KIND;
-use stripe_worker::backend::{ReceivedMessage, Receipt};
+use stripe_worker::backend::{Receipt, ReceivedMessage};
 use stripe_worker::domain::Domain;
 use stripe_worker::event::decode_message;
 use stripe_worker::event::envelope;
@@ -154,9 +154,12 @@ async fn the_pool_keeps_applying_good_messages_queued_behind_poison() {
                 "data": {"object": {"id": id, "object": "customer", "email": "ok@example.com"}},
             });
             let entry = envelope::webhook_snapshot_entry(&event, "acme", 0, None).unwrap();
-            let good_body = envelope::envelope_json(&entry, &format!("good-{n}"), 0, "us-east-1", None)
-                .unwrap();
-            backend.send_raw(Domain::Customer, &good_body.to_string()).await;
+            let good_body =
+                envelope::envelope_json(&entry, &format!("good-{n}"), 0, "us-east-1", None)
+                    .unwrap();
+            backend
+                .send_raw(Domain::Customer, &good_body.to_string())
+                .await;
             good.push(id);
             if n == 2 * i {
                 let poison = String::from_utf8(body(case)).unwrap();
@@ -186,5 +189,8 @@ async fn the_pool_keeps_applying_good_messages_queued_behind_poison() {
         .collect();
     dead.sort();
     expected.sort();
-    assert_eq!(dead, expected, "the dead letters are exactly the poison, with reasons");
+    assert_eq!(
+        dead, expected,
+        "the dead letters are exactly the poison, with reasons"
+    );
 }

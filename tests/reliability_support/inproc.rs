@@ -8,7 +8,9 @@ use std::time::Duration;
 use stripe_worker::app::{cancel_when_idle, local_queue_spec};
 use stripe_worker::backend::faults::Faulty;
 use stripe_worker::backend::local_bus::LocalBus;
-use stripe_worker::backend::memory::{DlqMessage, MemoryArchive, MemoryDedupe, MemoryQueue, MemoryState};
+use stripe_worker::backend::memory::{
+    DlqMessage, MemoryArchive, MemoryDedupe, MemoryQueue, MemoryState,
+};
 use stripe_worker::backend::{Bus, BusEntry, PerDomain, Queue, StateRecord, StateStore};
 use stripe_worker::clock::system_clock;
 use stripe_worker::config::Config;
@@ -47,8 +49,12 @@ impl FaultyBackend {
             n
         };
         let queues = Arc::new(PerDomain::from_fn(|domain| {
-            Faulty::new(MemoryQueue::new(local_queue_spec(domain, config)), rate, next())
-                .with_lost_replies(lost_replies)
+            Faulty::new(
+                MemoryQueue::new(local_queue_spec(domain, config)),
+                rate,
+                next(),
+            )
+            .with_lost_replies(lost_replies)
         }));
         let bus = LocalBus::new(
             Arc::clone(&queues),
@@ -110,7 +116,8 @@ impl FaultyBackend {
     /// Every injected fault: (all, lost replies).
     pub fn faults(&self) -> (u64, u64) {
         let mut all = self.bus.injected() + self.dedupe.injected() + self.state.injected();
-        let mut lost = self.bus.lost_replies() + self.dedupe.lost_replies() + self.state.lost_replies();
+        let mut lost =
+            self.bus.lost_replies() + self.dedupe.lost_replies() + self.state.lost_replies();
         for domain in Domain::ALL {
             all += self.queues.get(domain).injected();
             lost += self.queues.get(domain).lost_replies();

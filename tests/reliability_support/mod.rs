@@ -76,11 +76,9 @@ pub fn write_stream(
             envelope::webhook_snapshot_entry(&generated.event, &generated.tenant, 0, None).unwrap();
         write(&webhook, format!("rely-{i}"));
         if i % partner_every == 0 {
-            let partner = envelope::partner_snapshot_entry(
-                &generated.event,
-                &destination(&generated.tenant),
-            )
-            .unwrap();
+            let partner =
+                envelope::partner_snapshot_entry(&generated.event, &destination(&generated.tenant))
+                    .unwrap();
             write(&partner, format!("rely-{i}-p"));
         }
     }
@@ -197,7 +195,11 @@ impl Worker {
             .command(&["publish", "--file", file.to_str().unwrap()])
             .status()
             .unwrap();
-        assert!(status.success(), "publish failed; logs in {:?}", self.log_dir);
+        assert!(
+            status.success(),
+            "publish failed; logs in {:?}",
+            self.log_dir
+        );
     }
 
     /// Every log file written so far.

@@ -9,7 +9,10 @@ use stripe_worker::tenant::TenantConfig;
 fuzz_target!(|data: &[u8]| {
     match decode_message(data) {
         Ok(event) => {
-            assert!(!event.dedupe_id.is_empty(), "an accepted event has a dedupe id");
+            assert!(
+                !event.dedupe_id.is_empty(),
+                "an accepted event has a dedupe id"
+            );
             let mut tenants = TenantConfig::default();
             tenants.tenants = vec!["acme".to_owned()];
             tenants

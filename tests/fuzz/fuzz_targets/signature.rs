@@ -18,9 +18,16 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(t) = verify(&header, body, std::slice::from_ref(&secret), now, tolerance) {
         // Only a header made with the secret verifies: the fuzzer cannot forge HMACs, so an
         // accepted header must be the signer's own for this body.
-        assert_eq!(signature_header(body, &secret, t), header.trim(), "forged header accepted");
+        assert_eq!(
+            signature_header(body, &secret, t),
+            header.trim(),
+            "forged header accepted"
+        );
     }
     let t = now - i64::from(data.first().copied().unwrap_or(0));
     let signed = signature_header(body, &secret, t);
-    assert_eq!(verify(&signed, body, &[secret], now, tolerance).ok(), Some(t));
+    assert_eq!(
+        verify(&signed, body, &[secret], now, tolerance).ok(),
+        Some(t)
+    );
 });
