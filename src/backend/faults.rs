@@ -143,8 +143,11 @@ impl<T: DedupeStore> DedupeStore for Faulty<T> {
         now_ms: i64,
         retention: Duration,
     ) -> BackendResult<()> {
-        self.call("dedupe.complete", self.inner.complete(key, token, now_ms, retention))
-            .await
+        self.call(
+            "dedupe.complete",
+            self.inner.complete(key, token, now_ms, retention),
+        )
+        .await
     }
 
     async fn release(&self, key: &DedupeKey, token: &FencingToken) -> BackendResult<()> {
@@ -194,8 +197,11 @@ impl<T: Queue> Queue for Faulty<T> {
         &self,
         entries: &[(Receipt, Duration)],
     ) -> BackendResult<BatchFailures> {
-        self.call("queue.change_visibility", self.inner.change_visibility_batch(entries))
-            .await
+        self.call(
+            "queue.change_visibility",
+            self.inner.change_visibility_batch(entries),
+        )
+        .await
     }
 
     async fn dead_letter(
@@ -208,8 +214,7 @@ impl<T: Queue> Queue for Faulty<T> {
     }
 
     async fn send(&self, body: &str, delay: Duration) -> BackendResult<String> {
-        self.call("queue.send", self.inner.send(body, delay))
-            .await
+        self.call("queue.send", self.inner.send(body, delay)).await
     }
 
     async fn stats(&self) -> BackendResult<(QueueStats, QueueStats)> {
@@ -219,7 +224,6 @@ impl<T: Queue> Queue for Faulty<T> {
 
 impl<T: Bus> Bus for Faulty<T> {
     async fn publish(&self, entries: &[BusEntry]) -> BackendResult<PublishFailures> {
-        self.call("bus.publish", self.inner.publish(entries))
-            .await
+        self.call("bus.publish", self.inner.publish(entries)).await
     }
 }
