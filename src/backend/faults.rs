@@ -84,11 +84,13 @@ impl<T> Faulty<T> {
     fn fault(&self, operation: &'static str) -> Fault {
         let (fail, throttle, after) = {
             let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
-            (
-                rng.random_bool(self.rate),
-                rng.random_bool(self.throttle_share),
-                rng.random_bool(self.lost_reply_share),
-            )
+            let fail = rng.random_bool(self.rate);
+            let throttle = rng.random_bool(self.throttle_share);
+            // Drawn only when lost replies are on, so the fault sequence of a seed without
+            // them stays what it always was.
+            let after =
+                fail && self.lost_reply_share > 0.0 && rng.random_bool(self.lost_reply_share);
+            (fail, throttle, after)
         };
         if !fail {
             return Fault::None;
