@@ -54,8 +54,10 @@ fn replacement() -> impl Strategy<Value = Value> {
 }
 
 fn tenants() -> TenantConfig {
-    let mut tenants = TenantConfig::default();
-    tenants.tenants = vec!["acme".to_owned()];
+    let mut tenants = TenantConfig {
+        tenants: vec!["acme".to_owned()],
+        ..TenantConfig::default()
+    };
     tenants
         .destinations
         .insert("ed_1".to_owned(), "acme".to_owned());

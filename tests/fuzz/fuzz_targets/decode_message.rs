@@ -13,8 +13,10 @@ fuzz_target!(|data: &[u8]| {
                 !event.dedupe_id.is_empty(),
                 "an accepted event has a dedupe id"
             );
-            let mut tenants = TenantConfig::default();
-            tenants.tenants = vec!["acme".to_owned()];
+            let mut tenants = TenantConfig {
+                tenants: vec!["acme".to_owned()],
+                ..TenantConfig::default()
+            };
             tenants
                 .destinations
                 .insert("ed_fuzz".to_owned(), "acme".to_owned());
