@@ -252,10 +252,16 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
                     })
                     .await;
                 match completed {
-                    Ok(()) => Ok(Some(writes)),
+                    Ok(()) => {
+                        log_applied(key, writes, false);
+                        Ok(Some(writes))
+                    }
                     // Reprocessing holds no claim, and a lost lease means another worker
                     // took over: either way the state writes (idempotent) are done.
-                    Err(BackendError::LeaseLost { .. }) => Ok(Some(writes)),
+                    Err(BackendError::LeaseLost { .. }) => {
+                        log_applied(key, writes, true);
+                        Ok(Some(writes))
+                    }
                     Err(e) => Err(StepError::from(e).into_outcome(handler.name())),
                 }
             }
@@ -367,6 +373,24 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
             .notify(|_, _| self.stats.record_retry())
             .await
     }
+}
+
+/// The log target of the one line per applied (tenant, handler, event).
+pub const APPLIED_LOG_TARGET: &str = "stripe_worker::applied";
+
+/// One debug line per (tenant, handler, event) whose application completed: an audit trail
+/// in which a key that shows up twice was applied twice (the reliability tests count them).
+/// `lease_lost` marks an apply whose claim another worker had taken over meanwhile.
+fn log_applied(key: &DedupeKey, writes: usize, lease_lost: bool) {
+    tracing::debug!(
+        target: "stripe_worker::applied",
+        tenant = %key.tenant,
+        handler = %key.handler,
+        dedupe_id = %key.dedupe_id,
+        writes,
+        lease_lost,
+        "applied"
+    );
 }
 
 /// A reference to fetch the current version of a snapshot object.
