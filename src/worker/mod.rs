@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 pub use outcome::Outcome;
 pub use pool::{PoolSettings, run_pool};
-pub use process::{ProcessSettings, Processor};
+pub use process::{ProcessSettings, Processor, process_span};
 pub use retry::RetryPolicy;
 pub use stats::{StatsSnapshot, WorkerStats};
 
