@@ -29,5 +29,6 @@ pub mod routing;
 pub mod state_view;
 pub mod stripe_api;
 pub mod stripe_double;
+pub mod telemetry;
 pub mod tenant;
 pub mod worker;

@@ -23,7 +23,7 @@ use crate::event::envelope::entry_from_envelope;
 use crate::handlers::standard_handlers;
 use crate::hydrate::Hydrator;
 use crate::ingress::config::IngressConfig;
-use crate::ingress::server::{IngressState, ReadyCheck, serve};
+use crate::ingress::server::{IngressState, serve};
 use crate::state_view::{customer_status, export_document};
 use crate::stripe_api::{StripeApiClient, StripeApiConfig};
 use crate::worker::{PoolSettings, ProcessSettings, Processor, WorkerStats, run_pool};
@@ -117,6 +117,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 backend, &args
             ))
         }
+        Command::Healthcheck(args) => super::health::healthcheck(args).await,
     }
 }
 
@@ -211,7 +212,31 @@ async fn run_worker<Q: Queue, D: DedupeStore, S: StateStore, B: Bus>(
     } else {
         None
     };
+    let pollers_running = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let admin = match args.admin_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("admin endpoints: listening on {addr}"))?;
+            let ready = super::health::ready_check(
+                Arc::clone(&backend.queues),
+                settings
+                    .domains
+                    .first()
+                    .copied()
+                    .unwrap_or(Domain::Subscription),
+                Some(Arc::clone(&pollers_running)),
+            );
+            Some(tokio::spawn(super::health::serve_admin(
+                listener,
+                ready,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     tracing::info!(domains = ?settings.domains, "worker started");
+    pollers_running.store(true, std::sync::atomic::Ordering::Release);
     run_pool(
         Arc::clone(&backend.queues),
         processor,
@@ -219,6 +244,11 @@ async fn run_worker<Q: Queue, D: DedupeStore, S: StateStore, B: Bus>(
         shutdown.clone(),
     )
     .await;
+    pollers_running.store(false, std::sync::atomic::Ordering::Release);
+    if let Some(admin) = admin {
+        shutdown.cancel();
+        admin.await??;
+    }
     if let Some(ingress) = ingress {
         // The pool only ends on shutdown; make sure the ingress is told too, then wait for
         // its in-flight requests.
@@ -358,19 +388,7 @@ async fn start_ingress<Q: Queue, D, S, B: Bus>(
     if let Some(tenant) = &config.tenants.default_tenant {
         ingress.default_tenant = tenant.clone();
     }
-    let queues = Arc::clone(&backend.queues);
-    // Ready when the backend answers: a queue's attributes are the cheapest call to it.
-    let ready: ReadyCheck = Arc::new(move || {
-        let queues = Arc::clone(&queues);
-        Box::pin(async move {
-            queues
-                .get(Domain::Subscription)
-                .stats()
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
-    });
+    let ready = super::health::ready_check(Arc::clone(&backend.queues), Domain::Subscription, None);
     let state =
         IngressState::new(ingress.clone(), Arc::clone(&backend.bus))?.with_ready_check(ready);
     let listener = tokio::net::TcpListener::bind(ingress.listen)

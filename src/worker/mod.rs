@@ -14,7 +14,8 @@ use std::sync::Arc;
 pub use outcome::Outcome;
 pub use pool::{PoolSettings, run_pool};
 pub use process::{
-    APPLIED_LOG_TARGET, ProcessSettings, Processor, REPROCESS_REPLAY_PREFIX, wants_reprocess,
+    APPLIED_LOG_TARGET, ProcessSettings, Processor, REPROCESS_REPLAY_PREFIX, process_span,
+    wants_reprocess,
 };
 pub use retry::RetryPolicy;
 pub use stats::{StatsSnapshot, WorkerStats};
