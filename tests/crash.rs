@@ -20,7 +20,7 @@ use reliability_support::{
 use stripe_worker::app::open_local;
 use stripe_worker::backend::aws::{AwsNames, SetupOptions, connect, load_sdk_config, setup};
 use stripe_worker::backend::dlq_attributes::ERROR_KIND;
-use stripe_worker::backend::{PerDomain, Queue, StateRecord, StateStore};
+use stripe_worker::backend::{DeadLetterOps, PerDomain, Queue, StateRecord, StateStore};
 use stripe_worker::clock::system_clock;
 use stripe_worker::config::Config;
 use stripe_worker::domain::Domain;

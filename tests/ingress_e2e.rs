@@ -18,6 +18,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use stripe_worker::app::{cancel_when_idle, open_local};
+use stripe_worker::backend::DeadLetterOps;
 use stripe_worker::backend::{
     BackendError, BackendResult, Bus, BusEntry, PublishFailures, Queue, StateStore, dlq_attributes,
 };

@@ -108,6 +108,7 @@ fn with_a_fifth_of_all_calls_failing_every_event_is_applied_exactly_once() {
         assert_eq!(backend.left_in_queues().await, (0, 0, 0));
         let mut kinds: Vec<String> = backend
             .dead_letters()
+            .await
             .iter()
             .map(|(_, m)| m.attributes[ERROR_KIND].clone())
             .collect();

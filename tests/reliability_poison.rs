@@ -179,6 +179,7 @@ async fn the_pool_keeps_applying_good_messages_queued_behind_poison() {
     }
     let mut dead: Vec<(Domain, String)> = backend
         .dead_letters()
+        .await
         .into_iter()
         .map(|(d, m)| (d, m.attributes[ERROR_KIND].clone()))
         .collect();

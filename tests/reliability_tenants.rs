@@ -111,6 +111,7 @@ async fn tenants_sharing_ids_never_see_each_other() {
     }
     let dead: Vec<String> = backend
         .dead_letters()
+        .await
         .into_iter()
         .map(|(_, m)| m.attributes[ERROR_KIND].clone())
         .collect();

@@ -11,7 +11,9 @@ use stripe_worker::backend::local_bus::LocalBus;
 use stripe_worker::backend::memory::{
     DlqMessage, MemoryArchive, MemoryDedupe, MemoryQueue, MemoryState,
 };
-use stripe_worker::backend::{Bus, BusEntry, PerDomain, Queue, StateRecord, StateStore};
+use stripe_worker::backend::{
+    Bus, BusEntry, DeadLetterOps, PerDomain, Queue, StateRecord, StateStore,
+};
 use stripe_worker::clock::system_clock;
 use stripe_worker::config::Config;
 use stripe_worker::domain::Domain;
@@ -126,18 +128,18 @@ impl FaultyBackend {
     }
 
     /// The dead-lettered messages of every queue.
-    pub fn dead_letters(&self) -> Vec<(Domain, DlqMessage)> {
-        Domain::ALL
-            .into_iter()
-            .flat_map(|d| {
-                self.queues
-                    .get(d)
-                    .inner()
-                    .dlq_peek(10_000)
+    pub async fn dead_letters(&self) -> Vec<(Domain, DlqMessage)> {
+        let mut all = Vec::new();
+        for d in Domain::ALL {
+            let messages = self.queues.get(d).inner().dlq_peek(10_000).await;
+            all.extend(
+                messages
+                    .expect("peeking a memory DLQ")
                     .into_iter()
-                    .map(move |m| (d, m))
-            })
-            .collect()
+                    .map(|m| (d, m)),
+            );
+        }
+        all
     }
 
     /// (visible, in flight, delayed) summed over the main queues.
