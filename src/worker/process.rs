@@ -55,7 +55,7 @@ pub fn process_span(queue: &str, message: &ReceivedMessage) -> tracing::Span {
         messaging.operation.name = "process",
         messaging.destination.name = queue,
         messaging.message.id = message.message_id.as_str(),
-        stripe_worker.receive_count = message.receive_count,
+        stripe_worker.receive_count = i64::from(message.receive_count),
         stripe_worker.domain = Empty,
         stripe.event.id = Empty,
         stripe.event.type = Empty,
