@@ -413,7 +413,8 @@ async fn one_trace_runs_from_the_webhook_to_the_state_write_and_metrics_match_th
         "handler",
         "state write",
         "dedupe complete",
-        "ack",
+        // The acknowledgement: the messaging `settle` span.
+        "settle subscription-events",
     ] {
         assert!(
             named(step)

@@ -241,7 +241,7 @@ async fn traced<B: Bus>(
             (reason.status(), reject(state, reason))
         }
     };
-    span.record("http.response.status_code", status);
+    span.record("http.response.status_code", i64::from(status));
     if status >= 500 {
         span.record("otel.status_code", "ERROR");
     }
@@ -360,7 +360,7 @@ async fn handle<B: Bus>(
     }
 
     let count = entries.len();
-    publish_span.record("messaging.batch.message_count", count);
+    publish_span.record("messaging.batch.message_count", count as i64);
     if let Err(e) = publish_all(
         state.bus.as_ref(),
         entries,

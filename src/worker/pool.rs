@@ -200,7 +200,7 @@ impl<Q: Queue, D: DedupeStore, S: StateStore> Poller<Q, D, S> {
                     }
                 }
             };
-            receive_span.record("messaging.batch.message_count", messages.len());
+            receive_span.record("messaging.batch.message_count", messages.len() as i64);
             drop(receive_span);
             self.processor
                 .stats()

@@ -39,7 +39,7 @@ pub fn process_span(queue: &str, message: &ReceivedMessage) -> tracing::Span {
         messaging.operation.name = "process",
         messaging.destination.name = queue,
         messaging.message.id = message.message_id.as_str(),
-        stripe_worker.receive_count = message.receive_count,
+        stripe_worker.receive_count = i64::from(message.receive_count),
         stripe_worker.domain = Empty,
         stripe.event.id = Empty,
         stripe.event.type = Empty,
@@ -376,14 +376,14 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
             "state write",
             otel.kind = "client",
             stripe_worker.handler = handler.name(),
-            stripe_worker.changes = changes.len(),
+            stripe_worker.changes = changes.len() as i64,
             stripe_worker.written = Empty,
         );
         let writes = self
             .write_changes(changes, key, event, *as_of_ms, started, handler.name())
             .instrument(write_span.clone())
             .await?;
-        write_span.record("stripe_worker.written", writes);
+        write_span.record("stripe_worker.written", writes as i64);
         Ok(writes)
     }
 
