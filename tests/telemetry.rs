@@ -412,7 +412,6 @@ async fn one_trace_runs_from_the_webhook_to_the_state_write_and_metrics_match_th
         "dedupe claim",
         "handler",
         "state write",
-        "dedupe complete",
         // The acknowledgement: the messaging `settle` span.
         "settle subscription-events",
     ] {
@@ -660,13 +659,7 @@ async fn admin_probes_follow_the_pollers_and_healthcheck_exits_by_status() {
     let server = tokio::spawn(serve_admin(listener, ready, shutdown.clone()));
     let status = |path: &'static str| {
         let url = format!("{base}{path}");
-        async move {
-            reqwest::get(url)
-                .await
-                .expect("answer")
-                .status()
-                .as_u16()
-        }
+        async move { reqwest::get(url).await.expect("answer").status().as_u16() }
     };
 
     assert_eq!(status("/healthz").await, 200);

@@ -323,11 +323,6 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
                             self.dedupe.complete(key, &token, self.now_ms(), retention),
                         )
                     })
-                    .instrument(tracing::debug_span!(
-                        "dedupe complete",
-                        otel.kind = "client",
-                        stripe_worker.handler = handler.name()
-                    ))
                     .await;
                 match completed {
                     Ok(()) => Ok(Some(writes)),
