@@ -165,6 +165,32 @@ fn main() {
     }
 }
 
+/// Start the receiver on a thread and runtime of its own (a collector is another process:
+/// decoding what it receives must not be charged to the worker); its endpoint.
+fn start_sink() -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            tx.send(listener.local_addr().expect("addr"))
+                .expect("send the address");
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(Sink))
+                .add_service(MetricsServiceServer::new(Sink))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+                .await
+                .expect("serve");
+        });
+    });
+    format!("http://{}", rx.recv().expect("the sink's address"))
+}
+
 /// Median events/s over `rounds` rounds of `events`, with export on or off.
 fn measure(export: bool, events: usize, rounds: usize) -> f64 {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -172,22 +198,14 @@ fn measure(export: bool, events: usize, rounds: usize) -> f64 {
         .build()
         .expect("runtime");
     let telemetry = if export {
-        let endpoint = runtime.block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            let addr = listener.local_addr().expect("addr");
-            tokio::spawn(
-                tonic::transport::Server::builder()
-                    .add_service(TraceServiceServer::new(Sink))
-                    .add_service(MetricsServiceServer::new(Sink))
-                    .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-            );
-            format!("http://{addr}")
-        });
+        let endpoint = start_sink();
         let _enter = runtime.enter();
+        // `TELEMETRY_BENCH_SIGNALS=traces|metrics` measures one signal alone.
+        let signals = std::env::var("TELEMETRY_BENCH_SIGNALS").unwrap_or_default();
         let telemetry = Telemetry::start(&TelemetryConfig {
             metric_interval: Some(Duration::from_secs(1)),
+            traces: signals != "metrics",
+            metrics: signals != "traces",
             ..TelemetryConfig::otlp_grpc(endpoint)
         })
         .expect("exporters");

@@ -412,8 +412,8 @@ async fn one_trace_runs_from_the_webhook_to_the_state_write_and_metrics_match_th
         "dedupe claim",
         "handler",
         "state write",
-        "dedupe complete",
-        "ack",
+        // The acknowledgement: the messaging `settle` span.
+        "settle subscription-events",
     ] {
         assert!(
             named(step)
@@ -624,4 +624,54 @@ fn the_collector_config_receives_otlp_and_exports_to_prometheus_and_tempo() {
             def.name
         );
     }
+}
+
+/// Run `stripe-worker healthcheck URL`; its exit code.
+async fn healthcheck_exit(url: &str) -> i32 {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_stripe-worker"))
+        .args(["healthcheck", url, "--timeout-secs", "2"])
+        .output()
+        .await
+        .expect("run the binary")
+        .status
+        .code()
+        .expect("exit code")
+}
+
+#[tokio::test]
+async fn admin_probes_follow_the_pollers_and_healthcheck_exits_by_status() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use stripe_worker::cli::health::{ready_check, serve_admin};
+    use stripe_worker::domain::Domain;
+
+    let backend = memory_backend(&Config::default(), system_clock());
+    let running = Arc::new(AtomicBool::new(false));
+    let ready = ready_check(
+        Arc::clone(&backend.queues),
+        Domain::Customer,
+        Some(Arc::clone(&running)),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(serve_admin(listener, ready, shutdown.clone()));
+    let status = |path: &'static str| {
+        let url = format!("{base}{path}");
+        async move { reqwest::get(url).await.expect("answer").status().as_u16() }
+    };
+
+    assert_eq!(status("/healthz").await, 200);
+    assert_eq!(status("/readyz").await, 503, "pollers not running yet");
+    assert_eq!(healthcheck_exit(&format!("{base}/healthz")).await, 0);
+    assert_eq!(healthcheck_exit(&format!("{base}/readyz")).await, 1);
+    running.store(true, Ordering::Release);
+    assert_eq!(status("/readyz").await, 200);
+    assert_eq!(healthcheck_exit(&format!("{base}/readyz")).await, 0);
+
+    shutdown.cancel();
+    server.await.expect("task").expect("server");
+    // Nothing listens any more: the check fails.
+    assert_eq!(healthcheck_exit(&format!("{base}/healthz")).await, 1);
 }

@@ -1,6 +1,9 @@
 //! Trace context across the bus: the ingress writes a W3C `traceparent` into the event it
 //! publishes, the worker continues that trace. Span attribute keys live here too, so the
 //! instrumentation and the tests name them the same way.
+//!
+//! Integer span attributes are recorded as `i64`: `tracing-opentelemetry` exports other
+//! integer types as strings.
 
 use std::collections::HashMap;
 

@@ -341,11 +341,6 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
                             self.dedupe.complete(key, &token, self.now_ms(), retention),
                         )
                     })
-                    .instrument(tracing::debug_span!(
-                        "dedupe complete",
-                        otel.kind = "client",
-                        stripe_worker.handler = handler.name()
-                    ))
                     .await;
                 match completed {
                     Ok(()) => {
@@ -405,14 +400,14 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
             "state write",
             otel.kind = "client",
             stripe_worker.handler = handler.name(),
-            stripe_worker.changes = changes.len(),
+            stripe_worker.changes = changes.len() as i64,
             stripe_worker.written = Empty,
         );
         let writes = self
             .write_changes(changes, key, event, *as_of_ms, started, handler.name())
             .instrument(write_span.clone())
             .await?;
-        write_span.record("stripe_worker.written", writes);
+        write_span.record("stripe_worker.written", writes as i64);
         Ok(writes)
     }
 
