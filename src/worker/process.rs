@@ -328,10 +328,29 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
                 return Err(Outcome::InProgressElsewhere { until_ms });
             }
         };
-        match self
-            .apply_claimed(handler, key, event, object, started)
-            .await
-        {
+        // The claim protects this application only while its lease runs: past it another
+        // worker may claim the same key and apply concurrently. So the application gets
+        // the lease minus a margin (for the claim's own round trip and clock skew); if it
+        // runs over, it is abandoned and retried later. State writes are newest-wins, so
+        // a write that lands after the abandon changes nothing the retry would not.
+        let deadline = lease_deadline(lease);
+        let applied = tokio::time::timeout(
+            deadline,
+            self.apply_claimed(handler, key, event, object, started),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(Outcome::RetryLater {
+                kind: "lease_deadline",
+                message: format!(
+                    "handler {} did not finish within {} ms of its {} s dedupe lease",
+                    handler.name(),
+                    deadline.as_millis(),
+                    lease.as_secs()
+                ),
+            })
+        });
+        match applied {
             Ok(writes) => {
                 let retention = self.settings.retention;
                 let completed = self
@@ -509,6 +528,13 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
     }
 }
 
+/// How long an application may run under a dedupe claim of `lease`: the lease less a
+/// tenth (at least 100 ms, at most 5 s) for the claim's round trip and clock skew.
+fn lease_deadline(lease: Duration) -> Duration {
+    let margin = (lease / 10).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    lease.saturating_sub(margin).max(lease / 2)
+}
+
 /// The log target of the one line per applied (tenant, handler, event).
 pub const APPLIED_LOG_TARGET: &str = "stripe_worker::applied";
 
@@ -542,4 +568,20 @@ fn reference_to(object: &Value) -> Option<ObjectRef> {
         url,
         customer,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lease_deadline_leaves_a_tenth_between_100_ms_and_5_s() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        assert_eq!(lease_deadline(s(60)), s(54));
+        assert_eq!(lease_deadline(s(300)), s(295));
+        assert_eq!(lease_deadline(s(1)), ms(900));
+        // Never less than half the lease, however short.
+        assert_eq!(lease_deadline(ms(150)), ms(75));
+    }
 }
