@@ -7,6 +7,7 @@
 
 pub mod aws;
 pub mod faults;
+pub mod latency;
 pub mod local_bus;
 pub mod memory;
 pub mod sqlite;

@@ -2,6 +2,7 @@
 //! touches a backend works on the embedded backend (`--backend local`, the default) and on
 //! AWS (`--backend aws`); the code above the backend seams is the same.
 
+pub mod bench;
 mod commands;
 pub mod routes;
 
@@ -68,6 +69,9 @@ pub enum Command {
     Routes(routes::RoutesArgs),
     /// Test EventBridge event patterns.
     Pattern(routes::PatternArgs),
+    /// Load-simulate the worker engine over injected latency, faults and throttling, at
+    /// several concurrencies (see the README, "Tuning concurrency").
+    Bench(bench::BenchArgs),
 }
 
 /// Where the backend is: the embedded SQLite files, or AWS.
