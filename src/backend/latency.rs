@@ -67,10 +67,11 @@ impl Op {
     }
 }
 
-/// Calls made through a [`Latent`] wrapper, per operation.
+/// Calls made through a [`Latent`] wrapper, and the delay they really got, per operation.
 #[derive(Debug, Default)]
 pub struct CallCounts {
     calls: [AtomicU64; Op::ALL.len()],
+    waited_ns: [AtomicU64; Op::ALL.len()],
 }
 
 impl CallCounts {
@@ -79,8 +80,20 @@ impl CallCounts {
         self.calls[op.index()].load(Ordering::Relaxed)
     }
 
+    /// Delay really injected into calls of `op` so far. Timers wake late (Tokio's have
+    /// millisecond resolution and round up), so this is somewhat more than calls times
+    /// the latency; a benchmark can tell the simulator's overshoot from the engine's.
+    pub fn waited(&self, op: Op) -> Duration {
+        Duration::from_nanos(self.waited_ns[op.index()].load(Ordering::Relaxed))
+    }
+
     fn add(&self, op: Op) {
         self.calls[op.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn waited_for(&self, op: Op, wait: Duration) {
+        let ns = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
+        self.waited_ns[op.index()].fetch_add(ns, Ordering::Relaxed);
     }
 }
 
@@ -142,7 +155,9 @@ impl<T> Latent<T> {
         } else {
             self.spec.mean
         };
+        let started = tokio::time::Instant::now();
         tokio::time::sleep(wait).await;
+        self.counts.waited_for(op, started.elapsed());
     }
 }
 
