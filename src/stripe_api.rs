@@ -329,16 +329,85 @@ impl StripeApiClient {
             headers.insert("stripe-version", version.clone());
         }
 
+        self.get_with_retry(&url, headers, &reference.id).await
+    }
+
+    /// One page of the tenant's events, newest first (`GET /v1/events`), with the same
+    /// retries as [`Self::get_object`]. Errors name `events` as their object.
+    pub async fn list_events(
+        &self,
+        tenant: &str,
+        query: &EventListQuery,
+    ) -> Result<EventPage, HydrateError> {
+        const LABEL: &str = "events";
+        let permanent = |code: &'static str, message: String| HydrateError::Permanent {
+            object_id: LABEL.to_owned(),
+            code,
+            message,
+        };
+        let Some(auth) = self.auth.get(tenant) else {
+            return Err(permanent(
+                codes::MISSING_API_KEY,
+                format!("no Stripe API key configured for tenant `{tenant}`"),
+            ));
+        };
+        let mut url = Url::parse(&format!("{}/v1/events", self.base))
+            .map_err(|e| permanent(codes::BAD_REFERENCE, e.to_string()))?;
+        {
+            let mut pairs = url.query_pairs_mut();
+            pairs.append_pair("limit", &query.limit.clamp(1, 100).to_string());
+            if let Some(gte) = query.created_gte_secs {
+                pairs.append_pair("created[gte]", &gte.to_string());
+            }
+            if let Some(success) = query.delivery_success {
+                pairs.append_pair("delivery_success", if success { "true" } else { "false" });
+            }
+            if let Some(after) = &query.starting_after {
+                pairs.append_pair("starting_after", after);
+            }
+        }
+        let mut headers = HeaderMap::with_capacity(2);
+        headers.insert(AUTHORIZATION, auth.clone());
+        if let Some(version) = &self.api_version {
+            headers.insert("stripe-version", version.clone());
+        }
+        let page = self.get_with_retry(url.as_str(), headers, LABEL).await?;
+        let data = match page.get("data") {
+            Some(Value::Array(items)) => items.clone(),
+            _ => {
+                return Err(permanent(
+                    codes::UNEXPECTED_STATUS,
+                    "the event list has no `data` array".to_owned(),
+                ));
+            }
+        };
+        Ok(EventPage {
+            data,
+            has_more: page
+                .get("has_more")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        })
+    }
+
+    /// GET `url` with retries as described in the module docs; `object_id` names what is
+    /// fetched in errors.
+    async fn get_with_retry(
+        &self,
+        url: &str,
+        headers: HeaderMap,
+        object_id: &str,
+    ) -> Result<Value, HydrateError> {
         let mut delays = self.retry.delays();
         loop {
-            let (message, retry_after) = match self.attempt(&url, &headers, reference).await {
+            let (message, retry_after) = match self.attempt(url, &headers, object_id).await {
                 Ok(object) => return Ok(object),
                 Err(AttemptError::Fail(e)) => return Err(e),
                 Err(AttemptError::Retry {
                     message,
                     final_attempt: true,
                     ..
-                }) => return Err(self.transient(reference, message)),
+                }) => return Err(transient(object_id, message)),
                 Err(AttemptError::Retry {
                     message,
                     retry_after,
@@ -346,27 +415,20 @@ impl StripeApiClient {
                 }) => (message, retry_after),
             };
             let Some(backoff) = delays.next() else {
-                return Err(self.transient(reference, message));
+                return Err(transient(object_id, message));
             };
             let wait = match retry_after {
                 Some(ra) if ra > self.retry.max_retry_after => {
-                    return Err(self.transient(
-                        reference,
+                    return Err(transient(
+                        object_id,
                         format!("{message}; Retry-After {} s is too long", ra.as_secs()),
                     ));
                 }
                 Some(ra) => ra.max(backoff),
                 None => backoff,
             };
-            tracing::debug!(object_id = %reference.id, ?wait, %message, "retrying Stripe API call");
+            tracing::debug!(%object_id, ?wait, %message, "retrying Stripe API call");
             tokio::time::sleep(wait).await;
-        }
-    }
-
-    fn transient(&self, reference: &ObjectRef, message: String) -> HydrateError {
-        HydrateError::Transient {
-            object_id: reference.id.clone(),
-            message,
         }
     }
 
@@ -374,13 +436,13 @@ impl StripeApiClient {
         &self,
         url: &str,
         headers: &HeaderMap,
-        reference: &ObjectRef,
+        object_id: &str,
     ) -> Result<Value, AttemptError> {
         let resp = match self.http.get(url).headers(headers.clone()).send().await {
             Ok(resp) => resp,
             Err(e) if e.is_builder() => {
                 return Err(AttemptError::Fail(HydrateError::Permanent {
-                    object_id: reference.id.clone(),
+                    object_id: object_id.to_owned(),
                     code: codes::BAD_REFERENCE,
                     message: "the request URL is not valid".into(),
                 }));
@@ -430,11 +492,40 @@ impl StripeApiClient {
             _ => codes::UNEXPECTED_STATUS,
         };
         Err(AttemptError::Fail(HydrateError::Permanent {
-            object_id: reference.id.clone(),
+            object_id: object_id.to_owned(),
             code,
             message,
         }))
     }
+}
+
+fn transient(object_id: &str, message: String) -> HydrateError {
+    HydrateError::Transient {
+        object_id: object_id.to_owned(),
+        message,
+    }
+}
+
+/// Which events [`StripeApiClient::list_events`] asks for (`GET /v1/events` parameters).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventListQuery {
+    /// `created[gte]`, seconds since the epoch.
+    pub created_gte_secs: Option<i64>,
+    /// `delivery_success`: `Some(false)` lists events not delivered to every endpoint.
+    pub delivery_success: Option<bool>,
+    /// `starting_after`: the last event id of the previous page.
+    pub starting_after: Option<String>,
+    /// Page size, 1 to 100.
+    pub limit: u8,
+}
+
+/// One page of events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPage {
+    /// The events, newest first, as Stripe sent them.
+    pub data: Vec<Value>,
+    /// Whether more pages follow (ask again with `starting_after` = the last id).
+    pub has_more: bool,
 }
 
 impl Hydrator for StripeApiClient {

@@ -5,6 +5,7 @@ mod conformance;
 use std::time::Duration;
 
 use conformance::DlqProbe;
+use stripe_worker::backend::DeadLetterOps;
 use stripe_worker::backend::memory::{
     MAX_RECEIVE_COUNT_EXCEEDED, MemoryArchive, MemoryDedupe, MemoryQueue, MemoryState,
     RedriveFilter,
@@ -16,6 +17,8 @@ use stripe_worker::backend::{
 impl DlqProbe for MemoryQueue {
     async fn dlq_messages(&self) -> Vec<ReceivedMessage> {
         self.dlq_peek(100)
+            .await
+            .expect("dlq_peek")
             .into_iter()
             .map(|m| ReceivedMessage {
                 message_id: m.message_id,
@@ -109,7 +112,7 @@ async fn redrive_sets_error_kind() {
         .await
         .unwrap();
     assert!(q.receive(1, Duration::ZERO).await.unwrap().is_empty());
-    let dead = q.dlq_peek(10);
+    let dead = q.dlq_peek(10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].message_id, got[0].message_id);
     let attr = |k: &str| dead[0].attributes.get(k).map(String::as_str);
@@ -140,14 +143,17 @@ async fn dlq_peek_redrive_purge() {
         };
         q.dead_letter(&m, &reason).await.unwrap();
     }
-    assert_eq!(q.dlq_peek(2).len(), 2);
-    let all = q.dlq_peek(10);
+    assert_eq!(q.dlq_peek(2).await.unwrap().len(), 2);
+    let all = q.dlq_peek(10).await.unwrap();
     assert_eq!(
         all.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
         ["a", "b", "c"]
     );
 
-    let moved = q.dlq_redrive(&RedriveFilter::ErrorKind("decode_error".to_owned()));
+    let moved = q
+        .dlq_redrive(&RedriveFilter::error_kind("decode_error"), &|_| {})
+        .await
+        .unwrap();
     assert_eq!(moved, 2);
     let back = q.receive(10, Duration::ZERO).await.unwrap();
     assert_eq!(
@@ -157,13 +163,20 @@ async fn dlq_peek_redrive_purge() {
     assert!(back.iter().all(|m| m.receive_count == 1));
     assert!(back.iter().all(|m| m.attributes.is_empty()));
 
-    let b_id = q.dlq_peek(10)[0].message_id.clone();
+    let b_id = q.dlq_peek(10).await.unwrap()[0].message_id.clone();
     assert_eq!(
-        q.dlq_redrive(&RedriveFilter::Ids(vec!["nope".to_owned()])),
+        q.dlq_redrive(&RedriveFilter::ids(["nope".to_owned()]), &|_| {})
+            .await
+            .unwrap(),
         0
     );
-    assert_eq!(q.dlq_redrive(&RedriveFilter::Ids(vec![b_id])), 1);
-    assert!(q.dlq_peek(10).is_empty());
+    assert_eq!(
+        q.dlq_redrive(&RedriveFilter::ids([b_id]), &|_| {})
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(q.dlq_peek(10).await.unwrap().is_empty());
 
     let m = q.receive(1, Duration::ZERO).await.unwrap().remove(0);
     let reason = DeadLetterReason {
@@ -172,8 +185,8 @@ async fn dlq_peek_redrive_purge() {
         handler: None,
     };
     q.dead_letter(&m, &reason).await.unwrap();
-    assert_eq!(q.dlq_purge(), 1);
-    assert!(q.dlq_peek(10).is_empty());
+    assert_eq!(q.dlq_purge().await.unwrap(), 1);
+    assert!(q.dlq_peek(10).await.unwrap().is_empty());
     let (_, dlq) = q.stats().await.unwrap();
     assert_eq!(dlq.visible, 0);
 }

@@ -12,8 +12,8 @@ use stripe_worker::backend::sqlite::{
     SqliteState,
 };
 use stripe_worker::backend::{
-    Archive, Claim, DeadLetterReason, DedupeKey, DedupeStore, Queue, QueueSpec, Receipt,
-    ReceivedMessage, StateRecord, StateStore, WriteOutcome, dlq_attributes,
+    Archive, Claim, DeadLetterOps, DeadLetterReason, DedupeKey, DedupeStore, Queue, QueueSpec,
+    Receipt, ReceivedMessage, StateRecord, StateStore, WriteOutcome, dlq_attributes,
 };
 use tempfile::TempDir;
 
@@ -383,7 +383,7 @@ async fn dlq_peek_redrive_purge() {
     );
 
     let moved = q
-        .dlq_redrive(&RedriveFilter::ErrorKind("decode_error".to_owned()))
+        .dlq_redrive(&RedriveFilter::error_kind("decode_error"), &|_| {})
         .await
         .unwrap();
     assert_eq!(moved, 2);
@@ -403,13 +403,13 @@ async fn dlq_peek_redrive_purge() {
 
     let b_id = q.dlq_peek(10).await.unwrap()[0].message_id.clone();
     assert_eq!(
-        q.dlq_redrive(&RedriveFilter::Ids(vec!["nope".to_owned()]))
+        q.dlq_redrive(&RedriveFilter::ids(["nope".to_owned()]), &|_| {})
             .await
             .unwrap(),
         0
     );
     assert_eq!(
-        q.dlq_redrive(&RedriveFilter::Ids(vec![b_id]))
+        q.dlq_redrive(&RedriveFilter::ids([b_id]), &|_| {})
             .await
             .unwrap(),
         1
@@ -423,7 +423,10 @@ async fn dlq_peek_redrive_purge() {
         handler: None,
     };
     q.dead_letter(&m, &reason).await.unwrap();
-    assert_eq!(q.dlq_redrive(&RedriveFilter::All).await.unwrap(), 1);
+    assert_eq!(
+        q.dlq_redrive(&RedriveFilter::all(), &|_| {}).await.unwrap(),
+        1
+    );
     let m = q.receive(1, Duration::ZERO).await.unwrap().remove(0);
     q.dead_letter(&m, &reason).await.unwrap();
     assert_eq!(q.dlq_purge().await.unwrap(), 1);

@@ -10,8 +10,10 @@ use stripe_worker::routing::domain_pattern;
 fn the_committed_patterns_file_equals_the_routing_definition() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/routing-patterns.json");
     let committed: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let rendered: Map<String, Value> =
-        Domain::ALL.into_iter().map(|d| (d.to_string(), domain_pattern(d))).collect();
+    let rendered: Map<String, Value> = Domain::ALL
+        .into_iter()
+        .map(|d| (d.to_string(), domain_pattern(d)))
+        .collect();
     assert_eq!(
         committed,
         Value::Object(rendered),

@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use stripe_worker::backend::faults::Faulty;
 use stripe_worker::backend::memory::{MemoryDedupe, MemoryQueue, MemoryState};
 use stripe_worker::backend::{
-    BackendResult, Claim, DedupeKey, DedupeStore, PerDomain, Queue, QueueSpec, Receipt,
-    ReceivedMessage, StateRecord, StateStore, WriteOutcome, dlq_attributes,
+    BackendResult, Claim, DeadLetterOps, DedupeKey, DedupeStore, PerDomain, Queue, QueueSpec,
+    Receipt, ReceivedMessage, StateRecord, StateStore, WriteOutcome, dlq_attributes,
 };
 use stripe_worker::clock::system_clock;
 use stripe_worker::config::Config;
@@ -57,6 +57,8 @@ fn config() -> Config {
     config.retry.visibility_backoff_base_secs = 1;
     config.retry.initial_delay_ms = 1;
     config.retry.max_delay_ms = 5;
+    // A claim whose release was lost to a fault holds until its lease ends.
+    config.dedupe.lease_secs = 3;
     config
 }
 
@@ -351,7 +353,11 @@ async fn a_message_that_keeps_failing_ends_in_the_dlq_with_retries_exhausted() {
         .await
         .unwrap();
     drain(Arc::clone(&queues), Arc::clone(&p), &config).await;
-    let dead = queues.get(Domain::Customer).dlq_peek(10);
+    let dead = queues
+        .get(Domain::Customer)
+        .dlq_peek(10)
+        .await
+        .expect("dlq_peek");
     assert_eq!(dead.len(), 1);
     assert_eq!(
         dead[0]

@@ -61,15 +61,17 @@ resource "aws_cloudwatch_metric_alarm" "processing_time" {
   for_each = local.domains
 
   alarm_name          = "${local.prefix}-${each.key}-processing-time"
-  alarm_description   = "p99 processing time of ${each.key} messages is above ${var.processing_time_ratio * 100}% of the ${var.visibility_timeout_seconds}s visibility timeout: messages risk being received twice."
+  alarm_description   = "The longest processing time of ${each.key} messages is above ${var.processing_time_ratio * 100}% of the ${var.visibility_timeout_seconds}s visibility timeout: messages risk being received twice."
   namespace           = var.app_metric_namespace
   metric_name         = var.processing_time_metric_name
   dimensions          = { domain = each.key }
-  extended_statistic  = "p99"
+  # awsemf publishes an explicit-bucket histogram as a statistic set (min, max, sum,
+  # count): percentiles are not available from it, the maximum is.
+  statistic           = "Maximum"
   period              = 300
   evaluation_periods  = 3
   datapoints_to_alarm = 2
-  threshold           = var.visibility_timeout_seconds * 1000 * var.processing_time_ratio
+  threshold           = var.visibility_timeout_seconds * var.processing_time_ratio
   comparison_operator = "GreaterThanThreshold"
   treat_missing_data  = "notBreaching"
   alarm_actions       = local.alarm_actions

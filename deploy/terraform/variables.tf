@@ -187,9 +187,9 @@ variable "app_metric_namespace" {
 }
 
 variable "handler_errors_metric_name" {
-  description = "Name of the worker's handler-error counter in app_metric_namespace (dimension `domain`)."
+  description = "Name of the worker's dead-letter counter in app_metric_namespace (dimension `domain`): every message a handler could not apply ends there. The OTel name, as the collector's awsemf exporter publishes it (deploy/otel-collector/config.yaml)."
   type        = string
-  default     = "handler_errors"
+  default     = "stripe_worker.messages.dead_lettered"
 
   validation {
     condition     = length(var.handler_errors_metric_name) > 0
@@ -198,9 +198,9 @@ variable "handler_errors_metric_name" {
 }
 
 variable "processing_time_metric_name" {
-  description = "Name of the worker's per-message processing time in milliseconds in app_metric_namespace (dimension `domain`)."
+  description = "Name of the worker's per-message processing time histogram, in seconds, in app_metric_namespace (dimension `domain`). The OTel name, as the collector's awsemf exporter publishes it (deploy/otel-collector/config.yaml)."
   type        = string
-  default     = "processing_time_ms"
+  default     = "stripe_worker.processing.duration"
 
   validation {
     condition     = length(var.processing_time_metric_name) > 0

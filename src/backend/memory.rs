@@ -15,6 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::dead_letter::{DeadLetterOps, RedriveProgress, strip_reason};
+pub use super::dead_letter::{DlqMessage, RedriveFilter};
 use super::{
     Archive, BackendError, BackendResult, BatchFailures, Claim, DeadLetterReason, DedupeKey,
     DedupeStore, FencingToken, Queue, QueueSpec, QueueStats, Receipt, ReceivedMessage, StateRecord,
@@ -30,43 +32,6 @@ pub const MAX_RECEIVE_COUNT_EXCEEDED: &str = "max_receive_count_exceeded";
 /// Longest dead-letter reason message kept, in bytes (SQS attribute values allow 256 KiB
 /// for the whole message; a bounded reason keeps DLQ listings readable).
 pub const MAX_REASON_BYTES: usize = 1024;
-
-/// One message in a dead-letter queue, as the operations commands list it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DlqMessage {
-    /// The message id (the id it had in the source queue).
-    pub message_id: String,
-    /// The body, unchanged.
-    pub body: String,
-    /// When it entered the dead-letter queue, ms since the epoch.
-    pub sent_at_ms: i64,
-    /// The reason attributes ([`dlq_attributes`]) and any others it carried.
-    pub attributes: BTreeMap<String, String>,
-}
-
-/// Which dead-lettered messages a redrive moves back to the source queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RedriveFilter {
-    /// Every message in the DLQ.
-    All,
-    /// Only these message ids (ids not in the DLQ are ignored).
-    Ids(Vec<String>),
-    /// Only messages whose [`dlq_attributes::ERROR_KIND`] equals this.
-    ErrorKind(String),
-}
-
-impl RedriveFilter {
-    /// Whether a DLQ message is selected.
-    pub fn matches(&self, message_id: &str, attributes: &BTreeMap<String, String>) -> bool {
-        match self {
-            RedriveFilter::All => true,
-            RedriveFilter::Ids(ids) => ids.iter().any(|id| id == message_id),
-            RedriveFilter::ErrorKind(kind) => {
-                attributes.get(dlq_attributes::ERROR_KIND) == Some(kind)
-            }
-        }
-    }
-}
 
 /// Wall-clock now, ms since the epoch.
 pub(crate) fn wall_ms() -> i64 {
@@ -400,14 +365,17 @@ impl MemoryQueue {
         let next = inner.main.next_visible_at();
         (out, next)
     }
+}
 
-    /// Up to `limit` messages of the dead-letter queue, oldest first, without changing
-    /// them (unlike a receive, peeking does not hide or count).
-    pub fn dlq_peek(&self, limit: usize) -> Vec<DlqMessage> {
+/// The memory queue's DLQ operations are single critical sections: nothing to interrupt.
+impl DeadLetterOps for MemoryQueue {
+    /// Peeking neither hides nor counts (unlike a receive).
+    async fn dlq_peek(&self, limit: usize) -> BackendResult<Vec<DlqMessage>> {
         let g = lock(&self.inner);
         let mut seqs: Vec<u64> = g.dlq.messages.keys().copied().collect();
         seqs.sort_unstable();
-        seqs.into_iter()
+        Ok(seqs
+            .into_iter()
             .take(limit)
             .filter_map(|seq| g.dlq.messages.get(&seq))
             .map(|m| DlqMessage {
@@ -416,20 +384,23 @@ impl MemoryQueue {
                 sent_at_ms: m.sent_at_ms,
                 attributes: m.attributes.clone(),
             })
-            .collect()
+            .collect())
     }
 
-    /// Move the selected dead-lettered messages back to this queue, visible now, with
-    /// their receive count reset and the dead-letter reason attributes removed (a new
-    /// failure adds fresh ones). Returns how many moved.
-    pub fn dlq_redrive(&self, filter: &RedriveFilter) -> usize {
+    /// Moved messages get their receive count reset and `sent_at_ms` back to the
+    /// first-seen time.
+    async fn dlq_redrive(
+        &self,
+        filter: &RedriveFilter,
+        progress: RedriveProgress<'_>,
+    ) -> BackendResult<u64> {
         let mut g = lock(&self.inner);
         let inner = &mut *g;
         let mut chosen: Vec<u64> = inner
             .dlq
             .messages
             .iter()
-            .filter(|(_, m)| filter.matches(&m.id, &m.attributes))
+            .filter(|(_, m)| filter.matches(&m.id, &m.attributes, &m.body))
             .map(|(&seq, _)| seq)
             .collect();
         chosen.sort_unstable();
@@ -440,8 +411,7 @@ impl MemoryQueue {
                     .get(dlq_attributes::FIRST_SEEN_MS)
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(m.sent_at_ms);
-                let mut attributes = m.attributes;
-                attributes.retain(|k, _| !k.starts_with("stripe_worker."));
+                let attributes = strip_reason(&m.attributes);
                 inner.main.insert(
                     seq,
                     Stored {
@@ -459,15 +429,16 @@ impl MemoryQueue {
         if !chosen.is_empty() {
             self.arrived.notify_waiters();
         }
-        chosen.len()
+        let moved = chosen.len() as u64;
+        progress(moved);
+        Ok(moved)
     }
 
-    /// Delete every message in the dead-letter queue. Returns how many were deleted.
-    pub fn dlq_purge(&self) -> usize {
+    async fn dlq_purge(&self) -> BackendResult<u64> {
         let mut g = lock(&self.inner);
-        let n = g.dlq.messages.len();
+        let n = g.dlq.messages.len() as u64;
         g.dlq = Lane::default();
-        n
+        Ok(n)
     }
 }
 

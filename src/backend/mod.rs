@@ -6,6 +6,7 @@
 //! is the same for all three; `tests/conformance/` checks each against one suite.
 
 pub mod aws;
+pub mod dead_letter;
 pub mod faults;
 pub mod latency;
 pub mod local_bus;
@@ -22,6 +23,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::Domain;
+
+pub use dead_letter::{DeadLetterOps, DlqMessage, RedriveFilter};
 
 /// What went wrong in a backend call, split by what the caller should do about it.
 #[derive(Debug, Clone, thiserror::Error)]

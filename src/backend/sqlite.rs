@@ -25,7 +25,9 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, pa
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-pub use super::memory::{DlqMessage, MAX_RECEIVE_COUNT_EXCEEDED, RedriveFilter};
+use super::dead_letter::{DeadLetterOps, RedriveProgress, strip_reason};
+pub use super::dead_letter::{DlqMessage, RedriveFilter};
+pub use super::memory::MAX_RECEIVE_COUNT_EXCEEDED;
 use super::memory::{
     check_batch, check_max, invalid_receipt, reason_attributes, redrive_reason, wall_ms,
 };
@@ -578,10 +580,13 @@ impl SqliteQueue {
             })
             .await
     }
+}
 
-    /// Up to `limit` messages of the dead-letter queue, oldest first, without changing
-    /// them (peeking neither hides nor counts).
-    pub async fn dlq_peek(&self, limit: usize) -> BackendResult<Vec<DlqMessage>> {
+/// Each operation is one SQLite request (a read, or one write transaction): an
+/// interruption lets it commit whole or not at all.
+impl DeadLetterOps for SqliteQueue {
+    /// Peeking neither hides nor counts.
+    async fn dlq_peek(&self, limit: usize) -> BackendResult<Vec<DlqMessage>> {
         let dlq = self.dlq_name.to_string();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.db
@@ -603,11 +608,13 @@ impl SqliteQueue {
             .await
     }
 
-    /// Move the selected dead-lettered messages back to this queue, visible now, with the
-    /// receive count reset and the dead-letter reason attributes removed (a new failure
-    /// adds fresh ones). `sent_at_ms` goes back to the first-seen time. One transaction.
-    /// Returns how many moved.
-    pub async fn dlq_redrive(&self, filter: &RedriveFilter) -> BackendResult<usize> {
+    /// Moved messages get their receive count reset and `sent_at_ms` back to the
+    /// first-seen time, in one transaction.
+    async fn dlq_redrive(
+        &self,
+        filter: &RedriveFilter,
+        progress: RedriveProgress<'_>,
+    ) -> BackendResult<u64> {
         let name = self.spec.name.clone();
         let dlq = self.dlq_name.to_string();
         let filter = filter.clone();
@@ -615,26 +622,25 @@ impl SqliteQueue {
             .db
             .write("dlq_redrive", move |conn| {
                 let now = wall_ms();
-                let rows: Vec<(i64, String, i64, Option<String>)> = conn
+                let rows: Vec<(i64, String, String, i64, Option<String>)> = conn
                     .prepare_cached(
-                        "SELECT seq, message_id, sent_at_ms, attributes FROM queue_messages
+                        "SELECT seq, message_id, body, sent_at_ms, attributes FROM queue_messages
                          WHERE queue = ?1 ORDER BY seq",
                     )?
                     .query_map(params![dlq], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                     })?
                     .collect::<rusqlite::Result<_>>()?;
-                let mut moved = 0;
-                for (seq, id, sent_at_ms, attributes) in rows {
-                    let mut attributes = parse_attributes(attributes);
-                    if !filter.matches(&id, &attributes) {
+                let mut moved = 0u64;
+                for (seq, id, body, sent_at_ms, attributes) in rows {
+                    let attributes = parse_attributes(attributes);
+                    if !filter.matches(&id, &attributes, &body) {
                         continue;
                     }
                     let first_seen = attributes
                         .get(super::dlq_attributes::FIRST_SEEN_MS)
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(sent_at_ms);
-                    attributes.retain(|k, _| !k.starts_with("stripe_worker."));
                     conn.prepare_cached(
                         "UPDATE queue_messages
                          SET queue = ?2, sent_at_ms = ?3, visible_at_ms = ?4,
@@ -646,7 +652,7 @@ impl SqliteQueue {
                         name,
                         first_seen,
                         now,
-                        attributes_json(&attributes)
+                        attributes_json(&strip_reason(&attributes))
                     ])?;
                     moved += 1;
                 }
@@ -656,16 +662,17 @@ impl SqliteQueue {
         if moved > 0 {
             self.arrived.notify_waiters();
         }
+        progress(moved);
         Ok(moved)
     }
 
-    /// Delete every message in the dead-letter queue. Returns how many were deleted.
-    pub async fn dlq_purge(&self) -> BackendResult<usize> {
+    async fn dlq_purge(&self) -> BackendResult<u64> {
         let dlq = self.dlq_name.to_string();
         self.db
             .write("dlq_purge", move |conn| {
                 conn.prepare_cached("DELETE FROM queue_messages WHERE queue = ?1")?
                     .execute(params![dlq])
+                    .map(|n| n as u64)
             })
             .await
     }

@@ -30,7 +30,7 @@ use crate::config::{Config, ConfigError};
 use crate::domain::Domain;
 use crate::event::envelope::EnvelopeError;
 use crate::handlers::standard_handlers;
-use crate::worker::adaptive::{ConcurrencyLimits, Observed};
+use crate::worker::adaptive::ConcurrencyLimits;
 use crate::worker::{PoolSettings, ProcessSettings, Processor, WorkerStats, run_pool_with_limits};
 use model::PathCalls;
 use tracker::{Completions, Tracked};
@@ -342,9 +342,9 @@ fn point_config(
     Ok(config)
 }
 
-/// A store as the benchmark's worker sees it: errors observed for the adaptive limit,
-/// a capacity, latency, and faults, over the real store.
-type StoreStack<T> = Observed<Capacity<Latent<Faulty<Arc<T>>>>>;
+/// A store as the benchmark's worker sees it: a capacity, latency, and faults, over the
+/// real store. (The processor reports the errors it meets to the adaptive limit.)
+type StoreStack<T> = Capacity<Latent<Faulty<Arc<T>>>>;
 
 fn store_stack<T>(
     inner: Arc<T>,
@@ -352,14 +352,14 @@ fn store_stack<T>(
     gate: &Arc<Gate>,
     salt: u64,
 ) -> StoreStack<T> {
-    Observed::new(Capacity::new(
+    Capacity::new(
         Latent::new(
             Faulty::new(inner, options.fault_rate, options.seed ^ salt),
             options.ddb,
             options.seed ^ (salt << 8),
         ),
         Arc::clone(gate),
-    ))
+    )
 }
 
 /// Fill the queues, wrap the backend, run the pool until `messages` complete, measure.

@@ -17,13 +17,13 @@ use crate::app::{cancel_when_idle, open_local};
 use crate::backend::{Backend, Bus, BusEntry, DedupeStore, Queue, StateStore};
 use crate::clock::system_clock;
 use crate::config::Config;
-use crate::demo::runner::{DemoOptions, publish_all, render_summary, run_demo};
+use crate::demo::runner::{DemoOptions, publish_chunks, render_summary, run_demo};
 use crate::domain::Domain;
 use crate::event::envelope::entry_from_envelope;
 use crate::handlers::standard_handlers;
 use crate::hydrate::Hydrator;
 use crate::ingress::config::IngressConfig;
-use crate::ingress::server::{IngressState, ReadyCheck, serve};
+use crate::ingress::server::{IngressState, serve};
 use crate::state_view::{customer_status, export_document};
 use crate::stripe_api::{StripeApiClient, StripeApiConfig};
 use crate::worker::{PoolSettings, ProcessSettings, Processor, WorkerStats, run_pool};
@@ -99,6 +99,26 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Routes(args) => super::routes::run_routes(args, &mut stdout),
         Command::Pattern(args) => super::routes::run_pattern(args, &mut stdout),
         Command::Bench(args) => super::bench::run_bench(args).await,
+        Command::Queues(args) => {
+            let config = load_config(&args.backend)?;
+            with_backend!(args.backend, &config, |backend| super::ops::queues(
+                backend, &args
+            ))
+        }
+        Command::Dlq { command } => {
+            let config = load_config(command.backend())?;
+            with_backend!(command.backend(), &config, |backend| super::ops::dlq(
+                backend, &config, &command
+            ))
+        }
+        Command::Replay(args) => super::ops::replay(&args, &load_config(&args.backend)?).await,
+        Command::Backfill(args) => {
+            let config = load_config(&args.backend)?;
+            with_backend!(args.backend, &config, |backend| super::ops::backfill(
+                backend, &args
+            ))
+        }
+        Command::Healthcheck(args) => super::health::healthcheck(args).await,
     }
 }
 
@@ -193,7 +213,31 @@ async fn run_worker<Q: Queue, D: DedupeStore, S: StateStore, B: Bus>(
     } else {
         None
     };
+    let pollers_running = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let admin = match args.admin_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("admin endpoints: listening on {addr}"))?;
+            let ready = super::health::ready_check(
+                Arc::clone(&backend.queues),
+                settings
+                    .domains
+                    .first()
+                    .copied()
+                    .unwrap_or(Domain::Subscription),
+                Some(Arc::clone(&pollers_running)),
+            );
+            Some(tokio::spawn(super::health::serve_admin(
+                listener,
+                ready,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     tracing::info!(domains = ?settings.domains, "worker started");
+    pollers_running.store(true, std::sync::atomic::Ordering::Release);
     run_pool(
         Arc::clone(&backend.queues),
         processor,
@@ -201,6 +245,11 @@ async fn run_worker<Q: Queue, D: DedupeStore, S: StateStore, B: Bus>(
         shutdown.clone(),
     )
     .await;
+    pollers_running.store(false, std::sync::atomic::Ordering::Release);
+    if let Some(admin) = admin {
+        shutdown.cancel();
+        admin.await??;
+    }
     if let Some(ingress) = ingress {
         // The pool only ends on shutdown; make sure the ingress is told too, then wait for
         // its in-flight requests.
@@ -256,9 +305,7 @@ async fn publish<Q: Queue, D, S, B: Bus>(
             }
         }
     }
-    for chunk in entries.chunks(10) {
-        publish_all(backend.bus.as_ref(), chunk).await?;
-    }
+    publish_chunks(backend.bus.as_ref(), &entries).await?;
     match args.to_queue {
         Some(domain) => println!("sent {sent_raw} messages to the {domain} queue"),
         None => println!(
@@ -342,25 +389,12 @@ async fn start_ingress<Q: Queue, D, S, B: Bus>(
     if let Some(tenant) = &config.tenants.default_tenant {
         ingress.default_tenant = tenant.clone();
     }
-    let queues = Arc::clone(&backend.queues);
-    // Ready when the backend answers: a queue's attributes are the cheapest call to it.
-    let ready: ReadyCheck = Arc::new(move || {
-        let queues = Arc::clone(&queues);
-        Box::pin(async move {
-            queues
-                .get(Domain::Subscription)
-                .stats()
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
-    });
+    let ready = super::health::ready_check(Arc::clone(&backend.queues), Domain::Subscription, None);
     let state =
         IngressState::new(ingress.clone(), Arc::clone(&backend.bus))?.with_ready_check(ready);
     let listener = tokio::net::TcpListener::bind(ingress.listen)
         .await
         .with_context(|| format!("listening on {}", ingress.listen))?;
-    tracing::info!(listen = %ingress.listen, "webhook ingress listening");
     Ok(serve(listener, state, shutdown))
 }
 
@@ -399,6 +433,6 @@ async fn setup(args: SetupArgs) -> anyhow::Result<ExitCode> {
     )
     .await
     .with_context(|| format!("setting up AWS resources with prefix `{}`", args.prefix))?;
-    print!("{report}");
+    println!("{report}");
     Ok(ExitCode::SUCCESS)
 }

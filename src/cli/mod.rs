@@ -4,6 +4,8 @@
 
 pub mod bench;
 mod commands;
+pub mod health;
+pub mod ops;
 pub mod routes;
 
 use std::path::PathBuf;
@@ -12,6 +14,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::domain::Domain;
+pub use crate::telemetry::LogFormat;
 
 /// Turns Stripe billing events into correct, queryable billing state.
 ///
@@ -30,15 +33,6 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Pretty,
-    /// One JSON object per line.
-    Json,
 }
 
 /// The commands.
@@ -72,6 +66,21 @@ pub enum Command {
     /// Load-simulate the worker engine over injected latency, faults and throttling, at
     /// several concurrencies (see the README, "Tuning concurrency").
     Bench(bench::BenchArgs),
+    /// Queue depths per domain: visible, in flight, delayed, oldest age, and the DLQs.
+    Queues(ops::QueuesArgs),
+    /// Dead-letter queues: list with reasons, show, redrive, purge.
+    Dlq {
+        /// What to do with a dead-letter queue.
+        #[command(subcommand)]
+        command: ops::DlqCommand,
+    },
+    /// Replay a time window of archived events through the routing (dedupe applies each
+    /// once; --reprocess re-applies).
+    Replay(ops::ReplayArgs),
+    /// Publish a tenant's events Stripe never delivered (listed from the Stripe API).
+    Backfill(ops::BackfillArgs),
+    /// GET a URL and exit 0 on a 2xx answer, else 1 (container health checks).
+    Healthcheck(health::HealthcheckArgs),
 }
 
 /// Where the backend is: the embedded SQLite files, or AWS.
@@ -155,6 +164,9 @@ pub struct RunArgs {
     /// Stripe API options (for thin events).
     #[command(flatten)]
     pub stripe_api: StripeApiOptions,
+    /// Serve `/healthz` and `/readyz` on this address (e.g. `0.0.0.0:9090`); off by default.
+    #[arg(long)]
+    pub admin_listen: Option<std::net::SocketAddr>,
 }
 
 /// `ingest` options.
@@ -264,7 +276,6 @@ pub struct ExportArgs {
 /// Parse the command line, run the command, and map errors to exit codes.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -275,24 +286,26 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(commands::dispatch(cli.command)) {
+    // Inside the runtime: the gRPC exporters spawn their connections on it.
+    let telemetry = {
+        let _runtime = runtime.enter();
+        match crate::telemetry::init(cli.log_format) {
+            Ok(telemetry) => telemetry,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let result = runtime.block_on(commands::dispatch(cli.command));
+    // Outside `block_on` (shutdown blocks) but with the runtime alive: the last spans and
+    // metrics go out before the process ends.
+    telemetry.shutdown();
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("warn,stripe_worker=info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Pretty => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }

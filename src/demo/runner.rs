@@ -205,9 +205,7 @@ pub async fn run_demo(options: DemoOptions) -> anyhow::Result<DemoReport> {
         }
     });
 
-    for chunk in entries.chunks(10) {
-        publish_all(backend.bus.as_ref(), chunk).await?;
-    }
+    publish_chunks(backend.bus.as_ref(), &entries).await?;
     for (domain, body) in &poison {
         backend
             .queues
@@ -344,6 +342,19 @@ fn poison_messages(tenants: &[String]) -> Vec<(Domain, String)> {
         (Domain::Payment, thin_missing_in_stripe.to_string()),
         (Domain::Subscription, no_detail.to_string()),
     ]
+}
+
+/// How many PutEvents-sized batches are in flight at once when publishing a stream.
+const PUBLISH_CONCURRENCY: usize = 16;
+
+/// Publish a stream in batches of 10 (the PutEvents limit), several batches at a time.
+pub async fn publish_chunks<B: Bus>(bus: &B, entries: &[BusEntry]) -> anyhow::Result<()> {
+    use futures::{StreamExt, TryStreamExt};
+    futures::stream::iter(entries.chunks(10))
+        .map(|chunk| publish_all(bus, chunk))
+        .buffer_unordered(PUBLISH_CONCURRENCY)
+        .try_collect::<()>()
+        .await
 }
 
 /// Publish `entries`, re-sending only the failed ones, a bounded number of times.

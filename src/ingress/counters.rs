@@ -1,7 +1,10 @@
-//! Ingress counters: plain atomics with a bounded set of labels, read by the telemetry
-//! exporter. Never labelled by event id or tenant (unbounded).
+//! Ingress counters: plain atomics with a bounded set of labels. The same calls feed the
+//! OpenTelemetry request counter ([`crate::telemetry::metrics`]). Never labelled by event
+//! id or tenant (unbounded).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::telemetry::metrics;
 
 /// Why a webhook request was not accepted: the bounded reason set, each with its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -138,10 +141,12 @@ impl IngressCounters {
     /// Count a rejected request.
     pub fn reject(&self, reason: RejectReason) {
         self.rejected[reason.index()].fetch_add(1, Ordering::Relaxed);
+        metrics::get().ingress_request(reason.status(), reason.as_str());
     }
 
     pub(crate) fn accept(&self, entries: usize) {
         self.accepted.fetch_add(1, Ordering::Relaxed);
+        metrics::get().ingress_request(200, "accepted");
         self.entries_published
             .fetch_add(entries as u64, Ordering::Relaxed);
     }

@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -23,20 +22,26 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use super::config::{ConfigError, IngressConfig, PublishRetry, PublishStyles};
 use super::counters::{IngressCounters, RejectReason};
 use super::secrets::WebhookSecret;
 use super::signature::{self, SIGNATURE_HEADER, SignatureError};
 use crate::backend::{BackendError, Bus, BusEntry};
+pub use crate::clock::Clock;
+use crate::clock::system_clock;
 use crate::event::envelope::{webhook_snapshot_entry, webhook_thin_entry};
+use crate::telemetry::metrics::{self, time_backend};
+use crate::telemetry::trace::{MESSAGING_SYSTEM_EVENTBRIDGE, continue_trace, traceparent_of};
+
+/// The event-bus source of webhook entries (the publish span's destination).
+const WEBHOOK_DESTINATION: &str = "stripe.webhook";
 
 /// A readiness probe: `Ok` when the bus can take entries, `Err(why)` otherwise. `why` is
 /// logged, never sent to the client.
 pub type ReadyCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
-
-/// The current time in milliseconds since the Unix epoch (replaceable in tests).
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// What the server runs with: the configuration, the bus to publish to, the counters,
 /// and optional readiness and clock hooks. Build with [`IngressState::new`].
@@ -72,7 +77,7 @@ impl<B: Bus> IngressState<B> {
             bus,
             counters: Arc::new(IngressCounters::default()),
             ready: None,
-            clock: Arc::new(system_clock_ms),
+            clock: system_clock(),
         })
     }
 
@@ -100,28 +105,37 @@ impl<B: Bus> IngressState<B> {
     }
 }
 
-fn system_clock_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 struct Shared<B> {
     state: IngressState<B>,
-    shutdown: CancellationToken,
 }
 
 /// The ingress routes as an axum [`Router`], for serving elsewhere or driving in-process
 /// (benchmarks). `/readyz` reports not ready once `shutdown` is cancelled, so load
 /// balancers stop sending while in-flight requests finish.
 pub fn router<B: Bus>(state: IngressState<B>, shutdown: CancellationToken) -> Router {
-    let shared = Arc::new(Shared { state, shutdown });
+    let probes = probe_router(state.ready.clone(), shutdown);
+    let shared = Arc::new(Shared { state });
     Router::new()
         .route("/webhooks/stripe", post(webhook_default::<B>))
         .route("/webhooks/stripe/{tenant}", post(webhook_tenant::<B>))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz::<B>))
         .with_state(shared)
+        .merge(probes)
+}
+
+/// `GET /healthz` (the process answers) and `GET /readyz` (`ready` passes and `shutdown`
+/// is not cancelled), for Kubernetes probes and load balancers. The ingress serves them
+/// next to its webhook routes, the worker on its admin port.
+pub fn probe_router(ready: Option<ReadyCheck>, shutdown: CancellationToken) -> Router {
+    let probes = Arc::new(Probes { ready, shutdown });
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(probes)
+}
+
+struct Probes {
+    ready: Option<ReadyCheck>,
+    shutdown: CancellationToken,
 }
 
 /// Serve the ingress on `listener` until `shutdown` is cancelled, then stop accepting,
@@ -144,16 +158,16 @@ async fn healthz() -> Response {
     json_answer(StatusCode::OK, r#"{"status":"ok"}"#)
 }
 
-async fn readyz<B: Bus>(State(shared): State<Arc<Shared<B>>>) -> Response {
+async fn readyz(State(shared): State<Arc<Probes>>) -> Response {
     if shared.shutdown.is_cancelled() {
         return json_answer(
             StatusCode::SERVICE_UNAVAILABLE,
             r#"{"status":"shutting_down"}"#,
         );
     }
-    if let Some(check) = &shared.state.ready {
+    if let Some(check) = &shared.ready {
         if let Err(why) = check().await {
-            tracing::warn!(%why, "ingress not ready");
+            tracing::warn!(%why, "not ready");
             return json_answer(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not_ready"}"#);
         }
     }
@@ -166,10 +180,14 @@ async fn webhook_default<B: Bus>(
     body: Body,
 ) -> Response {
     let state = &shared.state;
-    match handle(state, &state.default_tenant, &headers, body).await {
-        Ok(()) => accepted(),
-        Err(reason) => reject(state, reason),
-    }
+    traced(
+        state,
+        "/webhooks/stripe",
+        &state.default_tenant,
+        &headers,
+        body,
+    )
+    .await
 }
 
 async fn webhook_tenant<B: Bus>(
@@ -179,10 +197,55 @@ async fn webhook_tenant<B: Bus>(
     body: Body,
 ) -> Response {
     let state = &shared.state;
-    match handle(state, &tenant, &headers, body).await {
-        Ok(()) => accepted(),
-        Err(reason) => reject(state, reason),
+    traced(state, "/webhooks/stripe/{tenant}", &tenant, &headers, body).await
+}
+
+/// Handle a webhook inside its server span (the root of the event's trace, or a child of
+/// the caller's `traceparent`), and answer.
+async fn traced<B: Bus>(
+    state: &IngressState<B>,
+    route: &'static str,
+    tenant: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let span = tracing::debug_span!(
+        "webhook",
+        otel.name = %format_args!("POST {route}"),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = "POST",
+        http.route = route,
+        http.response.status_code = Empty,
+        stripe_worker.tenant = Empty,
+        stripe_worker.reason = Empty,
+        stripe.event.id = Empty,
+        stripe.event.type = Empty,
+    );
+    continue_trace(&span, incoming_traceparent(headers));
+    let (status, response) = match handle(state, tenant, headers, body)
+        .instrument(span.clone())
+        .await
+    {
+        Ok(()) => (200, accepted()),
+        Err(reason) => {
+            span.record("stripe_worker.reason", reason.as_str());
+            (reason.status(), reject(state, reason))
+        }
+    };
+    span.record("http.response.status_code", i64::from(status));
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
     }
+    response
+}
+
+/// The caller's valid `traceparent` header, if any.
+fn incoming_traceparent(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_valid_traceparent(v))
 }
 
 fn accepted() -> Response {
@@ -211,6 +274,8 @@ async fn handle<B: Bus>(
         tracing::debug!(reason = "unknown_tenant", "webhook rejected");
         return Err(RejectReason::UnknownTenant);
     };
+    let span = tracing::Span::current();
+    span.record("stripe_worker.tenant", tenant);
     let sig_header = headers
         .get(SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -241,10 +306,26 @@ async fn handle<B: Bus>(
     if !is_stripe_event(&event) {
         return Err(RejectReason::NotStripeEvent);
     }
-    let traceparent = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| is_valid_traceparent(v));
+    span.record("stripe.event.id", event["id"].as_str());
+    span.record("stripe.event.type", event["type"].as_str());
+    let publish_span = tracing::debug_span!(
+        "publish",
+        otel.name = %format_args!("publish {WEBHOOK_DESTINATION}"),
+        otel.kind = "producer",
+        otel.status_code = Empty,
+        messaging.system = MESSAGING_SYSTEM_EVENTBRIDGE,
+        messaging.operation.type = "send",
+        messaging.operation.name = "publish",
+        messaging.destination.name = WEBHOOK_DESTINATION,
+        messaging.batch.message_count = Empty,
+        stripe.event.id = event["id"].as_str(),
+    );
+    // The worker continues the trace from the publish span when export is on; otherwise
+    // the caller's own trace context (if any) is passed along unchanged.
+    let own_traceparent = traceparent_of(&publish_span);
+    let traceparent = own_traceparent
+        .as_deref()
+        .or_else(|| incoming_traceparent(headers));
 
     let mut entries: Vec<BusEntry> = Vec::with_capacity(2);
     let build = |e: Result<BusEntry, _>| {
@@ -271,14 +352,18 @@ async fn handle<B: Bus>(
     }
 
     let count = entries.len();
+    publish_span.record("messaging.batch.message_count", count as i64);
     if let Err(e) = publish_all(
         state.bus.as_ref(),
         entries,
         &state.publish_retry,
         &state.counters,
     )
+    .instrument(publish_span.clone())
     .await
     {
+        publish_span.record("otel.status_code", "ERROR");
+        metrics::get().publish_failed(e.is_retryable());
         tracing::warn!(tenant, operation = e.operation(), retryable = e.is_retryable(), error = %e, "webhook publish failed; answering 503");
         return Err(RejectReason::PublishFailed);
     }
@@ -364,7 +449,7 @@ async fn publish_all<B: Bus>(
     let mut pending = entries;
     let mut delays = retry.delays();
     loop {
-        let last = match bus.publish(&pending).await {
+        let last = match time_backend("bus_publish", bus.publish(&pending)).await {
             Ok(f) if f.failed.is_empty() => return Ok(()),
             Ok(f) => {
                 if let Some((_, e)) = f.failed.iter().find(|(_, e)| !e.is_retryable()) {

@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 
 use super::DomainQueue;
 use crate::backend::{Queue, Receipt};
+use crate::telemetry::metrics::time_backend;
 
 /// How many acknowledgements may wait for a batch before senders are held back.
 const ACK_CHANNEL_CAPACITY: usize = 1024;
@@ -54,7 +55,7 @@ async fn run<Q: Queue>(
 /// duplicate next time, so nothing is applied twice.
 async fn delete<Q: Queue>(queue: &Q, mut receipts: Vec<Receipt>) {
     for attempt in 1..=ATTEMPTS {
-        match queue.delete_batch(&receipts).await {
+        match time_backend("queue_delete", queue.delete_batch(&receipts)).await {
             Ok(failures) if failures.failed.is_empty() => return,
             Ok(failures) => {
                 let retryable: Vec<Receipt> = failures

@@ -12,9 +12,9 @@
 //! Pieces: [`Aimd`] is the pure controller (unit-tested step by step); [`QueueLimit`] is
 //! the per-queue semaphore whose size it sets (permits added, or forgotten as they come
 //! back); [`ConcurrencyLimits`] holds one per domain and is the gauge's source; the
-//! task-local [`scope`] with [`observe`] (or the [`Observed`] store wrapper) carries
-//! throttling errors seen deep inside `process_one` to the limit of the queue whose
-//! message is being processed.
+//! task-local [`scope`] with [`observe`] (called by the processor for every backend error
+//! it meets, retried or not) carries throttling errors seen deep inside the processing of
+//! a message to the limit of that message's queue.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -23,10 +23,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::backend::{
-    BackendError, BackendResult, Claim, DedupeKey, DedupeStore, FencingToken, PerDomain,
-    StateRecord, StateStore, WriteOutcome,
-};
+use crate::backend::{BackendError, PerDomain};
 use crate::domain::Domain;
 
 /// The share of the limit kept on a congestion signal (multiplicative decrease).
@@ -389,70 +386,6 @@ pub async fn scope<F: Future>(limit: Arc<QueueLimit>, work: F) -> F::Output {
 /// Outside a [`scope`] (replay, tests) this does nothing.
 pub fn observe(error: &BackendError) {
     let _ = CURRENT.try_with(|limit| limit.observe_error(error));
-}
-
-/// A store wrapper that reports every error it returns to [`observe`]: wrap the dedupe
-/// and state stores a `Processor` is built with, and throttles inside `process_one`
-/// (which in-process retries would otherwise hide) reach the adaptive limit.
-pub struct Observed<T> {
-    inner: T,
-}
-
-impl<T> Observed<T> {
-    /// Wrap `inner`.
-    pub fn new(inner: T) -> Self {
-        Observed { inner }
-    }
-
-    /// The wrapped store.
-    pub fn inner(&self) -> &T {
-        &self.inner
-    }
-}
-
-fn seen<T>(result: BackendResult<T>) -> BackendResult<T> {
-    if let Err(error) = &result {
-        observe(error);
-    }
-    result
-}
-
-impl<T: DedupeStore> DedupeStore for Observed<T> {
-    async fn claim(&self, key: &DedupeKey, now_ms: i64, lease: Duration) -> BackendResult<Claim> {
-        seen(self.inner.claim(key, now_ms, lease).await)
-    }
-
-    async fn complete(
-        &self,
-        key: &DedupeKey,
-        token: &FencingToken,
-        now_ms: i64,
-        retention: Duration,
-    ) -> BackendResult<()> {
-        seen(self.inner.complete(key, token, now_ms, retention).await)
-    }
-
-    async fn release(&self, key: &DedupeKey, token: &FencingToken) -> BackendResult<()> {
-        seen(self.inner.release(key, token).await)
-    }
-}
-
-impl<T: StateStore> StateStore for Observed<T> {
-    async fn put_if_newer(&self, record: &StateRecord) -> BackendResult<WriteOutcome> {
-        seen(self.inner.put_if_newer(record).await)
-    }
-
-    async fn get(&self, tenant: &str, kind: &str, id: &str) -> BackendResult<Option<StateRecord>> {
-        seen(self.inner.get(tenant, kind, id).await)
-    }
-
-    async fn by_customer(&self, tenant: &str, customer: &str) -> BackendResult<Vec<StateRecord>> {
-        seen(self.inner.by_customer(tenant, customer).await)
-    }
-
-    async fn export(&self, tenant: Option<&str>) -> BackendResult<Vec<StateRecord>> {
-        self.inner.export(tenant).await
-    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,10 @@ use std::sync::Arc;
 
 pub use outcome::Outcome;
 pub use pool::{PoolSettings, run_pool, run_pool_with_limits};
-pub use process::{ProcessSettings, Processor};
+pub use process::{
+    APPLIED_LOG_TARGET, ProcessSettings, Processor, REPROCESS_REPLAY_PREFIX, process_span,
+    wants_reprocess,
+};
 pub use retry::RetryPolicy;
 pub use stats::{StatsSnapshot, WorkerStats};
 

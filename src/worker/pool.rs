@@ -7,6 +7,8 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use super::acker::{AckSender, spawn_acker};
 use super::adaptive::{self, AdaptiveSettings, ConcurrencyLimits, LimitPermit, QueueLimit};
@@ -14,6 +16,8 @@ use super::{DomainQueue, Outcome, Processor, RetryPolicy};
 use crate::backend::{DedupeStore, PerDomain, Queue, ReceivedMessage, StateStore};
 use crate::config::Config;
 use crate::domain::Domain;
+use crate::telemetry::metrics::{self, time_backend};
+use crate::telemetry::trace::MESSAGING_SYSTEM_SQS;
 
 /// How the pool polls and drains.
 #[derive(Debug, Clone)]
@@ -98,6 +102,12 @@ pub async fn run_pool_with_limits<Q, D, S>(
     S: StateStore,
 {
     let global = Arc::new(Semaphore::new(settings.max_in_flight));
+    let gauge = tokio::spawn(export_limits(
+        settings.max_in_flight,
+        settings.domains.clone(),
+        limits.clone(),
+        shutdown.clone(),
+    ));
     // Cancelled when the grace period ends: tasks still running then release their message.
     let hard_stop = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -148,6 +158,34 @@ pub async fn run_pool_with_limits<Q, D, S>(
             tracing::error!(error = %e, "acknowledgement task failed");
         }
     }
+    gauge.abort();
+}
+
+/// How often the `concurrency.limit` gauge is refreshed: adaptive limits move with every
+/// completion, so the gauge samples them rather than recording each change.
+const LIMIT_GAUGE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Record the global and per-queue in-flight limits now and every
+/// [`LIMIT_GAUGE_INTERVAL`] until `shutdown`.
+async fn export_limits(
+    global: usize,
+    domains: Vec<Domain>,
+    limits: ConcurrencyLimits,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(LIMIT_GAUGE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let per_queue: Vec<(&'static str, usize)> = domains
+            .iter()
+            .map(|&d| (d.as_str(), limits.current(d)))
+            .collect();
+        metrics::get().concurrency_limits(global, &per_queue);
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// One long-poll loop over one queue.
@@ -189,8 +227,23 @@ impl<Q: Queue, D: DedupeStore, S: StateStore> Poller<Q, D, S> {
             }
             // A receive cut short by shutdown may have taken messages: they become visible
             // again when their visibility timeout ends. Nothing is lost.
+            let receive_span = tracing::debug_span!(
+                "receive",
+                otel.name = %format_args!("receive {}", self.queue.name()),
+                otel.kind = "client",
+                messaging.system = MESSAGING_SYSTEM_SQS,
+                messaging.operation.type = "receive",
+                messaging.operation.name = "receive",
+                messaging.destination.name = self.queue.name(),
+                messaging.batch.message_count = Empty,
+            );
+            let receive = time_backend(
+                "queue_receive",
+                self.queue.receive(permits.len(), self.settings.wait_time),
+            )
+            .instrument(receive_span.clone());
             let received = tokio::select! {
-                r = self.queue.receive(permits.len(), self.settings.wait_time) => r,
+                r = receive => r,
                 _ = shutdown.cancelled() => break,
             };
             let messages = match received {
@@ -214,7 +267,11 @@ impl<Q: Queue, D: DedupeStore, S: StateStore> Poller<Q, D, S> {
                     }
                 }
             };
-            self.processor.stats().record_received(messages.len());
+            receive_span.record("messaging.batch.message_count", messages.len() as i64);
+            drop(receive_span);
+            self.processor
+                .stats()
+                .record_received(self.queue.domain(), messages.len());
             // Surplus permits (fewer messages than asked for) are dropped here.
             for (message, permits) in messages.into_iter().zip(permits) {
                 self.tracker.spawn(handle_message(
@@ -266,21 +323,47 @@ async fn handle_message<Q: Queue, D: DedupeStore, S: StateStore>(
     let started = tokio::time::Instant::now();
     let domain = queue.domain();
     let limit = Arc::clone(permits.queue.limit());
-    // Throttles met inside `process_one` reach this queue's limit through the scope.
-    let work = adaptive::scope(Arc::clone(&limit), processor.process_one(domain, &message));
+    let span = super::process::process_span(queue.name(), &message);
+    // Throttles met inside the processing reach this queue's limit through the scope.
+    let work = adaptive::scope(
+        Arc::clone(&limit),
+        processor.process_in(domain, &message, &span),
+    );
     let outcome = tokio::select! {
         outcome = with_heartbeat(&queue, &message, settings.visibility_timeout, work) => outcome,
         _ = hard_stop.cancelled() => Outcome::Released,
     };
     let elapsed = started.elapsed();
-    processor.stats().record_outcome(&outcome, elapsed);
+    processor.stats().record_outcome(domain, &outcome, elapsed);
     limit.record_completion(elapsed);
     let now_ms = processor.now_ms();
+    let ack_span = tracing::debug_span!(
+        parent: &span,
+        "ack",
+        otel.name = %format_args!("settle {}", queue.name()),
+        otel.kind = "client",
+        messaging.system = MESSAGING_SYSTEM_SQS,
+        messaging.operation.type = "settle",
+        messaging.destination.name = queue.name(),
+        stripe_worker.action = outcome_action(&outcome),
+    );
     settle(
         &queue, &processor, &settings, message, outcome, &acks, now_ms,
     )
+    .instrument(ack_span)
     .await;
+    drop(span);
     drop(permits);
+}
+
+/// What the pool does with a message for `outcome` (the `ack` span's action).
+fn outcome_action(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Applied { .. } | Outcome::Duplicate | Outcome::Ignored { .. } => "delete",
+        Outcome::DeadLetter(_) => "dead_letter",
+        Outcome::RetryLater { .. } | Outcome::InProgressElsewhere { .. } => "change_visibility",
+        Outcome::Released => "release",
+    }
 }
 
 /// Run `work`, extending the message's visibility every half timeout until it finishes,
@@ -360,7 +443,12 @@ async fn settle<Q: Queue, D: DedupeStore, S: StateStore>(
         Outcome::Released => Duration::ZERO,
     };
     let entry = [(message.receipt.clone(), visibility)];
-    match queue.change_visibility_batch(&entry).await {
+    match time_backend(
+        "queue_change_visibility",
+        queue.change_visibility_batch(&entry),
+    )
+    .await
+    {
         Ok(failures) if failures.failed.is_empty() => {}
         Ok(_) | Err(_) => tracing::warn!(
             queue = queue.name(),
@@ -392,9 +480,11 @@ async fn dead_letter<Q: Queue, D: DedupeStore, S: StateStore>(
     message: &ReceivedMessage,
     reason: &crate::backend::DeadLetterReason,
 ) {
-    match queue.dead_letter(message, reason).await {
+    match time_backend("queue_dead_letter", queue.dead_letter(message, reason)).await {
         Ok(()) => {
-            processor.stats().record_dead_letter_reason(&reason.kind);
+            processor
+                .stats()
+                .record_dead_letter(queue.domain(), &reason.kind);
             tracing::warn!(
                 queue = queue.name(),
                 message_id = message.message_id,

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use backon::Retryable;
 use serde_json::Value;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use super::{Outcome, RetryPolicy, WorkerStats};
 use crate::backend::{
@@ -19,7 +21,51 @@ use crate::domain::Domain;
 use crate::event::{EventObject, NormalisedEvent, ObjectRef, decode_message, envelope};
 use crate::handlers::Handler;
 use crate::hydrate::{HydrateError, Hydrator};
+use crate::telemetry::metrics::{self, time_backend};
+use crate::telemetry::trace::{MESSAGING_SYSTEM_SQS, continue_trace};
 use crate::tenant::TenantConfig;
+
+/// A replay whose name starts with this re-applies events the dedupe store says are done,
+/// as [`ProcessSettings::reprocess`] does for every event. The marker is the replay name
+/// because it is the one thing EventBridge carries from `StartReplay` into every replayed
+/// envelope (`replay-name`); the embedded replay stamps it the same way. Safe because
+/// state writes are ordered by as-of: re-applying an event never moves state backwards.
+pub const REPROCESS_REPLAY_PREFIX: &str = "reprocess-";
+
+/// Whether `event` asks to be re-applied even if already done (see
+/// [`REPROCESS_REPLAY_PREFIX`]).
+pub fn wants_reprocess(event: &NormalisedEvent) -> bool {
+    event
+        .replay_name
+        .as_deref()
+        .is_some_and(|name| name.starts_with(REPROCESS_REPLAY_PREFIX))
+}
+
+/// The span of one message's processing: the OTel messaging `process` span (consumer),
+/// with the event's attributes recorded once it is decoded. It is a debug span, so with
+/// export off it is disabled at its call site and costs nothing.
+pub fn process_span(queue: &str, message: &ReceivedMessage) -> tracing::Span {
+    tracing::debug_span!(
+        "process",
+        otel.name = %format_args!("process {queue}"),
+        otel.kind = "consumer",
+        otel.status_code = Empty,
+        messaging.system = MESSAGING_SYSTEM_SQS,
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.destination.name = queue,
+        messaging.message.id = message.message_id.as_str(),
+        stripe_worker.receive_count = i64::from(message.receive_count),
+        stripe_worker.domain = Empty,
+        stripe.event.id = Empty,
+        stripe.event.type = Empty,
+        stripe_worker.tenant = Empty,
+        stripe_worker.source = Empty,
+        stripe_worker.payload_style = Empty,
+        stripe_worker.outcome = Empty,
+        stripe_worker.reason = Empty,
+    )
+}
 
 /// The settings `process_one` needs.
 #[derive(Debug, Clone)]
@@ -146,11 +192,61 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
     /// Decode, resolve the tenant, and run every handler of `domain` that acts on the
     /// event, each at most once per event (dedupe), writing state newest-wins.
     pub async fn process_one(&self, domain: Domain, message: &ReceivedMessage) -> Outcome {
-        let event = match decode_message(message.body.as_bytes()) {
-            Ok(event) => event,
-            Err(e) => return Outcome::dead_letter(e.reason(), e.to_string(), None),
+        let span = process_span(domain.as_str(), message);
+        self.process_in(domain, message, &span).await
+    }
+
+    /// [`Self::process_one`] inside `span` (from [`process_span`], not yet entered): the
+    /// span continues the trace the event carries and gets the event's attributes and the
+    /// outcome. The pool keeps the span for the acknowledgement that follows.
+    pub async fn process_in(
+        &self,
+        domain: Domain,
+        message: &ReceivedMessage,
+        span: &tracing::Span,
+    ) -> Outcome {
+        span.record("stripe_worker.domain", domain.as_str());
+        let outcome = match decode_message(message.body.as_bytes()) {
+            Ok(event) => {
+                continue_trace(span, event.traceparent.as_deref());
+                span.record("stripe.event.id", event.event_id.as_str());
+                span.record("stripe.event.type", event.event_type.as_str());
+                span.record("stripe_worker.source", event.source.label());
+                span.record(
+                    "stripe_worker.payload_style",
+                    match event.payload_style {
+                        crate::event::PayloadStyle::Snapshot => "snapshot",
+                        crate::event::PayloadStyle::Thin => "thin",
+                    },
+                );
+                let lag_ms = self.now_ms() - event.created_ms;
+                metrics::get().event_lag(
+                    domain.as_str(),
+                    event.source.label(),
+                    lag_ms as f64 / 1000.0,
+                );
+                self.process_event(domain, &event)
+                    .instrument(span.clone())
+                    .await
+            }
+            Err(e) => Outcome::dead_letter(e.reason(), e.to_string(), None),
         };
-        self.process_event(domain, &event).await
+        span.record("stripe_worker.outcome", outcome.label());
+        match &outcome {
+            Outcome::DeadLetter(reason) => {
+                span.record("stripe_worker.reason", reason.kind.as_str());
+                span.record("otel.status_code", "ERROR");
+            }
+            Outcome::RetryLater { kind, .. } => {
+                span.record("stripe_worker.reason", *kind);
+                span.record("otel.status_code", "ERROR");
+            }
+            Outcome::Ignored { reason } => {
+                span.record("stripe_worker.reason", *reason);
+            }
+            _ => {}
+        }
+        outcome
     }
 
     /// [`Self::process_one`] for an event already decoded (replay and tests).
@@ -169,6 +265,7 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
             Ok(tenant) => tenant,
             Err(e) => return Outcome::dead_letter(e.reason(), e.to_string(), None),
         };
+        tracing::Span::current().record("stripe_worker.tenant", tenant.as_str());
         let started = tokio::time::Instant::now();
         let mut object: Option<(Value, i64)> = None;
         let mut writes = 0;
@@ -210,12 +307,21 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
     ) -> Result<Option<usize>, Outcome> {
         let lease = self.settings.lease;
         let claim = self
-            .retrying(started, || self.dedupe.claim(key, self.now_ms(), lease))
+            .retrying(started, "dedupe_claim", || {
+                time_backend("dedupe_claim", self.dedupe.claim(key, self.now_ms(), lease))
+            })
+            .instrument(tracing::debug_span!(
+                "dedupe claim",
+                otel.kind = "client",
+                stripe_worker.handler = handler.name()
+            ))
             .await
             .map_err(|e| StepError::from(e).into_outcome(handler.name()))?;
         let token = match claim {
             Claim::Claimed(token) => token,
-            Claim::AlreadyDone if !self.settings.reprocess => return Ok(None),
+            Claim::AlreadyDone if !(self.settings.reprocess || wants_reprocess(event)) => {
+                return Ok(None);
+            }
             // Reprocessing: re-apply under a token of our own, and leave the entry done.
             Claim::AlreadyDone => FencingToken::new(),
             Claim::InProgressElsewhere { until_ms } => {
@@ -229,22 +335,36 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
             Ok(writes) => {
                 let retention = self.settings.retention;
                 let completed = self
-                    .retrying(started, || {
-                        self.dedupe.complete(key, &token, self.now_ms(), retention)
+                    .retrying(started, "dedupe_complete", || {
+                        time_backend(
+                            "dedupe_complete",
+                            self.dedupe.complete(key, &token, self.now_ms(), retention),
+                        )
                     })
                     .await;
                 match completed {
-                    Ok(()) => Ok(Some(writes)),
+                    Ok(()) => {
+                        log_applied(key, writes, false);
+                        Ok(Some(writes))
+                    }
                     // Reprocessing holds no claim, and a lost lease means another worker
                     // took over: either way the state writes (idempotent) are done.
-                    Err(BackendError::LeaseLost { .. }) => Ok(Some(writes)),
+                    Err(BackendError::LeaseLost { .. }) => {
+                        log_applied(key, writes, true);
+                        Ok(Some(writes))
+                    }
                     Err(e) => Err(StepError::from(e).into_outcome(handler.name())),
                 }
             }
             Err(outcome) => {
                 // Let the next attempt claim at once instead of waiting out the lease. If the
                 // release fails the lease simply expires: nothing is lost.
-                if let Err(e) = self.dedupe.release(key, &token).await {
+                if let Err(e) = self
+                    .retrying(started, "dedupe_release", || {
+                        self.dedupe.release(key, &token)
+                    })
+                    .await
+                {
                     tracing::warn!(error = %e, "could not release dedupe claim");
                 }
                 Err(outcome)
@@ -271,9 +391,36 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
         let Some((object, as_of_ms)) = object.as_ref() else {
             unreachable!("the object was fetched just above")
         };
-        let changes = handler.changes(&event.event_type, object).map_err(|e| {
-            Outcome::dead_letter("handler_error", e.to_string(), Some(handler.name()))
-        })?;
+        let changes = tracing::debug_span!("handler", stripe_worker.handler = handler.name())
+            .in_scope(|| handler.changes(&event.event_type, object))
+            .map_err(|e| {
+                Outcome::dead_letter("handler_error", e.to_string(), Some(handler.name()))
+            })?;
+        let write_span = tracing::debug_span!(
+            "state write",
+            otel.kind = "client",
+            stripe_worker.handler = handler.name(),
+            stripe_worker.changes = changes.len() as i64,
+            stripe_worker.written = Empty,
+        );
+        let writes = self
+            .write_changes(changes, key, event, *as_of_ms, started, handler.name())
+            .instrument(write_span.clone())
+            .await?;
+        write_span.record("stripe_worker.written", writes as i64);
+        Ok(writes)
+    }
+
+    /// Write a handler's changes newest-wins; the number actually written.
+    async fn write_changes(
+        &self,
+        changes: Vec<crate::handlers::StateChange>,
+        key: &DedupeKey,
+        event: &NormalisedEvent,
+        as_of_ms: i64,
+        started: tokio::time::Instant,
+        handler: &str,
+    ) -> Result<usize, Outcome> {
         let mut writes = 0;
         for change in changes {
             let record = StateRecord {
@@ -281,14 +428,16 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
                 kind: change.kind,
                 id: change.id,
                 customer: change.customer,
-                as_of_ms: *as_of_ms,
+                as_of_ms,
                 tiebreak: event.dedupe_id.clone(),
                 doc: change.doc,
             };
             let written = self
-                .retrying(started, || self.state.put_if_newer(&record))
+                .retrying(started, "state_write", || {
+                    time_backend("state_write", self.state.put_if_newer(&record))
+                })
                 .await
-                .map_err(|e| StepError::from(e).into_outcome(handler.name()))?;
+                .map_err(|e| StepError::from(e).into_outcome(handler))?;
             if written == WriteOutcome::Written {
                 writes += 1;
             }
@@ -326,14 +475,26 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
         let context = event.connect_account.as_deref();
         let fetched_at = self.now_ms();
         let object = self
-            .retrying(started, || hydrator.fetch(tenant, &reference, context))
+            .retrying(started, "hydrate", || {
+                time_backend("hydrate", hydrator.fetch(tenant, &reference, context))
+            })
+            .instrument(tracing::debug_span!(
+                "hydrate",
+                otel.kind = "client",
+                stripe.object.type = reference.object_type.as_str(),
+            ))
             .await?;
         Ok((object, fetched_at))
     }
 
-    /// Run `step`, retrying transient failures in process within what is left of the
-    /// message's budget.
-    async fn retrying<T, E, F, Fut>(&self, started: tokio::time::Instant, step: F) -> Result<T, E>
+    /// Run `step` (the backend `operation`), retrying transient failures in process within
+    /// what is left of the message's budget.
+    async fn retrying<T, E, F, Fut>(
+        &self,
+        started: tokio::time::Instant,
+        operation: &'static str,
+        step: F,
+    ) -> Result<T, E>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -342,10 +503,35 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
         let remaining = self.settings.retry.budget.saturating_sub(started.elapsed());
         step.retry(self.settings.retry.backoff(remaining))
             .sleep(tokio::time::sleep)
-            .when(|e: &E| e.clone().into().is_retryable())
-            .notify(|_, _| self.stats.record_retry())
+            .when(|e: &E| {
+                let error: StepError = e.clone().into();
+                if let StepError::Backend(backend) = &error {
+                    // Throttles tighten this message's queue limit even when a retry hides them.
+                    super::adaptive::observe(backend);
+                }
+                error.is_retryable()
+            })
+            .notify(|_, _| self.stats.record_retry(operation))
             .await
     }
+}
+
+/// The log target of the one line per applied (tenant, handler, event).
+pub const APPLIED_LOG_TARGET: &str = "stripe_worker::applied";
+
+/// One debug line per (tenant, handler, event) whose application completed: an audit trail
+/// in which a key that shows up twice was applied twice (the reliability tests count them).
+/// `lease_lost` marks an apply whose claim another worker had taken over meanwhile.
+fn log_applied(key: &DedupeKey, writes: usize, lease_lost: bool) {
+    tracing::debug!(
+        target: "stripe_worker::applied",
+        tenant = %key.tenant,
+        handler = %key.handler,
+        dedupe_id = %key.dedupe_id,
+        writes,
+        lease_lost,
+        "applied"
+    );
 }
 
 /// A reference to fetch the current version of a snapshot object.

@@ -1,5 +1,6 @@
-//! Counters of what the worker did, for the demo summary, `--until-idle` and tests.
-//! (OpenTelemetry metrics are fed from the same places.)
+//! Counters of what the worker did, for the demo summary, `--until-idle` and tests. The
+//! same calls feed the OpenTelemetry metrics ([`crate::telemetry::metrics`]), so each
+//! count is taken in one place.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -9,6 +10,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::Outcome;
+use crate::domain::Domain;
+use crate::telemetry::metrics;
 
 /// Live counters, shared by every task of a pool.
 #[derive(Debug)]
@@ -92,20 +95,23 @@ impl Default for WorkerStats {
 }
 
 impl WorkerStats {
-    /// A message was received and is now in flight.
-    pub fn record_received(&self, count: usize) {
+    /// `count` messages were received from `domain`'s queue and are now in flight.
+    pub fn record_received(&self, domain: Domain, count: usize) {
         self.received.fetch_add(count as u64, Ordering::Relaxed);
         self.in_flight.fetch_add(count as i64, Ordering::Relaxed);
+        metrics::get().received(domain.as_str(), count as u64);
     }
 
-    /// One in-process retry attempt.
-    pub fn record_retry(&self) {
+    /// One in-process retry attempt of `operation` (e.g. `dedupe_claim`).
+    pub fn record_retry(&self, operation: &'static str) {
         self.retried.fetch_add(1, Ordering::Relaxed);
+        metrics::get().retried(operation);
     }
 
-    /// A message's processing ended with `outcome` after `elapsed`.
-    pub fn record_outcome(&self, outcome: &Outcome, elapsed: Duration) {
+    /// A message of `domain` ended with `outcome` after `elapsed`.
+    pub fn record_outcome(&self, domain: Domain, outcome: &Outcome, elapsed: Duration) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        metrics::get().processed(domain.as_str(), outcome.label(), elapsed.as_secs_f64());
         let counter = match outcome {
             Outcome::Applied { writes } => {
                 self.writes.fetch_add(*writes as u64, Ordering::Relaxed);
@@ -129,8 +135,9 @@ impl WorkerStats {
         }
     }
 
-    /// A dead letter's reason, counted once it is in the DLQ.
-    pub fn record_dead_letter_reason(&self, kind: &str) {
+    /// A dead letter of `domain` with reason code `kind`, counted once it is in the DLQ.
+    pub fn record_dead_letter(&self, domain: Domain, kind: &str) {
+        metrics::get().dead_lettered(domain.as_str(), kind);
         *self
             .lock_reasons()
             .dead_letter

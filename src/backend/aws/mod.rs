@@ -17,6 +17,7 @@
 mod dynamodb;
 mod error;
 mod eventbridge;
+pub mod replay;
 pub mod setup;
 mod sqs;
 
@@ -25,7 +26,7 @@ pub use eventbridge::{EventBridgeBus, PublishRetry, entry_size};
 pub use setup::{
     ResourceKind, SetupItem, SetupOptions, SetupReport, SetupStatus, setup, setup_tables,
 };
-pub use sqs::{QueueUrls, SqsQueue};
+pub use sqs::{DEFAULT_DLQ_HOLD, QueueUrls, SqsQueue};
 
 use aws_config::{BehaviorVersion, SdkConfig};
 

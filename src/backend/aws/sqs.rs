@@ -7,10 +7,13 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
     BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
     DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
-    QueueAttributeName,
+    QueueAttributeName, SendMessageBatchRequestEntry,
 };
 
 use super::error::{from_code, from_sdk};
+use crate::backend::dead_letter::{
+    DeadLetterOps, DlqMessage, RedriveFilter, RedriveProgress, strip_reason,
+};
 use crate::backend::{
     BackendError, BackendResult, BatchFailures, DeadLetterReason, Queue, QueueStats, Receipt,
     ReceivedMessage, dlq_attributes,
@@ -39,12 +42,18 @@ pub struct QueueUrls {
     pub dlq: String,
 }
 
+/// How long listing and redriving hold the DLQ messages they received before the
+/// visibility goes back to 0 (or, if interrupted, lapses by itself).
+pub const DEFAULT_DLQ_HOLD: Duration = Duration::from_secs(30);
+
 /// A [`Queue`] on SQS. Cheap to clone (the client is shared).
 #[derive(Debug, Clone)]
 pub struct SqsQueue {
     client: Client,
     name: String,
     urls: QueueUrls,
+    /// See [`DEFAULT_DLQ_HOLD`].
+    dlq_hold: Duration,
 }
 
 impl SqsQueue {
@@ -57,7 +66,19 @@ impl SqsQueue {
             .next()
             .unwrap_or(&urls.queue)
             .to_owned();
-        SqsQueue { client, name, urls }
+        SqsQueue {
+            client,
+            name,
+            urls,
+            dlq_hold: DEFAULT_DLQ_HOLD,
+        }
+    }
+
+    /// Hold received DLQ messages this long while listing or redriving (see
+    /// [`DEFAULT_DLQ_HOLD`]); an interrupted listing leaves them invisible at most this long.
+    pub fn with_dlq_hold(mut self, hold: Duration) -> Self {
+        self.dlq_hold = hold.max(Duration::from_secs(1));
+        self
     }
 
     /// Look up the URLs of queue `name` and dead-letter queue `dlq_name` (`GetQueueUrl`).
@@ -69,6 +90,7 @@ impl SqsQueue {
             client,
             name: name.to_owned(),
             urls: QueueUrls { queue, dlq },
+            dlq_hold: DEFAULT_DLQ_HOLD,
         })
     }
 
@@ -109,7 +131,7 @@ impl SqsQueue {
         })
     }
 
-    async fn delete_chunk(&self, receipts: &[Receipt]) -> BackendResult<BatchFailures> {
+    async fn delete_chunk(&self, url: &str, receipts: &[Receipt]) -> BackendResult<BatchFailures> {
         let mut entries = Vec::with_capacity(receipts.len());
         for (i, receipt) in receipts.iter().enumerate() {
             // Ids are indexes: the same receipt twice in one batch must not collide
@@ -124,7 +146,7 @@ impl SqsQueue {
         let out = self
             .client
             .delete_message_batch()
-            .queue_url(&self.urls.queue)
+            .queue_url(url)
             .set_entries(Some(entries))
             .send()
             .await
@@ -140,6 +162,7 @@ impl SqsQueue {
 
     async fn visibility_chunk(
         &self,
+        url: &str,
         entries: &[(Receipt, Duration)],
     ) -> BackendResult<BatchFailures> {
         let mut request = Vec::with_capacity(entries.len());
@@ -155,7 +178,7 @@ impl SqsQueue {
         let out = self
             .client
             .change_message_visibility_batch()
-            .queue_url(&self.urls.queue)
+            .queue_url(url)
             .set_entries(Some(request))
             .send()
             .await
@@ -177,31 +200,7 @@ impl Queue for SqsQueue {
     }
 
     async fn receive(&self, max: usize, wait: Duration) -> BackendResult<Vec<ReceivedMessage>> {
-        let max = max.clamp(1, MAX_BATCH) as i32;
-        let out = self
-            .client
-            .receive_message()
-            .queue_url(&self.urls.queue)
-            .max_number_of_messages(max)
-            .wait_time_seconds(clamp_secs(wait, MAX_WAIT_SECS))
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
-            .message_attribute_names("All")
-            .send()
-            .await
-            .map_err(|e| from_sdk("sqs.receive_message", e))?;
-        Ok(out
-            .messages
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|m| {
-                let converted = convert_message(m);
-                if converted.is_none() {
-                    tracing::warn!(queue = %self.name, "SQS returned a message without id or receipt handle; skipped");
-                }
-                converted
-            })
-            .collect())
+        self.receive_from(&self.urls.queue, max, wait, None).await
     }
 
     async fn delete_batch(&self, receipts: &[Receipt]) -> BackendResult<BatchFailures> {
@@ -210,7 +209,7 @@ impl Queue for SqsQueue {
         let chunks: Vec<&[Receipt]> = unique.chunks(MAX_BATCH).collect();
         let mut results = Vec::with_capacity(chunks.len());
         for chunk in &chunks {
-            results.push(self.delete_chunk(chunk).await);
+            results.push(self.delete_chunk(&self.urls.queue, chunk).await);
         }
         let merged = merge_chunks(&chunks, results, |r| r.clone())?;
         Ok(expand_duplicates(merged, receipts.iter()))
@@ -224,7 +223,7 @@ impl Queue for SqsQueue {
         let chunks: Vec<&[(Receipt, Duration)]> = unique.chunks(MAX_BATCH).collect();
         let mut results = Vec::with_capacity(chunks.len());
         for chunk in &chunks {
-            results.push(self.visibility_chunk(chunk).await);
+            results.push(self.visibility_chunk(&self.urls.queue, chunk).await);
         }
         let merged = merge_chunks(&chunks, results, |(r, _)| r.clone())?;
         Ok(expand_duplicates(merged, entries.iter().map(|(r, _)| r)))
@@ -275,6 +274,335 @@ impl Queue for SqsQueue {
             self.queue_stats(&self.urls.queue),
             self.queue_stats(&self.urls.dlq)
         )
+    }
+}
+
+impl SqsQueue {
+    /// Receive from `url` (the queue or its DLQ), with the queue's own visibility timeout
+    /// unless `visibility` is given.
+    async fn receive_from(
+        &self,
+        url: &str,
+        max: usize,
+        wait: Duration,
+        visibility: Option<Duration>,
+    ) -> BackendResult<Vec<ReceivedMessage>> {
+        let max = max.clamp(1, MAX_BATCH) as i32;
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(max)
+            .wait_time_seconds(clamp_secs(wait, MAX_WAIT_SECS))
+            .set_visibility_timeout(visibility.map(|v| clamp_secs(v, MAX_VISIBILITY_SECS)))
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(|e| from_sdk("sqs.receive_message", e))?;
+        Ok(out
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| {
+                let converted = convert_message(m);
+                if converted.is_none() {
+                    tracing::warn!(queue = %self.name, "SQS returned a message without id or receipt handle; skipped");
+                }
+                converted
+            })
+            .collect())
+    }
+
+    /// One receive from the DLQ, holding what it returns for [`Self::with_dlq_hold`]. The
+    /// one-second long poll asks every SQS server, so an empty answer means the DLQ has
+    /// nothing visible left.
+    async fn dlq_receive(&self) -> BackendResult<Vec<ReceivedMessage>> {
+        self.receive_from(
+            &self.urls.dlq,
+            MAX_BATCH,
+            Duration::from_secs(1),
+            Some(self.dlq_hold),
+        )
+        .await
+    }
+
+    /// Make held DLQ messages visible again. A failure is only logged: the hold lapses by
+    /// itself a little later.
+    async fn dlq_release(&self, receipts: Vec<Receipt>) {
+        for chunk in receipts.chunks(MAX_BATCH) {
+            let entries: Vec<(Receipt, Duration)> =
+                chunk.iter().map(|r| (r.clone(), Duration::ZERO)).collect();
+            match self.visibility_chunk(&self.urls.dlq, &entries).await {
+                Ok(f) if f.failed.is_empty() => {}
+                Ok(f) => tracing::warn!(
+                    queue = %self.name,
+                    failed = f.failed.len(),
+                    "could not release some DLQ messages; they become visible when the hold lapses"
+                ),
+                Err(error) => tracing::warn!(
+                    queue = %self.name,
+                    %error,
+                    "could not release DLQ messages; they become visible when the hold lapses"
+                ),
+            }
+        }
+    }
+
+    /// Send up to 10 dead-lettered messages back to the queue, without their reason
+    /// attributes. Returns, per message, whether SQS accepted it.
+    async fn send_back(&self, messages: &[ReceivedMessage]) -> BackendResult<Vec<bool>> {
+        let mut entries = Vec::with_capacity(messages.len());
+        for (i, m) in messages.iter().enumerate() {
+            let mut attributes = HashMap::new();
+            for (k, v) in strip_reason(&m.attributes) {
+                if v.is_empty() {
+                    continue;
+                }
+                let value = MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value(v)
+                    .build()
+                    .map_err(|e| permanent("sqs.redrive", e))?;
+                attributes.insert(k, value);
+            }
+            entries.push(
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(&m.body)
+                    .set_message_attributes((!attributes.is_empty()).then_some(attributes))
+                    .build()
+                    .map_err(|e| permanent("sqs.redrive", e))?,
+            );
+        }
+        let out = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.urls.queue)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| from_sdk("sqs.redrive.send_message_batch", e))?;
+        for f in &out.failed {
+            tracing::warn!(
+                queue = %self.name,
+                code = %f.code,
+                message = f.message.as_deref().unwrap_or(""),
+                "redrive: SQS did not accept a message; it stays in the DLQ"
+            );
+        }
+        Ok((0..messages.len())
+            .map(|i| out.successful.iter().any(|s| s.id == i.to_string()))
+            .collect())
+    }
+
+    async fn queue_arn(&self, url: &str) -> BackendResult<String> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| from_sdk("sqs.get_queue_attributes", e))?;
+        out.attributes
+            .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+            .ok_or_else(|| BackendError::Permanent {
+                operation: "sqs.get_queue_attributes",
+                message: format!("no QueueArn for {url}"),
+            })
+    }
+
+    /// Redrive the whole DLQ with a server-side `StartMessageMoveTask`, following it to
+    /// the end. `Ok(None)` when the service does not offer it (the caller moves the
+    /// messages itself). The task moves messages unchanged, reason attributes included:
+    /// harmless, since a new failure overwrites them. Interrupting this leaves the task
+    /// running on the server, which loses nothing.
+    async fn move_task(&self, progress: RedriveProgress<'_>) -> BackendResult<Option<u64>> {
+        let source = self.queue_arn(&self.urls.dlq).await?;
+        let destination = self.queue_arn(&self.urls.queue).await?;
+        let started = self
+            .client
+            .start_message_move_task()
+            .source_arn(&source)
+            .destination_arn(&destination)
+            .send()
+            .await;
+        if let Err(error) = started {
+            tracing::info!(
+                queue = %self.name,
+                error = %from_sdk("sqs.start_message_move_task", error),
+                "StartMessageMoveTask is not available; moving the messages one batch at a time"
+            );
+            return Ok(None);
+        }
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let out = self
+                .client
+                .list_message_move_tasks()
+                .source_arn(&source)
+                .max_results(1)
+                .send()
+                .await
+                .map_err(|e| from_sdk("sqs.list_message_move_tasks", e))?;
+            let Some(task) = out.results.unwrap_or_default().into_iter().next() else {
+                continue;
+            };
+            let moved = u64::try_from(task.approximate_number_of_messages_moved).unwrap_or(0);
+            progress(moved);
+            match task.status.as_deref() {
+                Some("COMPLETED") => return Ok(Some(moved)),
+                Some(status @ ("FAILED" | "CANCELLED")) => {
+                    return Err(BackendError::Permanent {
+                        operation: "sqs.start_message_move_task",
+                        message: format!(
+                            "move task {status} after {moved} messages: {}",
+                            task.failure_reason.unwrap_or_default()
+                        ),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Redrive by receive, send, delete, in batches of 10. Messages the filter skips are
+    /// held until the pass ends, so each is looked at once; the pass also ends when a
+    /// receive brings only messages already looked at (the hold lapsed on a large DLQ).
+    async fn redrive_by_batches(
+        &self,
+        filter: &RedriveFilter,
+        progress: RedriveProgress<'_>,
+        held: &mut HashMap<String, Receipt>,
+    ) -> BackendResult<u64> {
+        let mut seen = std::collections::HashSet::new();
+        let mut moved = 0u64;
+        loop {
+            let batch = self.dlq_receive().await?;
+            if batch.is_empty() {
+                return Ok(moved);
+            }
+            let fresh = batch.iter().any(|m| !seen.contains(&m.message_id));
+            let (chosen, others): (Vec<_>, Vec<_>) = batch
+                .into_iter()
+                .partition(|m| filter.matches(&m.message_id, &m.attributes, &m.body));
+            for m in others {
+                seen.insert(m.message_id.clone());
+                held.insert(m.message_id, m.receipt);
+            }
+            if !chosen.is_empty() {
+                // Send first, then delete what SQS accepted: an interruption in between
+                // leaves a copy in both queues, never in neither.
+                let accepted = self.send_back(&chosen).await?;
+                let mut done = Vec::new();
+                for (m, ok) in chosen.into_iter().zip(accepted) {
+                    seen.insert(m.message_id.clone());
+                    if ok {
+                        done.push(m.receipt);
+                    } else {
+                        held.insert(m.message_id, m.receipt);
+                    }
+                }
+                if !done.is_empty() {
+                    let failed = self.delete_chunk(&self.urls.dlq, &done).await?;
+                    for (_, error) in &failed.failed {
+                        tracing::warn!(
+                            queue = %self.name,
+                            %error,
+                            "redrive: sent back but not deleted from the DLQ; it is in both"
+                        );
+                    }
+                    moved += (done.len() - failed.failed.len()) as u64;
+                }
+                progress(moved);
+            }
+            if !fresh {
+                return Ok(moved);
+            }
+        }
+    }
+}
+
+/// SQS has no peek: listing receives with a short hold and releases what it received.
+impl DeadLetterOps for SqsQueue {
+    /// Which messages SQS returns first is up to SQS; the ones returned are sorted by the
+    /// time they were dead-lettered. Each listed message's DLQ receive count goes up by
+    /// one (the DLQ has no redrive policy, so that changes nothing else).
+    async fn dlq_peek(&self, limit: usize) -> BackendResult<Vec<DlqMessage>> {
+        let mut out: Vec<DlqMessage> = Vec::new();
+        let mut held: HashMap<String, Receipt> = HashMap::new();
+        let result = async {
+            while out.len() < limit {
+                let batch = self.dlq_receive().await?;
+                if batch.is_empty() {
+                    break;
+                }
+                let mut fresh = false;
+                for m in batch {
+                    if held.insert(m.message_id.clone(), m.receipt).is_none() {
+                        fresh = true;
+                        out.push(DlqMessage {
+                            message_id: m.message_id,
+                            body: m.body,
+                            sent_at_ms: m.sent_at_ms,
+                            attributes: m.attributes,
+                        });
+                    }
+                }
+                if !fresh {
+                    break;
+                }
+            }
+            Ok::<(), BackendError>(())
+        }
+        .await;
+        self.dlq_release(held.into_values().collect()).await;
+        result?;
+        out.sort_by(|a, b| {
+            let at = |m: &DlqMessage| {
+                m.attribute(dlq_attributes::DEAD_LETTERED_MS)
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .unwrap_or(m.sent_at_ms)
+            };
+            (at(a), &a.message_id).cmp(&(at(b), &b.message_id))
+        });
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// With no filter, a server-side move task when the service offers one; otherwise
+    /// receive, send back, delete, in batches.
+    async fn dlq_redrive(
+        &self,
+        filter: &RedriveFilter,
+        progress: RedriveProgress<'_>,
+    ) -> BackendResult<u64> {
+        if filter.is_all() {
+            if let Some(moved) = self.move_task(progress).await? {
+                return Ok(moved);
+            }
+        }
+        let mut held = HashMap::new();
+        let result = self.redrive_by_batches(filter, progress, &mut held).await;
+        self.dlq_release(held.into_values().collect()).await;
+        result
+    }
+
+    /// Receive and delete until the DLQ is empty (exact counts, unlike `PurgeQueue`, which
+    /// also may run only once a minute).
+    async fn dlq_purge(&self) -> BackendResult<u64> {
+        let mut deleted = 0u64;
+        loop {
+            let batch = self.dlq_receive().await?;
+            if batch.is_empty() {
+                return Ok(deleted);
+            }
+            let receipts: Vec<Receipt> = batch.into_iter().map(|m| m.receipt).collect();
+            let failed = self.delete_chunk(&self.urls.dlq, &receipts).await?;
+            deleted += (receipts.len() - failed.failed.len()) as u64;
+        }
     }
 }
 

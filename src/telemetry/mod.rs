@@ -1,0 +1,458 @@
+//! Telemetry: logs on stderr (pretty or JSON lines with trace ids), and traces and metrics
+//! over OTLP to an OpenTelemetry collector.
+//!
+//! Export is configured by the standard `OTEL_*` variables only. With no OTLP endpoint
+//! (`OTEL_EXPORTER_OTLP_ENDPOINT`, or the per-signal `..._TRACES_ENDPOINT` /
+//! `..._METRICS_ENDPOINT`) nothing is exported and nothing complains. The SDK itself reads
+//! `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER(_ARG)`,
+//! `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_EXPORTER_OTLP_HEADERS`, `..._TIMEOUT` and
+//! `..._COMPRESSION`; `OTEL_EXPORTER_OTLP_PROTOCOL` picks gRPC (default) or HTTP/protobuf.
+//!
+//! Filters are per layer: `RUST_LOG` filters the log lines only; the OpenTelemetry layer
+//! always takes this crate's spans (at debug and above, where the per-message spans are)
+//! and its info-and-above events, so a quiet `RUST_LOG` does not silence export, and with
+//! export off the per-message spans are disabled at their call sites and cost nothing.
+//!
+//! - [`metrics`]: every metric, defined once;
+//! - [`trace`]: `traceparent` across the bus, span attribute keys.
+
+mod logs;
+pub mod metrics;
+pub mod trace;
+
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::{Level, Subscriber};
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::JsonFields;
+use tracing_subscriber::layer::{Layered, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+pub use logs::{DispatchSlot, JsonWithTrace};
+
+/// The log filter when `RUST_LOG` is unset.
+pub const DEFAULT_LOG_FILTER: &str = "warn,stripe_worker=info";
+
+/// The instrumentation scope name of every span and metric.
+pub const SCOPE: &str = "stripe-worker";
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line, with `trace_id` and `span_id` inside traced work.
+    Json,
+}
+
+/// Why telemetry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL` names a protocol this build does not speak.
+    #[error("OTEL_EXPORTER_OTLP_PROTOCOL `{0}` is not supported: use `grpc` or `http/protobuf`")]
+    UnsupportedProtocol(String),
+    /// An exporter could not be built (bad endpoint, no async runtime for gRPC).
+    #[error("building the OTLP {signal} exporter: {message}")]
+    Exporter {
+        /// `traces` or `metrics`.
+        signal: &'static str,
+        /// What the SDK said.
+        message: String,
+    },
+    /// A global subscriber was already installed.
+    #[error("installing the log and trace subscriber: {0}")]
+    Subscriber(String),
+}
+
+/// The OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// OTLP/gRPC (port 4317), the default.
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (port 4318).
+    HttpProtobuf,
+}
+
+/// What to export, where. Build it with [`TelemetryConfig::from_env`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryConfig {
+    /// Export traces.
+    pub traces: bool,
+    /// Export metrics.
+    pub metrics: bool,
+    /// The transport.
+    pub protocol: Protocol,
+    /// An endpoint that overrides the environment's (tests point it at their receiver);
+    /// `None` lets the SDK read the `OTEL_EXPORTER_OTLP_*ENDPOINT` variables.
+    pub endpoint: Option<String>,
+    /// A metric export interval that overrides `OTEL_METRIC_EXPORT_INTERVAL`.
+    pub metric_interval: Option<Duration>,
+}
+
+impl TelemetryConfig {
+    /// Nothing exported: logs only.
+    pub fn disabled() -> Self {
+        TelemetryConfig {
+            traces: false,
+            metrics: false,
+            protocol: Protocol::Grpc,
+            endpoint: None,
+            metric_interval: None,
+        }
+    }
+
+    /// Traces and metrics over OTLP/gRPC to `endpoint` (e.g. `http://127.0.0.1:4317`).
+    pub fn otlp_grpc(endpoint: impl Into<String>) -> Self {
+        TelemetryConfig {
+            traces: true,
+            metrics: true,
+            protocol: Protocol::Grpc,
+            endpoint: Some(endpoint.into()),
+            metric_interval: None,
+        }
+    }
+
+    /// What the standard `OTEL_*` variables among `vars` ask for.
+    pub fn from_env(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, TelemetryError> {
+        let vars: std::collections::HashMap<String, String> = vars
+            .into_iter()
+            .filter(|(k, v)| k.starts_with("OTEL_") && !v.trim().is_empty())
+            .collect();
+        let get = |k: &str| vars.get(k).map(|v| v.trim());
+        if get("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            return Ok(Self::disabled());
+        }
+        let general = get("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
+        let wanted = |signal: &str| {
+            let exporter = get(&format!("OTEL_{signal}_EXPORTER"));
+            let endpoint = get(&format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")).is_some();
+            (general || endpoint) && exporter.is_none_or(|e| e != "none")
+        };
+        let protocol = match get("OTEL_EXPORTER_OTLP_PROTOCOL") {
+            None | Some("grpc") => Protocol::Grpc,
+            Some("http/protobuf") => Protocol::HttpProtobuf,
+            Some(other) => return Err(TelemetryError::UnsupportedProtocol(other.to_owned())),
+        };
+        Ok(TelemetryConfig {
+            traces: wanted("TRACES"),
+            metrics: wanted("METRICS"),
+            protocol,
+            endpoint: None,
+            metric_interval: None,
+        })
+    }
+}
+
+/// The running exporters. Keep it for the life of the process and call
+/// [`Telemetry::shutdown`] at the end, so the last spans and metrics are sent.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    tracer: Option<SdkTracerProvider>,
+    meter: Option<SdkMeterProvider>,
+}
+
+/// The resource: the SDK's detectors (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`),
+/// with `stripe-worker` as the service name when none is given.
+fn resource() -> Resource {
+    let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.is_empty())
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|v| v.contains("service.name="));
+    let builder = Resource::builder();
+    if named {
+        builder.build()
+    } else {
+        builder.with_service_name(SCOPE).build()
+    }
+}
+
+impl Telemetry {
+    /// Build the exporters `config` asks for. gRPC exporters need a Tokio runtime: call
+    /// this inside one, and keep the runtime alive until [`Telemetry::shutdown`].
+    pub fn start(config: &TelemetryConfig) -> Result<Self, TelemetryError> {
+        let mut telemetry = Telemetry::default();
+        if !config.traces && !config.metrics {
+            return Ok(telemetry);
+        }
+        let resource = resource();
+        if config.traces {
+            let exporter = span_exporter(config).map_err(|e| TelemetryError::Exporter {
+                signal: "traces",
+                message: e.to_string(),
+            })?;
+            telemetry.tracer = Some(
+                SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(resource.clone())
+                    .build(),
+            );
+        }
+        if config.metrics {
+            let exporter = metric_exporter(config).map_err(|e| TelemetryError::Exporter {
+                signal: "metrics",
+                message: e.to_string(),
+            })?;
+            let mut reader = PeriodicReader::builder(exporter);
+            if let Some(interval) = config.metric_interval {
+                reader = reader.with_interval(interval);
+            }
+            telemetry.meter = Some(
+                SdkMeterProvider::builder()
+                    .with_reader(reader.build())
+                    .with_resource(resource)
+                    .build(),
+            );
+        }
+        Ok(telemetry)
+    }
+
+    /// Whether traces are exported.
+    pub fn traces_enabled(&self) -> bool {
+        self.tracer.is_some()
+    }
+
+    /// The OpenTelemetry layer with its own filter, when traces are exported.
+    pub fn otel_layer<S>(&self) -> Option<Box<dyn Layer<S> + Send + Sync>>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+    {
+        let provider = self.tracer.as_ref()?;
+        let layer = tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(SCOPE))
+            // Attributes are what the spans declare; location, thread and busy/idle time
+            // would add per-span work and cardinality for little use.
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_target(false)
+            .with_level(false);
+        Some(layer.with_filter(filter_fn(export_filter)).boxed())
+    }
+
+    /// Create the metric instruments on the meter provider (no-ops without one). Returns
+    /// `false` when instruments already existed, so these metrics will not be exported.
+    pub fn install_metrics(&self) -> bool {
+        match &self.meter {
+            Some(provider) => metrics::install(provider),
+            None => true,
+        }
+    }
+
+    /// Export everything recorded so far (blocks until the exports end). Failures are
+    /// logged: telemetry never stops the service.
+    pub fn flush(&self) {
+        if let Some(tracer) = &self.tracer {
+            if let Err(error) = tracer.force_flush() {
+                tracing::warn!(%error, "flushing traces failed");
+            }
+        }
+        if let Some(meter) = &self.meter {
+            if let Err(error) = meter.force_flush() {
+                tracing::warn!(%error, "flushing metrics failed");
+            }
+        }
+    }
+
+    /// Flush and stop the exporters. Blocks: call it outside async tasks (the runtime must
+    /// still be alive for gRPC).
+    pub fn shutdown(self) {
+        if let Some(tracer) = self.tracer {
+            if let Err(error) = tracer.shutdown() {
+                tracing::warn!(%error, "stopping the trace exporter failed");
+            }
+        }
+        if let Some(meter) = self.meter {
+            if let Err(error) = meter.shutdown() {
+                tracing::warn!(%error, "stopping the metric exporter failed");
+            }
+        }
+    }
+}
+
+/// What the OpenTelemetry layer takes: this crate's spans at debug and above (the
+/// per-message spans are debug, so that logs at info do not pay for them) and its events
+/// at info and above (recorded as span events).
+fn export_filter(meta: &tracing::Metadata<'_>) -> bool {
+    let ours = meta.target().starts_with("stripe_worker");
+    let level = if meta.is_span() {
+        Level::DEBUG
+    } else {
+        Level::INFO
+    };
+    ours && *meta.level() <= level
+}
+
+fn span_exporter(
+    config: &TelemetryConfig,
+) -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {
+    let builder = opentelemetry_otlp::SpanExporter::builder();
+    match config.protocol {
+        Protocol::Grpc => {
+            let mut b = builder.with_tonic();
+            if let Some(endpoint) = &config.endpoint {
+                b = b.with_endpoint(endpoint.clone());
+            }
+            b.build()
+        }
+        Protocol::HttpProtobuf => {
+            let mut b = builder
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+            if let Some(endpoint) = &config.endpoint {
+                b = b.with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')));
+            }
+            b.build()
+        }
+    }
+}
+
+fn metric_exporter(
+    config: &TelemetryConfig,
+) -> Result<opentelemetry_otlp::MetricExporter, opentelemetry_otlp::ExporterBuildError> {
+    let builder = opentelemetry_otlp::MetricExporter::builder();
+    match config.protocol {
+        Protocol::Grpc => {
+            let mut b = builder.with_tonic();
+            if let Some(endpoint) = &config.endpoint {
+                b = b.with_endpoint(endpoint.clone());
+            }
+            b.build()
+        }
+        Protocol::HttpProtobuf => {
+            let mut b = builder
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+            if let Some(endpoint) = &config.endpoint {
+                b = b.with_endpoint(format!("{}/v1/metrics", endpoint.trim_end_matches('/')));
+            }
+            b.build()
+        }
+    }
+}
+
+/// The log filter: `RUST_LOG`, else [`DEFAULT_LOG_FILTER`].
+pub fn log_filter() -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER))
+}
+
+/// The whole subscriber: log lines in `format` to `writer` filtered by `filter`, plus the
+/// OpenTelemetry layer when `telemetry` exports traces. Tests install it with
+/// `tracing::subscriber::set_default`; [`init`] installs it globally.
+pub fn subscriber<W>(
+    telemetry: &Telemetry,
+    format: LogFormat,
+    writer: W,
+    filter: EnvFilter,
+) -> impl Subscriber + Send + Sync + 'static
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let slot = DispatchSlot::default();
+    let logs: Box<dyn Layer<Layered<DispatchSlot, Registry>> + Send + Sync> = match format {
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonWithTrace::new(slot.clone()))
+            .with_writer(writer)
+            .with_filter(filter)
+            .boxed(),
+    };
+    // The slot is a layer of its own, outside the `Vec`: a `Vec` of layers does not pass
+    // `on_register_dispatch` on.
+    let mut layers = vec![logs];
+    layers.extend(telemetry.otel_layer());
+    Registry::default().with(slot).with(layers)
+}
+
+/// Start telemetry as the environment asks and install the global subscriber. Call it
+/// inside the Tokio runtime; call [`Telemetry::shutdown`] on the result at exit.
+pub fn init(format: LogFormat) -> Result<Telemetry, TelemetryError> {
+    let config = TelemetryConfig::from_env(std::env::vars())?;
+    let telemetry = Telemetry::start(&config)?;
+    tracing::subscriber::set_global_default(subscriber(
+        &telemetry,
+        format,
+        std::io::stderr,
+        log_filter(),
+    ))
+    .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
+    if !telemetry.install_metrics() {
+        tracing::warn!(
+            "metric instruments existed before telemetry started; metrics are not exported"
+        );
+    }
+    // Export errors inside the SDK are reported through `tracing` (its internal logs) at
+    // warn and above, so they show in the logs and never end the process.
+    if config.traces || config.metrics {
+        tracing::info!(
+            traces = config.traces,
+            metrics = config.metrics,
+            protocol = ?config.protocol,
+            "OpenTelemetry export on"
+        );
+    }
+    Ok(telemetry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn no_endpoint_means_no_export() {
+        let config = TelemetryConfig::from_env(vars(&[("OTEL_SERVICE_NAME", "w")])).unwrap();
+        assert_eq!(config, TelemetryConfig::disabled());
+    }
+
+    #[test]
+    fn endpoint_turns_both_signals_on_and_protocol_is_read() {
+        let config = TelemetryConfig::from_env(vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_METRICS_EXPORTER", "none"),
+        ]))
+        .unwrap();
+        assert!(config.traces);
+        assert!(!config.metrics);
+        assert_eq!(config.protocol, Protocol::HttpProtobuf);
+        let only_traces = TelemetryConfig::from_env(vars(&[(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://c:4317",
+        )]))
+        .unwrap();
+        assert!(only_traces.traces && !only_traces.metrics);
+    }
+
+    #[test]
+    fn unsupported_protocol_and_disabled_sdk() {
+        let err = TelemetryConfig::from_env(vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ]))
+        .unwrap_err();
+        assert!(matches!(err, TelemetryError::UnsupportedProtocol(p) if p == "http/json"));
+        let off = TelemetryConfig::from_env(vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_SDK_DISABLED", "true"),
+        ]))
+        .unwrap();
+        assert_eq!(off, TelemetryConfig::disabled());
+    }
+}
