@@ -10,10 +10,12 @@
 //! - [`ingress`] receives Stripe webhooks, verifies signatures and publishes them to the bus;
 //! - [`stripe_api`] is the Stripe API client that hydrates thin events;
 //! - [`worker`] polls the queues, dedupes, applies and acknowledges;
-//! - [`backend`] holds the seams and their memory, SQLite and AWS implementations.
+//! - [`backend`] holds the seams and their memory, SQLite and AWS implementations;
+//! - [`bench`] is the load simulator that runs the worker engine over injected latency.
 
 pub mod app;
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;

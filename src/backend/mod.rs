@@ -8,6 +8,7 @@
 pub mod aws;
 pub mod dead_letter;
 pub mod faults;
+pub mod latency;
 pub mod local_bus;
 pub mod memory;
 pub mod sqlite;

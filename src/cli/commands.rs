@@ -98,6 +98,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Setup(args) => setup(args).await,
         Command::Routes(args) => super::routes::run_routes(args, &mut stdout),
         Command::Pattern(args) => super::routes::run_pattern(args, &mut stdout),
+        Command::Bench(args) => super::bench::run_bench(args).await,
         Command::Queues(args) => {
             let config = load_config(&args.backend)?;
             with_backend!(args.backend, &config, |backend| super::ops::queues(

@@ -2,6 +2,7 @@
 //! touches a backend works on the embedded backend (`--backend local`, the default) and on
 //! AWS (`--backend aws`); the code above the backend seams is the same.
 
+pub mod bench;
 mod commands;
 pub mod health;
 pub mod ops;
@@ -62,6 +63,9 @@ pub enum Command {
     Routes(routes::RoutesArgs),
     /// Test EventBridge event patterns.
     Pattern(routes::PatternArgs),
+    /// Load-simulate the worker engine over injected latency, faults and throttling, at
+    /// several concurrencies (see the README, "Tuning concurrency").
+    Bench(bench::BenchArgs),
     /// Queue depths per domain: visible, in flight, delayed, oldest age, and the DLQs.
     Queues(ops::QueuesArgs),
     /// Dead-letter queues: list with reasons, show, redrive, purge.

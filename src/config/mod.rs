@@ -77,6 +77,14 @@ pub struct WorkerConfig {
     pub shutdown_grace_secs: u64,
     /// How long a delete may wait for others to fill a batch of 10.
     pub ack_flush_ms: u64,
+    /// Let each queue's in-flight limit adapt (AIMD) between `min_in_flight_per_queue` and
+    /// `max_in_flight_per_queue`: cut on throttling and slow windows, grow otherwise.
+    pub adaptive_concurrency: bool,
+    /// With `adaptive_concurrency`: the lowest a queue's limit goes, and where it starts.
+    pub min_in_flight_per_queue: usize,
+    /// With `adaptive_concurrency`: a window of completions whose mean processing time is
+    /// above this many milliseconds cuts the limit; 0 reacts to throttling only.
+    pub adaptive_latency_threshold_ms: u64,
 }
 
 impl Default for WorkerConfig {
@@ -91,6 +99,9 @@ impl Default for WorkerConfig {
             max_receive_count: 5,
             shutdown_grace_secs: 20,
             ack_flush_ms: 10,
+            adaptive_concurrency: false,
+            min_in_flight_per_queue: 4,
+            adaptive_latency_threshold_ms: 2_000,
         }
     }
 }
@@ -220,6 +231,12 @@ impl Config {
         if w.max_in_flight_per_queue == 0 || w.max_in_flight == 0 {
             return invalid("max_in_flight", "in-flight limits must be at least 1");
         }
+        if w.min_in_flight_per_queue == 0 || w.min_in_flight_per_queue > w.max_in_flight_per_queue {
+            return invalid(
+                "min_in_flight_per_queue",
+                "must be at least 1 and at most max_in_flight_per_queue",
+            );
+        }
         if w.max_receive_count == 0 {
             return invalid("max_receive_count", "must be at least 1");
         }
@@ -300,7 +317,7 @@ mod tests {
     #[test]
     fn out_of_range_values_name_their_key() {
         type Breaker = fn(&mut Config);
-        let cases: [(&str, Breaker); 5] = [
+        let cases: [(&str, Breaker); 7] = [
             ("receive_batch_size", |c| c.worker.receive_batch_size = 11),
             ("wait_time_secs", |c| c.worker.wait_time_secs = 21),
             ("retention_days", |c| c.dedupe.retention_days = 3),
@@ -308,6 +325,12 @@ mod tests {
                 c.worker.visibility_timeout_secs = 0
             }),
             ("multiplier", |c| c.retry.multiplier = 0.5),
+            ("min_in_flight_per_queue", |c| {
+                c.worker.min_in_flight_per_queue = 0
+            }),
+            ("min_in_flight_per_queue", |c| {
+                c.worker.min_in_flight_per_queue = c.worker.max_in_flight_per_queue + 1
+            }),
         ];
         for (key, break_it) in cases {
             let mut config = Config::default();

@@ -2,6 +2,7 @@
 //! [`run_pool`] polls the domain queues and acts on outcomes.
 
 mod acker;
+pub mod adaptive;
 mod outcome;
 mod pool;
 mod process;
@@ -12,7 +13,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 pub use outcome::Outcome;
-pub use pool::{PoolSettings, run_pool};
+pub use pool::{PoolSettings, run_pool, run_pool_with_limits};
 pub use process::{
     APPLIED_LOG_TARGET, ProcessSettings, Processor, REPROCESS_REPLAY_PREFIX, process_span,
     wants_reprocess,

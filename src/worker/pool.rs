@@ -11,6 +11,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use super::acker::{AckSender, spawn_acker};
+use super::adaptive::{self, AdaptiveSettings, ConcurrencyLimits, LimitPermit, QueueLimit};
 use super::{DomainQueue, Outcome, Processor, RetryPolicy};
 use crate::backend::{DedupeStore, PerDomain, Queue, ReceivedMessage, StateStore};
 use crate::config::Config;
@@ -41,6 +42,9 @@ pub struct PoolSettings {
     pub shutdown_grace: Duration,
     /// How long a delete may wait to fill a batch.
     pub ack_flush: Duration,
+    /// Whether and how the per-queue limits adapt (between a minimum and
+    /// `max_in_flight_per_queue`).
+    pub adaptive: AdaptiveSettings,
 }
 
 impl PoolSettings {
@@ -58,6 +62,12 @@ impl PoolSettings {
             max_receive_count: w.max_receive_count,
             shutdown_grace: Duration::from_secs(w.shutdown_grace_secs),
             ack_flush: Duration::from_millis(w.ack_flush_ms),
+            adaptive: AdaptiveSettings {
+                enabled: w.adaptive_concurrency,
+                min: w.min_in_flight_per_queue,
+                latency_threshold: (w.adaptive_latency_threshold_ms > 0)
+                    .then(|| Duration::from_millis(w.adaptive_latency_threshold_ms)),
+            },
         }
     }
 }
@@ -74,13 +84,30 @@ pub async fn run_pool<Q, D, S>(
     D: DedupeStore,
     S: StateStore,
 {
+    let limits = ConcurrencyLimits::new(settings.max_in_flight_per_queue, &settings.adaptive);
+    run_pool_with_limits(queues, processor, settings, limits, shutdown).await;
+}
+
+/// [`run_pool`] with per-queue limits made by the caller, who can read them meanwhile
+/// (the `worker.concurrency.limit` gauge).
+pub async fn run_pool_with_limits<Q, D, S>(
+    queues: Arc<PerDomain<Q>>,
+    processor: Arc<Processor<D, S>>,
+    settings: PoolSettings,
+    limits: ConcurrencyLimits,
+    shutdown: CancellationToken,
+) where
+    Q: Queue,
+    D: DedupeStore,
+    S: StateStore,
+{
     let global = Arc::new(Semaphore::new(settings.max_in_flight));
-    let per_queue_limits: Vec<(&'static str, usize)> = settings
-        .domains
-        .iter()
-        .map(|d| (d.as_str(), settings.max_in_flight_per_queue))
-        .collect();
-    metrics::get().concurrency_limits(settings.max_in_flight, &per_queue_limits);
+    let gauge = tokio::spawn(export_limits(
+        settings.max_in_flight,
+        settings.domains.clone(),
+        limits.clone(),
+        shutdown.clone(),
+    ));
     // Cancelled when the grace period ends: tasks still running then release their message.
     let hard_stop = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -88,10 +115,13 @@ pub async fn run_pool<Q, D, S>(
     let mut ackers = Vec::new();
     for &domain in &settings.domains {
         let queue = DomainQueue::new(Arc::clone(&queues), domain);
-        let (acks, acker) = spawn_acker(queue.clone(), settings.ack_flush);
-        ackers.push(acker);
-        let per_queue = Arc::new(Semaphore::new(settings.max_in_flight_per_queue));
+        let per_queue = Arc::clone(limits.get(domain));
         for _ in 0..settings.pollers_per_queue {
+            // One acker per poller: an acker deletes one batch at a time, so a single one
+            // per queue caps the queue at 10 messages per delete round trip (500/s at
+            // 20 ms). Per poller, delete capacity grows with receive capacity.
+            let (acks, acker) = spawn_acker(queue.clone(), settings.ack_flush);
+            ackers.push(acker);
             let poller = Poller {
                 queue: queue.clone(),
                 processor: Arc::clone(&processor),
@@ -128,6 +158,34 @@ pub async fn run_pool<Q, D, S>(
             tracing::error!(error = %e, "acknowledgement task failed");
         }
     }
+    gauge.abort();
+}
+
+/// How often the `concurrency.limit` gauge is refreshed: adaptive limits move with every
+/// completion, so the gauge samples them rather than recording each change.
+const LIMIT_GAUGE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Record the global and per-queue in-flight limits now and every
+/// [`LIMIT_GAUGE_INTERVAL`] until `shutdown`.
+async fn export_limits(
+    global: usize,
+    domains: Vec<Domain>,
+    limits: ConcurrencyLimits,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(LIMIT_GAUGE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let per_queue: Vec<(&'static str, usize)> = domains
+            .iter()
+            .map(|&d| (d.as_str(), limits.current(d)))
+            .collect();
+        metrics::get().concurrency_limits(global, &per_queue);
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// One long-poll loop over one queue.
@@ -136,7 +194,7 @@ struct Poller<Q, D, S> {
     processor: Arc<Processor<D, S>>,
     settings: PoolSettings,
     global: Arc<Semaphore>,
-    per_queue: Arc<Semaphore>,
+    per_queue: Arc<QueueLimit>,
     acks: AckSender,
     tracker: TaskTracker,
     hard_stop: CancellationToken,
@@ -144,13 +202,16 @@ struct Poller<Q, D, S> {
 
 /// The permits one in-flight message holds; dropping them lets a poller receive again.
 struct Permits {
-    _queue: OwnedSemaphorePermit,
+    queue: LimitPermit,
     _global: OwnedSemaphorePermit,
 }
 
 impl<Q: Queue, D: DedupeStore, S: StateStore> Poller<Q, D, S> {
     async fn run(self, shutdown: CancellationToken) {
         let mut receive_errors = 0u32;
+        // After an empty receive, ask for one message: a long poll on an idle queue then
+        // pins one permit instead of a batch's worth that busy queues could use.
+        let mut batch = self.settings.receive_batch_size;
         loop {
             // Never receive more than we can start: take permits first.
             let first = tokio::select! {
@@ -158,7 +219,7 @@ impl<Q: Queue, D: DedupeStore, S: StateStore> Poller<Q, D, S> {
                 _ = shutdown.cancelled() => break,
             };
             let mut permits = vec![first];
-            while permits.len() < self.settings.receive_batch_size {
+            while permits.len() < batch {
                 match self.try_acquire() {
                     Some(p) => permits.push(p),
                     None => break,
@@ -188,9 +249,15 @@ impl<Q: Queue, D: DedupeStore, S: StateStore> Poller<Q, D, S> {
             let messages = match received {
                 Ok(messages) => {
                     receive_errors = 0;
+                    batch = if messages.is_empty() {
+                        1
+                    } else {
+                        self.settings.receive_batch_size
+                    };
                     messages
                 }
                 Err(error) => {
+                    self.per_queue.observe_error(&error);
                     receive_errors += 1;
                     let pause = Duration::from_millis(100 * 2u64.pow(receive_errors.min(6)));
                     tracing::warn!(queue = self.queue.name(), %error, ?pause, "receive failed");
@@ -222,25 +289,22 @@ impl<Q: Queue, D: DedupeStore, S: StateStore> Poller<Q, D, S> {
 
     async fn acquire(&self) -> Permits {
         // Semaphores here are never closed, so acquiring cannot fail.
-        let queue = Arc::clone(&self.per_queue)
-            .acquire_owned()
-            .await
-            .expect("semaphore open");
+        let queue = self.per_queue.acquire().await;
         let global = Arc::clone(&self.global)
             .acquire_owned()
             .await
             .expect("semaphore open");
         Permits {
-            _queue: queue,
+            queue,
             _global: global,
         }
     }
 
     fn try_acquire(&self) -> Option<Permits> {
-        let queue = Arc::clone(&self.per_queue).try_acquire_owned().ok()?;
+        let queue = self.per_queue.try_acquire()?;
         let global = Arc::clone(&self.global).try_acquire_owned().ok()?;
         Some(Permits {
-            _queue: queue,
+            queue,
             _global: global,
         })
     }
@@ -258,15 +322,20 @@ async fn handle_message<Q: Queue, D: DedupeStore, S: StateStore>(
 ) {
     let started = tokio::time::Instant::now();
     let domain = queue.domain();
+    let limit = Arc::clone(permits.queue.limit());
     let span = super::process::process_span(queue.name(), &message);
-    let work = processor.process_in(domain, &message, &span);
+    // Throttles met inside the processing reach this queue's limit through the scope.
+    let work = adaptive::scope(
+        Arc::clone(&limit),
+        processor.process_in(domain, &message, &span),
+    );
     let outcome = tokio::select! {
         outcome = with_heartbeat(&queue, &message, settings.visibility_timeout, work) => outcome,
         _ = hard_stop.cancelled() => Outcome::Released,
     };
-    processor
-        .stats()
-        .record_outcome(domain, &outcome, started.elapsed());
+    let elapsed = started.elapsed();
+    processor.stats().record_outcome(domain, &outcome, elapsed);
+    limit.record_completion(elapsed);
     let now_ms = processor.now_ms();
     let ack_span = tracing::debug_span!(
         parent: &span,

@@ -522,7 +522,14 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
         let remaining = self.settings.retry.budget.saturating_sub(started.elapsed());
         step.retry(self.settings.retry.backoff(remaining))
             .sleep(tokio::time::sleep)
-            .when(|e: &E| e.clone().into().is_retryable())
+            .when(|e: &E| {
+                let error: StepError = e.clone().into();
+                if let StepError::Backend(backend) = &error {
+                    // Throttles tighten this message's queue limit even when a retry hides them.
+                    super::adaptive::observe(backend);
+                }
+                error.is_retryable()
+            })
             .notify(|_, _| self.stats.record_retry(operation))
             .await
     }
