@@ -470,8 +470,8 @@ where
     let summary = completions.summary();
     let done = summary.completed.max(1) as f64;
     let store_calls = {
-        let d = dedupe.inner().inner().counts();
-        let s = state.inner().inner().counts();
+        let d = dedupe.inner().counts();
+        let s = state.inner().counts();
         [Op::Claim, Op::Complete, Op::Release, Op::Put, Op::Read]
             .iter()
             .map(|&op| d.get(op) + s.get(op))
@@ -488,8 +488,8 @@ where
         ops.iter().map(|&op| counts.waited(op)).sum()
     };
     let store_ops = [Op::Claim, Op::Complete, Op::Release, Op::Put, Op::Read];
-    let store_waited = waited(dedupe.inner().inner().counts(), &store_ops)
-        + waited(state.inner().inner().counts(), &store_ops);
+    let store_waited =
+        waited(dedupe.inner().counts(), &store_ops) + waited(state.inner().counts(), &store_ops);
     let (mut receive_waited, mut receives, mut settle_waited) =
         (Duration::ZERO, 0u64, Duration::ZERO);
     for d in Domain::ALL {
@@ -512,8 +512,7 @@ where
     let concurrency = settings.max_in_flight;
     let bound = model::bound(concurrency, path);
     let worker = stats.snapshot();
-    let faults =
-        dedupe.inner().inner().inner().injected() + state.inner().inner().inner().injected();
+    let faults = dedupe.inner().inner().injected() + state.inner().inner().injected();
     Ok(PointReport {
         concurrency,
         pollers_per_queue: settings.pollers_per_queue,
