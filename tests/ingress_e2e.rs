@@ -124,10 +124,10 @@ impl Worker {
             config,
         };
         for _ in 0..200 {
-            if let Ok(r) = reqwest::get(format!("{}/readyz", worker.base)).await {
-                if r.status() == 200 {
-                    return worker;
-                }
+            if let Ok(r) = reqwest::get(format!("{}/readyz", worker.base)).await
+                && r.status() == 200
+            {
+                return worker;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -42,12 +42,12 @@ pub fn apply_env(
             continue;
         }
         let key = key.to_ascii_lowercase();
-        if let Some((section, _)) = OPTIONAL_STRING_KEYS.iter().find(|(_, k)| *k == key) {
-            if let Some(table) = tree.get_mut(*section).and_then(|s| s.as_table_mut()) {
-                table.insert(key, toml::Value::String(value.trim().to_owned()));
-                changed = true;
-                continue;
-            }
+        if let Some((section, _)) = OPTIONAL_STRING_KEYS.iter().find(|(_, k)| *k == key)
+            && let Some(table) = tree.get_mut(*section).and_then(|s| s.as_table_mut())
+        {
+            table.insert(key, toml::Value::String(value.trim().to_owned()));
+            changed = true;
+            continue;
         }
         let slot = tree
             .iter_mut()

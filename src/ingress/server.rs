@@ -165,11 +165,11 @@ async fn readyz(State(shared): State<Arc<Probes>>) -> Response {
             r#"{"status":"shutting_down"}"#,
         );
     }
-    if let Some(check) = &shared.ready {
-        if let Err(why) = check().await {
-            tracing::warn!(%why, "not ready");
-            return json_answer(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not_ready"}"#);
-        }
+    if let Some(check) = &shared.ready
+        && let Err(why) = check().await
+    {
+        tracing::warn!(%why, "not ready");
+        return json_answer(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not_ready"}"#);
     }
     json_answer(StatusCode::OK, r#"{"status":"ready"}"#)
 }

@@ -248,30 +248,30 @@ impl Telemetry {
     /// Export everything recorded so far (blocks until the exports end). Failures are
     /// logged: telemetry never stops the service.
     pub fn flush(&self) {
-        if let Some(tracer) = &self.tracer {
-            if let Err(error) = tracer.force_flush() {
-                tracing::warn!(%error, "flushing traces failed");
-            }
+        if let Some(tracer) = &self.tracer
+            && let Err(error) = tracer.force_flush()
+        {
+            tracing::warn!(%error, "flushing traces failed");
         }
-        if let Some(meter) = &self.meter {
-            if let Err(error) = meter.force_flush() {
-                tracing::warn!(%error, "flushing metrics failed");
-            }
+        if let Some(meter) = &self.meter
+            && let Err(error) = meter.force_flush()
+        {
+            tracing::warn!(%error, "flushing metrics failed");
         }
     }
 
     /// Flush and stop the exporters. Blocks: call it outside async tasks (the runtime must
     /// still be alive for gRPC).
     pub fn shutdown(self) {
-        if let Some(tracer) = self.tracer {
-            if let Err(error) = tracer.shutdown() {
-                tracing::warn!(%error, "stopping the trace exporter failed");
-            }
+        if let Some(tracer) = self.tracer
+            && let Err(error) = tracer.shutdown()
+        {
+            tracing::warn!(%error, "stopping the trace exporter failed");
         }
-        if let Some(meter) = self.meter {
-            if let Err(error) = meter.shutdown() {
-                tracing::warn!(%error, "stopping the metric exporter failed");
-            }
+        if let Some(meter) = self.meter
+            && let Err(error) = meter.shutdown()
+        {
+            tracing::warn!(%error, "stopping the metric exporter failed");
         }
     }
 }

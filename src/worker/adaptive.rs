@@ -336,10 +336,10 @@ impl LimitPermit {
 impl Drop for LimitPermit {
     fn drop(&mut self) {
         self.limit.in_use.fetch_sub(1, Ordering::Relaxed);
-        if let Some(permit) = self.permit.take() {
-            if self.limit.take_debt() {
-                permit.forget();
-            }
+        if let Some(permit) = self.permit.take()
+            && self.limit.take_debt()
+        {
+            permit.forget();
         }
     }
 }

@@ -579,10 +579,10 @@ impl DeadLetterOps for SqsQueue {
         filter: &RedriveFilter,
         progress: RedriveProgress<'_>,
     ) -> BackendResult<u64> {
-        if filter.is_all() {
-            if let Some(moved) = self.move_task(progress).await? {
-                return Ok(moved);
-            }
+        if filter.is_all()
+            && let Some(moved) = self.move_task(progress).await?
+        {
+            return Ok(moved);
         }
         let mut held = HashMap::new();
         let result = self.redrive_by_batches(filter, progress, &mut held).await;
