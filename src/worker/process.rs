@@ -585,7 +585,8 @@ mod tests {
     fn the_lease_deadline_leaves_a_tenth_between_100_ms_and_5_s() {
         let s = Duration::from_secs;
         let ms = Duration::from_millis;
-        assert_eq!(lease_deadline(s(60)), s(54));
+        assert_eq!(lease_deadline(s(30)), s(27));
+        assert_eq!(lease_deadline(s(60)), s(55));
         assert_eq!(lease_deadline(s(300)), s(295));
         assert_eq!(lease_deadline(s(1)), ms(900));
         // Never less than half the lease, however short.
