@@ -4,7 +4,7 @@
 #
 #   bash tests/soak.sh [EVENTS] [FAULT_RATE] [SAMPLE_SECS]   (default 1000000 0.02 10)
 #
-# Builds the release binary, runs `demo --events EVENTS --fault-rate FAULT_RATE --json`,
+# Builds the release binary (or uses STRIPE_WORKER_BIN when set), runs `demo --events EVENTS --fault-rate FAULT_RATE --json`,
 # writes RSS samples (seconds since start, RSS in MiB) to soak-rss.tsv and the demo's JSON
 # report to soak-report.json in a temporary directory it prints, and exits non-zero when
 # the demo's final state does not match the generator's expected state.
@@ -16,8 +16,12 @@ FAULT_RATE="${2:-0.02}"
 SAMPLE_SECS="${3:-10}"
 OUT="$(mktemp -d -t stripe-worker-soak.XXXXXX)"
 
-cargo build --release --quiet
-BIN="target/release/stripe-worker"
+if [ -n "${STRIPE_WORKER_BIN:-}" ]; then
+  BIN="${STRIPE_WORKER_BIN}"
+else
+  cargo build --release --quiet
+  BIN="target/release/stripe-worker"
+fi
 
 echo "soak: ${EVENTS} events, fault rate ${FAULT_RATE}; output in ${OUT}"
 start=$(date +%s)
