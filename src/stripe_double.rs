@@ -92,6 +92,12 @@ impl StripeDouble {
             .try_for_each(|(tenant, object)| self.put(&tenant, object))
     }
 
+    /// Drop every object of `tenant` (a long demo frees each chunk's objects once it has
+    /// been applied).
+    pub fn forget_tenant(&self, tenant: &str) {
+        lock(&self.objects).retain(|(t, _), _| t != tenant);
+    }
+
     /// The stored object, if any (no failure injection; for checks and tools).
     pub fn get(&self, tenant: &str, id: &str) -> Option<Value> {
         lock(&self.objects)

@@ -21,6 +21,53 @@ fn stdout(output: &Output) -> String {
 }
 
 #[test]
+fn a_chunked_demo_checks_each_chunk_with_tenants_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let output = run(&[
+        "demo",
+        "--events",
+        "1200",
+        "--chunk-events",
+        "400",
+        "--tenants",
+        "2",
+        "--json",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["chunks"], 3);
+    assert_eq!(report["state_matches"], true, "{report:#}");
+    assert!(report["generated_events"].as_u64().unwrap() >= 1200);
+    // Three chunks of two tenants each, numbered on: no chunk shares state with another.
+    let export = run(&[
+        "state",
+        "export",
+        "--json",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(export.status.success());
+    let document: Value = serde_json::from_slice(&export.stdout).unwrap();
+    let tenants: Vec<&String> = document["tenants"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        tenants,
+        [
+            "tenant-1", "tenant-2", "tenant-3", "tenant-4", "tenant-5", "tenant-6"
+        ]
+    );
+
+    let refused = run(&["demo", "--chunk-events", "0"]);
+    assert!(!refused.status.success());
+}
+
+#[test]
 fn demo_json_reports_matching_state_with_duplicates_and_dead_letters() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");

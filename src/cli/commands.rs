@@ -135,6 +135,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         data_dir: args.data_dir,
         fault_rate: args.fault_rate,
         progress: !args.json,
+        chunk_events: args
+            .chunk_events
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
     })
     .await?;
     if args.json {

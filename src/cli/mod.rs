@@ -135,6 +135,10 @@ pub struct DemoArgs {
     /// Share of dedupe, state and Stripe API calls that fail transiently (0 to 1).
     #[arg(long, default_value_t = 0.02)]
     pub fault_rate: f64,
+    /// Generate, publish, drain and check the stream this many events at a time, each
+    /// chunk with tenants of its own: memory stays flat however many events (soaks).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub chunk_events: Option<u64>,
     /// Print one JSON object instead of the summary.
     #[arg(long)]
     pub json: bool,

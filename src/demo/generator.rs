@@ -73,8 +73,16 @@ pub fn tenant_name(index: usize) -> String {
 
 /// Generate a stream (pure: the same config gives the same stream).
 pub fn generate(cfg: &GeneratorConfig) -> GeneratedStream {
+    generate_for_tenants(cfg, 0)
+}
+
+/// [`generate`] for tenants numbered from `first_tenant` (`tenant_name(first_tenant)`
+/// onwards): streams made for disjoint tenant ranges share no state, so a long run can be
+/// generated, applied and checked one chunk at a time.
+pub fn generate_for_tenants(cfg: &GeneratorConfig, first_tenant: usize) -> GeneratedStream {
     let tenants = cfg.tenants.max(1);
     let mut generator = Generator::new(cfg.seed, tenants);
+    generator.first_tenant = first_tenant;
     while generator.events.len() < cfg.events {
         let tenant = generator.rng.random_range(0..tenants);
         generator.story(tenant);
@@ -252,6 +260,8 @@ struct Generator {
     used: HashSet<String>,
     /// Ids in use per tenant, so a reused id never collides within its new tenant.
     tenant_ids: Vec<HashSet<String>>,
+    /// The number of tenant 0 in [`tenant_name`].
+    first_tenant: usize,
     /// `(tenant, customer id, subscription id)` of stories whose ids others may reuse.
     shareable: Vec<(usize, String, String)>,
     catalogs: Vec<Vec<Price>>,
@@ -269,6 +279,7 @@ impl Generator {
             rng: StdRng::seed_from_u64(seed),
             used: HashSet::new(),
             tenant_ids: vec![HashSet::new(); tenants],
+            first_tenant: 0,
             shareable: Vec::new(),
             catalogs: Vec::new(),
             events: Vec::new(),
@@ -438,7 +449,7 @@ impl Generator {
     fn story(&mut self, tenant: usize) {
         let mut story = Story {
             tenant,
-            tenant_name: tenant_name(tenant),
+            tenant_name: tenant_name(self.first_tenant + tenant),
             clock: EPOCH + self.rng.random_range(0..30 * DAY),
         };
         let (customer_id, subscription_id) = self.story_ids(&story);

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::generator::{GeneratorConfig, generate};
+use super::generator::{GeneratorConfig, generate_for_tenants, tenant_name};
 use crate::app::{cancel_when_idle, open_local};
 use crate::backend::faults::Faulty;
 use crate::backend::local_bus::RoutedCounts;
@@ -44,6 +44,10 @@ pub struct DemoOptions {
     pub fault_rate: f64,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Generate, publish, drain and check the stream this many events at a time, each
+    /// chunk with tenants of its own, so memory stays flat however long the run; `None`
+    /// is one chunk.
+    pub chunk_events: Option<usize>,
 }
 
 impl Default for DemoOptions {
@@ -55,6 +59,7 @@ impl Default for DemoOptions {
             data_dir: None,
             fault_rate: 0.02,
             progress: true,
+            chunk_events: None,
         }
     }
 }
@@ -64,6 +69,8 @@ impl Default for DemoOptions {
 pub struct DemoReport {
     /// Stripe events the generator made.
     pub generated_events: usize,
+    /// Chunks the stream was generated and checked in.
+    pub chunks: usize,
     /// Entries put on the bus (every path and every duplicate), poison excluded.
     pub published: usize,
     /// Poison messages sent straight to the queues.
@@ -112,18 +119,17 @@ fn destination(tenant: &str, style: &str) -> String {
 }
 
 /// Run the demo.
+///
+/// The stream is generated, published, drained and checked one chunk at a time (the whole
+/// stream is one chunk unless [`DemoOptions::chunk_events`] says otherwise). Each chunk has
+/// tenants of its own, so chunks share no state and each one's expected state can be
+/// checked, and its memory freed, before the next is generated; the worker pool runs
+/// throughout. That keeps a million-event soak within a few hundred MiB.
 pub async fn run_demo(options: DemoOptions) -> anyhow::Result<DemoReport> {
-    let stream = generate(&GeneratorConfig {
-        events: options.events,
-        tenants: options.tenants,
-        seed: options.seed,
-    });
-    let tenants: Vec<String> = {
-        let mut t: Vec<String> = stream.events.iter().map(|e| e.tenant.clone()).collect();
-        t.sort();
-        t.dedup();
-        t
-    };
+    let chunk_events = options.chunk_events.unwrap_or(options.events).max(1);
+    let chunks = options.events.div_ceil(chunk_events).max(1);
+    let tenants_per_chunk = options.tenants.max(1);
+    let tenants: Vec<String> = (0..chunks * tenants_per_chunk).map(tenant_name).collect();
 
     let mut config = Config::default();
     config.worker.wait_time_secs = 1;
@@ -153,11 +159,10 @@ pub async fn run_demo(options: DemoOptions) -> anyhow::Result<DemoReport> {
     let backend = open_local(&data_dir, &config, system_clock())?;
 
     // The Stripe API stand-in serves each object's final version to thin events.
-    let double = StripeDouble::with_transient_failures(options.fault_rate, options.seed);
-    for (tenant, object) in &stream.final_objects {
-        double.put(tenant, object.clone())?;
-    }
-    let double = Arc::new(double);
+    let double = Arc::new(StripeDouble::with_transient_failures(
+        options.fault_rate,
+        options.seed,
+    ));
     let dedupe = Arc::new(Faulty::new(
         Arc::clone(&backend.dedupe),
         options.fault_rate,
@@ -181,8 +186,6 @@ pub async fn run_demo(options: DemoOptions) -> anyhow::Result<DemoReport> {
     ));
 
     let mut rng = StdRng::seed_from_u64(options.seed);
-    let mut entries = publishable_entries(&stream.events, &mut rng)?;
-    entries.shuffle(&mut rng);
     let poison = poison_messages(&tenants);
 
     let shutdown = CancellationToken::new();
@@ -193,7 +196,7 @@ pub async fn run_demo(options: DemoOptions) -> anyhow::Result<DemoReport> {
         PoolSettings::from_config(&config),
         shutdown.clone(),
     ));
-    let progress = progress_bar(options.progress, (entries.len() + poison.len()) as u64);
+    let progress = progress_bar(options.progress, 0);
     let ticker = tokio::spawn({
         let stats = Arc::clone(&stats);
         let progress = progress.clone();
@@ -205,33 +208,71 @@ pub async fn run_demo(options: DemoOptions) -> anyhow::Result<DemoReport> {
         }
     });
 
-    publish_chunks(backend.bus.as_ref(), &entries).await?;
-    for (domain, body) in &poison {
-        backend
-            .queues
-            .get(*domain)
-            .send(body, Duration::ZERO)
-            .await?;
+    let mut generated_events = 0;
+    let mut published = 0;
+    let mut publish_secs = 0.0;
+    let mut mismatches = Vec::new();
+    for chunk in 0..chunks {
+        let events = chunk_events.min(options.events.saturating_sub(chunk * chunk_events));
+        let first_tenant = chunk * tenants_per_chunk;
+        let stream = generate_for_tenants(
+            &GeneratorConfig {
+                events: events.max(1),
+                tenants: tenants_per_chunk,
+                seed: options.seed.wrapping_add(chunk as u64),
+            },
+            first_tenant,
+        );
+        double.put_all(stream.final_objects)?;
+        let mut entries = publishable_entries(&stream.events, &mut rng)?;
+        entries.shuffle(&mut rng);
+        generated_events += stream.events.len();
+        published += entries.len();
+        drop(stream.events);
+        let extra = if chunk == 0 { poison.len() } else { 0 };
+        progress.inc_length((entries.len() + extra) as u64);
+
+        let publish_started = Instant::now();
+        publish_chunks(backend.bus.as_ref(), &entries).await?;
+        drop(entries);
+        if chunk == 0 {
+            for (domain, body) in &poison {
+                backend
+                    .queues
+                    .get(*domain)
+                    .send(body, Duration::ZERO)
+                    .await?;
+            }
+        }
+        publish_secs += publish_started.elapsed().as_secs_f64();
+
+        // Wait for this chunk to drain (the pool keeps running), then check its tenants.
+        cancel_when_idle(
+            Arc::clone(&backend.queues),
+            Arc::clone(&stats),
+            Duration::from_millis(1500),
+            CancellationToken::new(),
+        )
+        .await;
+        let chunk_tenants = &tenants[first_tenant..first_tenant + tenants_per_chunk];
+        let mut records = Vec::new();
+        for tenant in chunk_tenants {
+            records.extend(backend.state.export(Some(tenant)).await?);
+            double.forget_tenant(tenant);
+        }
+        mismatches.extend(stream.expected.compare(&records));
     }
-    let publish_secs = started.elapsed().as_secs_f64();
-    cancel_when_idle(
-        Arc::clone(&backend.queues),
-        Arc::clone(&stats),
-        Duration::from_millis(1500),
-        shutdown.clone(),
-    )
-    .await;
+    shutdown.cancel();
     pool.await?;
     ticker.abort();
     progress.finish_and_clear();
     let elapsed = started.elapsed();
 
-    let records = backend.state.export(None).await?;
-    let mismatches = stream.expected.compare(&records);
     let worker = stats.snapshot();
     Ok(DemoReport {
-        generated_events: stream.events.len(),
-        published: entries.len(),
+        generated_events,
+        chunks,
+        published,
         poison_injected: poison.len(),
         routed: backend.bus.routed(),
         applied: worker.applied,
