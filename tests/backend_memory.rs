@@ -8,11 +8,8 @@ use conformance::DlqProbe;
 use stripe_worker::backend::DeadLetterOps;
 use stripe_worker::backend::memory::{
     MAX_RECEIVE_COUNT_EXCEEDED, MemoryArchive, MemoryDedupe, MemoryQueue, MemoryState,
-    RedriveFilter,
 };
-use stripe_worker::backend::{
-    DeadLetterReason, Queue, QueueSpec, Receipt, ReceivedMessage, dlq_attributes,
-};
+use stripe_worker::backend::{Queue, QueueSpec, Receipt, ReceivedMessage, dlq_attributes};
 
 impl DlqProbe for MemoryQueue {
     async fn dlq_messages(&self) -> Vec<ReceivedMessage> {
@@ -67,6 +64,7 @@ queue_cases!(
     queue_long_poll_wakes_on_send,
     queue_batch_unknown_receipt,
     queue_stats,
+    queue_dlq_peek_redrive_purge,
 );
 
 store_cases!(MemoryDedupe::new() =>
@@ -122,73 +120,6 @@ async fn redrive_sets_error_kind() {
     );
     assert_eq!(attr(dlq_attributes::RECEIVE_COUNT), Some("1"));
     assert_eq!(attr(dlq_attributes::SOURCE_QUEUE), Some("mem"));
-}
-
-/// Peek does not consume; redrive by filter moves back, visible, count reset and reason
-/// attributes gone; purge empties.
-#[tokio::test]
-async fn dlq_peek_redrive_purge() {
-    let q = MemoryQueue::new(spec(5));
-    for (body, kind) in [
-        ("a", "decode_error"),
-        ("b", "unknown_tenant"),
-        ("c", "decode_error"),
-    ] {
-        q.send(body, Duration::ZERO).await.unwrap();
-        let m = q.receive(1, Duration::ZERO).await.unwrap().remove(0);
-        let reason = DeadLetterReason {
-            kind: kind.to_owned(),
-            message: "x".to_owned(),
-            handler: None,
-        };
-        q.dead_letter(&m, &reason).await.unwrap();
-    }
-    assert_eq!(q.dlq_peek(2).await.unwrap().len(), 2);
-    let all = q.dlq_peek(10).await.unwrap();
-    assert_eq!(
-        all.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
-        ["a", "b", "c"]
-    );
-
-    let moved = q
-        .dlq_redrive(&RedriveFilter::error_kind("decode_error"), &|_| {})
-        .await
-        .unwrap();
-    assert_eq!(moved, 2);
-    let back = q.receive(10, Duration::ZERO).await.unwrap();
-    assert_eq!(
-        back.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
-        ["a", "c"]
-    );
-    assert!(back.iter().all(|m| m.receive_count == 1));
-    assert!(back.iter().all(|m| m.attributes.is_empty()));
-
-    let b_id = q.dlq_peek(10).await.unwrap()[0].message_id.clone();
-    assert_eq!(
-        q.dlq_redrive(&RedriveFilter::ids(["nope".to_owned()]), &|_| {})
-            .await
-            .unwrap(),
-        0
-    );
-    assert_eq!(
-        q.dlq_redrive(&RedriveFilter::ids([b_id]), &|_| {})
-            .await
-            .unwrap(),
-        1
-    );
-    assert!(q.dlq_peek(10).await.unwrap().is_empty());
-
-    let m = q.receive(1, Duration::ZERO).await.unwrap().remove(0);
-    let reason = DeadLetterReason {
-        kind: "k".to_owned(),
-        message: "m".to_owned(),
-        handler: None,
-    };
-    q.dead_letter(&m, &reason).await.unwrap();
-    assert_eq!(q.dlq_purge().await.unwrap(), 1);
-    assert!(q.dlq_peek(10).await.unwrap().is_empty());
-    let (_, dlq) = q.stats().await.unwrap();
-    assert_eq!(dlq.visible, 0);
 }
 
 /// Receive sizes and batch sizes outside SQS limits are permanent errors.

@@ -8,12 +8,11 @@ use std::time::{Duration, Instant};
 
 use conformance::DlqProbe;
 use stripe_worker::backend::sqlite::{
-    MAX_RECEIVE_COUNT_EXCEEDED, RedriveFilter, SqliteArchive, SqliteDb, SqliteDedupe, SqliteQueue,
-    SqliteState,
+    MAX_RECEIVE_COUNT_EXCEEDED, SqliteArchive, SqliteDb, SqliteDedupe, SqliteQueue, SqliteState,
 };
 use stripe_worker::backend::{
-    Archive, Claim, DeadLetterOps, DeadLetterReason, DedupeKey, DedupeStore, Queue, QueueSpec,
-    Receipt, ReceivedMessage, StateRecord, StateStore, WriteOutcome, dlq_attributes,
+    Archive, Claim, DeadLetterOps, DedupeKey, DedupeStore, Queue, QueueSpec, Receipt,
+    ReceivedMessage, StateRecord, StateStore, WriteOutcome, dlq_attributes,
 };
 use tempfile::TempDir;
 
@@ -79,6 +78,7 @@ queue_cases!(
     queue_long_poll_wakes_on_send,
     queue_batch_unknown_receipt,
     queue_stats,
+    queue_dlq_peek_redrive_purge,
 );
 
 store_cases!(SqliteDedupe::new =>
@@ -353,84 +353,6 @@ async fn redrive_does_not_shrink_the_batch() {
         ["ok0", "ok1", "ok2"]
     );
     assert_eq!(q.dlq_peek(10).await.unwrap().len(), 1);
-}
-
-/// Peek does not consume; redrive by filter moves back, visible, count reset and reason
-/// attributes gone; purge empties.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dlq_peek_redrive_purge() {
-    let (_dir, db) = fresh();
-    let q = SqliteQueue::open(&db, spec("pay", 5));
-    for (body, kind) in [
-        ("a", "decode_error"),
-        ("b", "unknown_tenant"),
-        ("c", "decode_error"),
-    ] {
-        q.send(body, Duration::ZERO).await.unwrap();
-        let m = q.receive(1, Duration::ZERO).await.unwrap().remove(0);
-        let reason = DeadLetterReason {
-            kind: kind.to_owned(),
-            message: "x".to_owned(),
-            handler: None,
-        };
-        q.dead_letter(&m, &reason).await.unwrap();
-    }
-    assert_eq!(q.dlq_peek(2).await.unwrap().len(), 2);
-    let all = q.dlq_peek(10).await.unwrap();
-    assert_eq!(
-        all.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
-        ["a", "b", "c"]
-    );
-
-    let moved = q
-        .dlq_redrive(&RedriveFilter::error_kind("decode_error"), &|_| {})
-        .await
-        .unwrap();
-    assert_eq!(moved, 2);
-    let back = q.receive(10, Duration::ZERO).await.unwrap();
-    assert_eq!(
-        back.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
-        ["a", "c"]
-    );
-    assert!(back.iter().all(|m| m.receive_count == 1));
-    assert!(back.iter().all(|m| m.attributes.is_empty()));
-    assert_eq!(
-        back[0].sent_at_ms,
-        all[0].attributes[dlq_attributes::FIRST_SEEN_MS]
-            .parse::<i64>()
-            .unwrap()
-    );
-
-    let b_id = q.dlq_peek(10).await.unwrap()[0].message_id.clone();
-    assert_eq!(
-        q.dlq_redrive(&RedriveFilter::ids(["nope".to_owned()]), &|_| {})
-            .await
-            .unwrap(),
-        0
-    );
-    assert_eq!(
-        q.dlq_redrive(&RedriveFilter::ids([b_id]), &|_| {})
-            .await
-            .unwrap(),
-        1
-    );
-    assert!(q.dlq_peek(10).await.unwrap().is_empty());
-
-    let m = q.receive(1, Duration::ZERO).await.unwrap().remove(0);
-    let reason = DeadLetterReason {
-        kind: "k".to_owned(),
-        message: "m".to_owned(),
-        handler: None,
-    };
-    q.dead_letter(&m, &reason).await.unwrap();
-    assert_eq!(
-        q.dlq_redrive(&RedriveFilter::all(), &|_| {}).await.unwrap(),
-        1
-    );
-    let m = q.receive(1, Duration::ZERO).await.unwrap().remove(0);
-    q.dead_letter(&m, &reason).await.unwrap();
-    assert_eq!(q.dlq_purge().await.unwrap(), 1);
-    assert!(q.dlq_peek(10).await.unwrap().is_empty());
 }
 
 /// Stats report the oldest message's age; queues on one file are independent.

@@ -25,8 +25,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use stripe_worker::backend::{
-    Archive, Claim, DeadLetterReason, DedupeKey, DedupeStore, FencingToken, Queue, QueueSpec,
-    Receipt, ReceivedMessage, StateRecord, StateStore, WriteOutcome, dlq_attributes,
+    Archive, Claim, DeadLetterOps, DeadLetterReason, DedupeKey, DedupeStore, FencingToken, Queue,
+    QueueSpec, Receipt, ReceivedMessage, RedriveFilter, StateRecord, StateStore, WriteOutcome,
+    dlq_attributes,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -397,6 +398,87 @@ where
         dead_lettered >= before - 1000 && dead_lettered <= after + 1000,
         "dead_lettered_ms {dead_lettered} outside [{before}, {after}]"
     );
+}
+
+/// The operations side of a DLQ ([`DeadLetterOps`]). Peek does not consume; redrive by
+/// filter moves back, visible, count reset and reason attributes gone; purge empties.
+pub async fn queue_dlq_peek_redrive_purge<Q, F, Fut>(make: F)
+where
+    Q: Queue + DeadLetterOps,
+    F: Fn(QueueSpec) -> Fut,
+    Fut: Future<Output = Q>,
+{
+    let q = make(spec("dlqops", 30, 5)).await;
+    for (body, kind) in [
+        ("a", "decode_error"),
+        ("b", "unknown_tenant"),
+        ("c", "decode_error"),
+    ] {
+        q.send(body, Duration::ZERO).await.unwrap();
+        let m = q.receive(1, Duration::ZERO).await.unwrap().remove(0);
+        let reason = DeadLetterReason {
+            kind: kind.to_owned(),
+            message: "x".to_owned(),
+            handler: None,
+        };
+        q.dead_letter(&m, &reason).await.unwrap();
+    }
+    assert_eq!(q.dlq_peek(2).await.unwrap().len(), 2);
+    let all = q.dlq_peek(10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["a", "b", "c"]
+    );
+
+    let moved = q
+        .dlq_redrive(&RedriveFilter::error_kind("decode_error"), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(moved, 2);
+    let back = q.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        back.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["a", "c"]
+    );
+    assert!(back.iter().all(|m| m.receive_count == 1));
+    assert!(back.iter().all(|m| m.attributes.is_empty()));
+    assert_eq!(
+        back[0].sent_at_ms,
+        all[0].attributes[dlq_attributes::FIRST_SEEN_MS]
+            .parse::<i64>()
+            .unwrap()
+    );
+
+    let b_id = q.dlq_peek(10).await.unwrap()[0].message_id.clone();
+    assert_eq!(
+        q.dlq_redrive(&RedriveFilter::ids(["nope".to_owned()]), &|_| {})
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        q.dlq_redrive(&RedriveFilter::ids([b_id]), &|_| {})
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(q.dlq_peek(10).await.unwrap().is_empty());
+
+    let m = q.receive(1, Duration::ZERO).await.unwrap().remove(0);
+    let reason = DeadLetterReason {
+        kind: "k".to_owned(),
+        message: "m".to_owned(),
+        handler: None,
+    };
+    q.dead_letter(&m, &reason).await.unwrap();
+    assert_eq!(
+        q.dlq_redrive(&RedriveFilter::all(), &|_| {}).await.unwrap(),
+        1
+    );
+    let m = q.receive(1, Duration::ZERO).await.unwrap().remove(0);
+    q.dead_letter(&m, &reason).await.unwrap();
+    assert_eq!(q.dlq_purge().await.unwrap(), 1);
+    assert!(q.dlq_peek(10).await.unwrap().is_empty());
 }
 
 /// A message sent with a delay is not receivable before the delay passed, and is after.
