@@ -221,12 +221,25 @@ fn run_group(conn: &Connection, batch: Vec<Job>) {
             Ok(Some(r)) => (r.ok, Some(r.deliver)),
             Ok(None) | Err(_) => (false, None),
         };
+        ran.extend(deliver);
+        if !ok && conn.is_autocommit() {
+            // SQLite rolled the whole transaction back (it may on a full disk, an I/O
+            // error or no memory): the savepoint went with it, and so did every write of
+            // this group. Say so, as a transient failure, rather than the confusing
+            // "no such savepoint" that rolling back to it would report.
+            fatal = Some(BackendError::Transient {
+                operation: OP,
+                message: "SQLite rolled the transaction back after a failed write (disk \
+                          full, I/O error or out of memory); nothing of this group was written"
+                    .to_owned(),
+            });
+            continue;
+        }
         let end = if ok {
             control(conn, "RELEASE job")
         } else {
             control(conn, "ROLLBACK TO job").and_then(|()| control(conn, "RELEASE job"))
         };
-        ran.extend(deliver);
         if let Err(e) = end {
             fatal = Some(db_error(OP, e));
         }
@@ -1205,5 +1218,72 @@ impl Archive for SqliteArchive {
                 .collect()
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// A job whose answer (`None`: written, `Some`: the group's failure) is sent back.
+    fn job(
+        work: impl FnOnce(&Connection) -> bool + Send + 'static,
+        answer: mpsc::Sender<Option<BackendError>>,
+    ) -> Job {
+        Box::new(move |conn| {
+            let conn = match conn {
+                Ok(conn) => conn,
+                Err(e) => {
+                    let _ = answer.send(Some(e.clone()));
+                    return None;
+                }
+            };
+            let ok = work(conn);
+            Some(Ran {
+                ok,
+                deliver: Box::new(move |failed| {
+                    let _ = answer.send(failed.cloned());
+                }),
+            })
+        })
+    }
+
+    #[test]
+    fn a_transaction_sqlite_rolled_back_fails_the_group_as_transient() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = connect(&dir.path().join("t.sqlite")).unwrap();
+        conn.execute_batch("CREATE TABLE t (v INTEGER)").unwrap();
+        let (tx, rx) = mpsc::channel();
+        let insert = |conn: &Connection| conn.execute("INSERT INTO t VALUES (1)", []).is_ok();
+        // The second job stands for a write during which SQLite rolled everything back.
+        let rolled_back = |conn: &Connection| {
+            conn.execute_batch("ROLLBACK").unwrap();
+            false
+        };
+        run_group(
+            &conn,
+            vec![
+                job(insert, tx.clone()),
+                job(rolled_back, tx.clone()),
+                job(insert, tx),
+            ],
+        );
+        let answers: Vec<Option<BackendError>> = rx.try_iter().collect();
+        assert_eq!(answers.len(), 3, "every job is answered");
+        for answer in answers {
+            match answer {
+                Some(BackendError::Transient { message, .. }) => {
+                    assert!(message.contains("rolled the transaction back"), "{message}");
+                }
+                other => panic!("expected a transient group failure, got {other:?}"),
+            }
+        }
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 0, "nothing of the group was written");
+        assert!(conn.is_autocommit(), "no transaction left open");
     }
 }
