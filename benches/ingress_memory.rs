@@ -33,6 +33,10 @@ use stripe_worker::domain::Domain;
 use stripe_worker::ingress::{IngressConfig, IngressState, WebhookSecret, serve, signature_header};
 use tokio_util::sync::CancellationToken;
 
+/// The shipped binary's allocator, so the figure is the one `stripe-worker ingest` gets.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SECRET: &str = "whsec_ingress_load_test";
 const FIXTURE: &str = "tests/fixtures/ingress/subscription_updated_event.json";
 
