@@ -32,6 +32,10 @@ use stripe_worker::telemetry::{self, LogFormat, Telemetry, TelemetryConfig};
 use stripe_worker::worker::{PoolSettings, ProcessSettings, Processor, WorkerStats, run_pool};
 use tokio_util::sync::CancellationToken;
 
+/// The shipped binary's allocator, so the figures are the ones `stripe-worker run` gets.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// An OTLP receiver that accepts and drops everything.
 #[derive(Clone, Copy)]
 struct Sink;
