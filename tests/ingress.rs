@@ -1,15 +1,16 @@
 //! Black-box tests of the webhook ingress: a real server on a port-0 listener, a recording
-//! in-test bus, and signatures computed here with hmac/sha2 directly (never with the
-//! library's own signing helper).
+//! in-test bus, and signatures computed with hmac/sha2 directly by tests/stripe_signing
+//! (never with the library's own signing helper).
+
+mod stripe_signing;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use stripe_signing::{sign, v1};
 
-use hmac::{Hmac, Mac};
 use serde_json::Value;
-use sha2::Sha256;
 use stripe_worker::backend::{BackendError, BackendResult, Bus, BusEntry, PublishFailures};
 use stripe_worker::ingress::{
     IngressConfig, IngressCounters, IngressState, PublishRetry, PublishStyles, RejectReason,
@@ -27,18 +28,6 @@ const NOW: i64 = 1_750_000_100;
 
 fn fixture() -> Vec<u8> {
     std::fs::read("tests/fixtures/ingress/subscription_updated_event.json").expect("fixture")
-}
-
-/// `t=<t>,v1=<hex>` computed independently of the library.
-fn sign(secret: &str, t: i64, body: &[u8]) -> String {
-    format!("t={t},v1={}", v1(secret, t, body))
-}
-
-fn v1(secret: &str, t: i64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
-    mac.update(format!("{t}.").as_bytes());
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
 }
 
 /// A bus that records accepted entries and fails the first `fail_calls` publish calls

@@ -6,17 +6,18 @@
 //! dead-lettered as `stripe_not_found`. In process: a bus outage answers 503 and changes
 //! nothing, and Stripe's retry is then applied once.
 //!
-//! Signatures are computed here with hmac/sha2, never with the library's helper; the
+//! Signatures are computed by tests/stripe_signing, never with the library's helper; the
 //! request-level cases without a worker are in tests/ingress.rs.
+
+mod stripe_signing;
 
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use stripe_signing::sign_now;
 
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 use stripe_worker::app::{cancel_when_idle, open_local};
 use stripe_worker::backend::DeadLetterOps;
 use stripe_worker::backend::{
@@ -36,18 +37,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_stripe-worker");
 const TENANT: &str = "acme";
 const SECRET: &str = "whsec_e2e_acme_0123456789abcdef";
 const API_KEY: &str = "rk_test_e2e_acme";
-
-/// `t=<now>,v1=<HMAC-SHA256(secret, "<t>.<body>")>`, computed independently of the library.
-fn sign(secret: &str, body: &[u8]) -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs();
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
-    mac.update(format!("{t}.").as_bytes());
-    mac.update(body);
-    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
-}
 
 /// A `customer.subscription.updated` event (the captured fixture) for `customer`'s
 /// subscription `subscription` in `status`.
@@ -223,7 +212,7 @@ async fn signed_webhook_reaches_state_and_bad_requests_change_nothing() {
         "active",
     ))
     .expect("JSON");
-    let signature = sign(SECRET, &good);
+    let signature = sign_now(SECRET, &good);
     let (status, answer) = worker
         .post(
             &format!("/webhooks/stripe/{TENANT}"),
@@ -245,7 +234,7 @@ async fn signed_webhook_reaches_state_and_bad_requests_change_nothing() {
     };
     let path = format!("/webhooks/stripe/{TENANT}");
     let body = bad("wrong_secret");
-    let forged = sign("whsec_someone_else", &body);
+    let forged = sign_now("whsec_someone_else", &body);
     let (status, answer) = worker.post(&path, Some(&forged), body).await;
     assert_eq!(
         (status, &answer["reason"]),
@@ -253,7 +242,7 @@ async fn signed_webhook_reaches_state_and_bad_requests_change_nothing() {
     );
 
     let body = bad("tampered");
-    let signature_of_other_body = sign(SECRET, &good);
+    let signature_of_other_body = sign_now(SECRET, &good);
     let (status, answer) = worker
         .post(&path, Some(&signature_of_other_body), body)
         .await;
@@ -279,7 +268,7 @@ async fn signed_webhook_reaches_state_and_bad_requests_change_nothing() {
     let mut large = subscription_event("evt_e2e_large", "sub_e2e_large", "cus_e2e_large", "active");
     large["data"]["object"]["metadata"] = json!({"padding": "x".repeat(20_000)});
     let large = serde_json::to_vec(&large).expect("JSON");
-    let signature = sign(SECRET, &large);
+    let signature = sign_now(SECRET, &large);
     let (status, answer) = worker.post(&path, Some(&signature), large).await;
     assert_eq!(
         (status, &answer["reason"]),
@@ -287,7 +276,7 @@ async fn signed_webhook_reaches_state_and_bad_requests_change_nothing() {
     );
 
     let body = bad("unknown_tenant");
-    let signature = sign(SECRET, &body);
+    let signature = sign_now(SECRET, &body);
     let (status, answer) = worker
         .post("/webhooks/stripe/nobody", Some(&signature), body)
         .await;
@@ -302,7 +291,9 @@ async fn signed_webhook_reaches_state_and_bad_requests_change_nothing() {
     assert_eq!(status["subscriptions"][0]["status"], "active", "{status:#}");
 
     // Stripe delivers the same event again (our 200 was lost): accepted, applied once.
-    let (status, _) = worker.post(&path, Some(&sign(SECRET, &good)), good).await;
+    let (status, _) = worker
+        .post(&path, Some(&sign_now(SECRET, &good)), good)
+        .await;
     assert_eq!(status, 200);
 
     let (exit, summary, data_dir) = worker.stop().await;
@@ -394,7 +385,7 @@ async fn thin_webhook_events_are_hydrated_through_429_or_dead_lettered_when_miss
     ))
     .expect("JSON");
     let (status, _) = worker
-        .post(&path, Some(&sign(SECRET, &subscription)), subscription)
+        .post(&path, Some(&sign_now(SECRET, &subscription)), subscription)
         .await;
     assert_eq!(status, 200);
     let invoice = serde_json::to_vec(&invoice_event(
@@ -404,7 +395,7 @@ async fn thin_webhook_events_are_hydrated_through_429_or_dead_lettered_when_miss
     ))
     .expect("JSON");
     let (status, _) = worker
-        .post(&path, Some(&sign(SECRET, &invoice)), invoice)
+        .post(&path, Some(&sign_now(SECRET, &invoice)), invoice)
         .await;
     assert_eq!(status, 200);
 
@@ -546,7 +537,7 @@ async fn bus_outage_answers_503_without_state_and_stripes_retry_applies_once() {
         "active",
     ))
     .expect("JSON");
-    let signature = sign(SECRET, &body);
+    let signature = sign_now(SECRET, &body);
     let deliver = || async {
         let response = reqwest::Client::new()
             .post(&url)
