@@ -20,28 +20,34 @@ fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-#[test]
-fn a_chunked_demo_checks_each_chunk_with_tenants_of_its_own() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("demo");
-    let output = run(&[
-        "demo",
-        "--events",
-        "1200",
-        "--chunk-events",
-        "400",
-        "--tenants",
-        "2",
-        "--json",
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
+/// Run `demo --json` with `args` into `data` and return its report; the run must succeed.
+fn demo_json(args: &[&str], data: &std::path::Path) -> Value {
+    let mut all = vec!["demo", "--json", "--data-dir", data.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let output = run(&all);
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn a_chunked_demo_checks_each_chunk_with_tenants_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let report = demo_json(
+        &[
+            "--events",
+            "1200",
+            "--chunk-events",
+            "400",
+            "--tenants",
+            "2",
+        ],
+        &data,
+    );
     assert_eq!(report["chunks"], 3);
     assert_eq!(report["state_matches"], true, "{report:#}");
     assert!(report["generated_events"].as_u64().unwrap() >= 1200);
@@ -71,20 +77,7 @@ fn a_chunked_demo_checks_each_chunk_with_tenants_of_its_own() {
 fn demo_json_reports_matching_state_with_duplicates_and_dead_letters() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
-    let output = run(&[
-        "demo",
-        "--events",
-        "1500",
-        "--json",
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = demo_json(&["--events", "1500"], &data);
     assert_eq!(report["state_matches"], true, "{report:#}");
     assert_eq!(report["mismatches"], 0);
     assert!(report["duplicates"].as_u64().unwrap() > 0);
