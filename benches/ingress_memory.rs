@@ -23,9 +23,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use stripe_worker::app::memory_backend;
+use stripe_worker::app::{MemoryBackend, memory_backend};
 use stripe_worker::backend::PerDomain;
-use stripe_worker::backend::memory::MemoryQueue;
+use stripe_worker::backend::local_bus::LocalBus;
+use stripe_worker::backend::memory::{MemoryArchive, MemoryQueue};
 use stripe_worker::backend::{Queue, Receipt};
 use stripe_worker::clock::system_clock;
 use stripe_worker::config::Config;
@@ -68,11 +69,8 @@ async fn main() -> anyhow::Result<()> {
 /// Serve on an ephemeral port, send `requests` signed webhooks over `connections`
 /// keep-alive connections, and print requests/s.
 async fn drive_load(requests: usize, connections: usize) -> anyhow::Result<()> {
-    let backend = memory_backend(&Config::default(), system_clock());
-    let mut config =
-        IngressConfig::from_vars([("STRIPE_WEBHOOK_SECRET".into(), SECRET.into())], None)?;
-    config.tolerance = Duration::from_secs(86_400);
-    let state = IngressState::new(config, Arc::clone(&backend.bus))?;
+    let config = IngressConfig::from_vars([("STRIPE_WEBHOOK_SECRET".into(), SECRET.into())], None)?;
+    let (backend, state) = ingress_on_memory(config)?;
     let counters = state.counters();
     let shutdown = CancellationToken::new();
     let consumers = drain_queues(&backend.queues, &shutdown);
@@ -150,6 +148,20 @@ async fn drive_load(requests: usize, connections: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A memory backend and an ingress publishing to its bus. The signature tolerance is a
+/// day, so one pre-signed request can be replayed for a whole run.
+fn ingress_on_memory(
+    mut config: IngressConfig,
+) -> anyhow::Result<(
+    MemoryBackend,
+    IngressState<LocalBus<MemoryQueue, MemoryArchive>>,
+)> {
+    config.tolerance = Duration::from_secs(86_400);
+    let backend = memory_backend(&Config::default(), system_clock());
+    let state = IngressState::new(config, Arc::clone(&backend.bus))?;
+    Ok((backend, state))
+}
+
 /// The fixture with event id `n` and a fresh signature.
 fn signed_request(
     template: &serde_json::Value,
@@ -194,10 +206,7 @@ fn drain_queues(
 
 /// Serve on `listen` until Ctrl-C or SIGTERM, for an external load tool.
 async fn serve_for_external_load(listen: &str) -> anyhow::Result<()> {
-    let backend = memory_backend(&Config::default(), system_clock());
-    let mut config = IngressConfig::from_env(None)?;
-    config.tolerance = Duration::from_secs(86_400);
-    let state = IngressState::new(config, Arc::clone(&backend.bus))?;
+    let (backend, state) = ingress_on_memory(IngressConfig::from_env(None)?)?;
     let counters = state.counters();
     let shutdown = CancellationToken::new();
     let _consumers = drain_queues(&backend.queues, &shutdown);
