@@ -1,5 +1,5 @@
 //! In-memory backends for tests and benchmarks: the same semantics as the SQLite and AWS
-//! backends (checked by `tests/conformance/`), nothing durable.
+//! backends (checked by `tests/it/conformance/`), nothing durable.
 //!
 //! Each store is one mutex around plain collections; the critical sections are short and
 //! never held across an `.await`, which keeps them fast enough for the 50,000 events/s

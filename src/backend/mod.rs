@@ -3,7 +3,7 @@
 //!
 //! Three implementations sit behind them: [`memory`] (tests and benches), [`sqlite`] (the
 //! embedded default) and [`aws`] (SQS, DynamoDB, EventBridge). The code above these traits
-//! is the same for all three; `tests/conformance/` checks each against one suite.
+//! is the same for all three; `tests/it/conformance/` checks each against one suite.
 
 pub mod aws;
 pub mod dead_letter;

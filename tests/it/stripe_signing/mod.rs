@@ -2,8 +2,6 @@
 //! library, so a bug in `stripe_worker::ingress::signature` cannot hide itself in a test.
 //! Shared by the test binaries that send signed webhooks (`mod stripe_signing;`).
 
-#![allow(dead_code)] // each test binary uses the helpers it needs
-
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 

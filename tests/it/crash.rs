@@ -7,7 +7,7 @@
 //! `STRIPE_WORKER_CRASH_KILLS` sets the total number of kills (default 22), split between
 //! the two backends.
 
-mod reliability_support;
+use crate::reliability_support;
 
 use std::path::Path;
 use std::process::Child;

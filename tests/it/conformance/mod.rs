@@ -16,8 +16,6 @@
 //! backend's test file implements for its queue type (the trait is local to the test
 //! crate, so that is allowed for any queue type).
 
-#![allow(dead_code)] // each test binary calls the cases for the traits it implements
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;

@@ -2,8 +2,8 @@
 //! plus the faults no emulator can produce (throttling, partial batch failures) through
 //! `aws-smithy-mocks`.
 
-mod aws_support;
-mod conformance;
+use crate::aws_support;
+use crate::conformance;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The SQLite backends against the conformance suite, plus durability across reopen, two
 //! connections and two processes on one file, and the operations methods.
 
-mod conformance;
+use crate::{child_process, conformance};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -272,6 +272,7 @@ async fn concurrent_claims_across_connections() {
 }
 
 const CHILD_ENV: &str = "STRIPE_WORKER_TEST_SQLITE_CHILD_DB";
+const CHILD_TEST: &str = "backend_sqlite::two_processes_one_file";
 
 /// Another process sends to the file; this one receives. The test re-runs its own binary
 /// as the child, selecting this same test with an environment variable set.
@@ -291,19 +292,12 @@ async fn two_processes_one_file() {
     let db = SqliteDb::open(&path).unwrap();
     let q = SqliteQueue::open(&db, spec("customer", 5));
 
-    let exe = std::env::current_exe().unwrap();
-    let child = tokio::process::Command::new(exe)
-        .args(["--exact", "two_processes_one_file", "--test-threads", "1"])
-        .env(CHILD_ENV, &path)
-        .output();
+    let mut child = child_process::command(CHILD_TEST);
+    child.env(CHILD_ENV, &path);
+    let child = tokio::process::Command::from(child).output();
     let got = q.receive(1, Duration::from_secs(20));
     let (output, got) = tokio::join!(child, got);
-    let output = output.unwrap();
-    assert!(
-        output.status.success(),
-        "child failed: {}",
-        String::from_utf8_lossy(&output.stdout)
-    );
+    child_process::assert_passed(CHILD_TEST, &output.unwrap());
     let got = got.unwrap();
     assert_eq!(got.len(), 1, "received the child's message");
     assert_eq!(got[0].body, "from the child");

@@ -1,6 +1,6 @@
 //! The memory backends against the conformance suite, plus their operations methods.
 
-mod conformance;
+use crate::conformance;
 
 use std::time::Duration;
 

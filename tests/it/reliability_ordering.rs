@@ -3,7 +3,7 @@
 //! the Stripe double) leaves the same final state, through `Processor::process_one` on the
 //! memory backends.
 
-mod reliability_support;
+use crate::reliability_support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

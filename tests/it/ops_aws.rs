@@ -2,8 +2,8 @@
 //! SQS dead-letter listing, redrive and purge (including a redrive interrupted midway),
 //! queue counts, and an EventBridge archive replay that applies nothing twice.
 
-mod aws_support;
-mod ops_support;
+use crate::aws_support;
+use crate::ops_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

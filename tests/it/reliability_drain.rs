@@ -2,7 +2,7 @@
 //! it stop receiving, finish or release what it has in flight within the grace period, and
 //! exit 0; a second run then finishes the stream with nothing lost or applied twice.
 
-mod reliability_support;
+use crate::reliability_support;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,5 @@
 //! Helpers shared by the operations tests (`tests/ops.rs`, `tests/ops_aws.rs`).
 
-#![allow(dead_code)] // each test binary uses a different subset
-
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -9,7 +9,7 @@
 //! Signatures are computed by tests/stripe_signing, never with the library's helper; the
 //! request-level cases without a worker are in tests/ingress.rs.
 
-mod stripe_signing;
+use crate::stripe_signing;
 
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
@@ -112,7 +112,9 @@ impl Worker {
             data_dir,
             config,
         };
-        for _ in 0..200 {
+        // Generous: a debug binary starting on a loaded 2-core machine can take seconds.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
             if let Ok(r) = reqwest::get(format!("{}/readyz", worker.base)).await
                 && r.status() == 200
             {
@@ -120,7 +122,10 @@ impl Worker {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("the ingress did not become ready:\n{}", worker.log());
+        panic!(
+            "the ingress did not become ready in 60 s:\n{}",
+            worker.log()
+        );
     }
 
     fn log(&self) -> String {
@@ -156,9 +161,11 @@ impl Worker {
             .expect("the binary runs")
     }
 
-    /// `status --json` of a customer of `acme`, once it has state (polls up to ~20 s).
+    /// `status --json` of a customer of `acme`, once it has state (polls up to 60 s: the
+    /// worker may be slow on a loaded machine).
     async fn wait_for_status(&self, customer: &str) -> Value {
-        for _ in 0..100 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
             let out = self
                 .command(&[
                     "status",

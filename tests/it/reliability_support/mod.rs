@@ -2,8 +2,6 @@
 //! worker command line, and the audit of the worker's "applied" log lines, which is how the
 //! tests prove that no (tenant, handler, event) was applied twice.
 
-#![allow(dead_code)] // Each test binary uses a different subset.
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -39,8 +37,6 @@ pub struct StreamFile {
     pub tenants: Vec<String>,
     /// The envelopes file.
     pub path: PathBuf,
-    /// How many envelopes were written.
-    pub envelopes: usize,
     /// How many of them must end in a DLQ with `unknown_tenant`.
     pub expected_dead_letters: usize,
 }
@@ -65,11 +61,9 @@ pub fn write_stream(
     tenants.dedup();
     let path = dir.join("events.jsonl");
     let mut file = std::fs::File::create(&path).unwrap();
-    let mut envelopes = 0;
     let mut write = |entry: &stripe_worker::backend::BusEntry, id: String| {
         let env = envelope::envelope_json(entry, &id, 0, "us-east-1", None).unwrap();
         writeln!(file, "{env}").unwrap();
-        envelopes += 1;
     };
     for (i, generated) in stream.events.iter().enumerate() {
         let webhook =
@@ -100,7 +94,6 @@ pub fn write_stream(
         stream,
         tenants,
         path,
-        envelopes,
         expected_dead_letters: poison,
     }
 }

@@ -2,7 +2,7 @@
 //! in-test bus, and signatures computed with hmac/sha2 directly by tests/stripe_signing
 //! (never with the library's own signing helper).
 
-mod stripe_signing;
+use crate::stripe_signing;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

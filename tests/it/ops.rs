@@ -22,7 +22,7 @@ use stripe_worker::ops::{OpsError, backfill, dlq, queues, replay};
 use stripe_worker::state_view::export_document;
 use stripe_worker::stripe_api::{ApiKey, StripeApiClient, StripeApiConfig};
 
-mod ops_support;
+use crate::ops_support;
 
 use ops_support::{config, customer_event, drain};
 

@@ -9,7 +9,7 @@
 //! version under its tenant's key. The DynamoDB state must equal the generator's expected
 //! state, and each poison message must be in a DLQ with its reason.
 
-mod aws_support;
+use crate::aws_support;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! message ends acknowledged as ignored or dead-lettered with a precise reason, the worker
 //! never panics, and it keeps applying the good messages queued behind the bad ones.
 
-mod reliability_support;
+use crate::reliability_support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,8 +1,6 @@
 //! Shared helpers for the tests that run against the local AWS emulator started by
 //! `tests/run.sh`.
 
-#![allow(dead_code)] // Each test binary uses a different subset.
-
 use std::time::Duration;
 
 use aws_config::SdkConfig;

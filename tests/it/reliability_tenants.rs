@@ -3,7 +3,7 @@
 //! its own versions; an event whose tenant cannot be resolved goes to the DLQ as
 //! `unknown_tenant`.
 
-mod reliability_support;
+use crate::reliability_support;
 
 use reliability_support::inproc::{FaultyBackend, fast_config};
 use serde_json::{Value, json};

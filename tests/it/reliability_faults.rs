@@ -3,7 +3,7 @@
 //! arrived, a lost acknowledgement), and the Stripe API double failing as often, every
 //! event is applied exactly once and only poison reaches the DLQ.
 
-mod reliability_support;
+use crate::reliability_support;
 
 use std::sync::Arc;
 

@@ -2,7 +2,7 @@
 //! `tests/run.sh`): idempotent creation, the wiring of queues, rules, archive and tables,
 //! and events put on the bus arriving in the domain queues as EventBridge envelopes.
 
-mod aws_support;
+use crate::aws_support;
 
 use std::collections::HashMap;
 use std::time::Duration;
