@@ -40,23 +40,24 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 /// the messages of a killed worker come back within the test's kill phase, long enough
 /// that a message is received at most a couple of times during it.
 fn local_timing() -> Timing {
-    let visibility_secs = visibility_secs(5);
-    Timing {
-        visibility_secs,
-        lease_secs: visibility_secs / 2,
-        max_in_flight: 64,
-    }
+    timing(5, 64)
 }
 
 /// The emulator, whose calls take far longer under load than SQLite's (a single Python
 /// process on a shared machine): a longer visibility timeout and fewer messages in
 /// flight, so processing stays well inside the timeout between heartbeats.
 fn aws_timing() -> Timing {
-    let visibility_secs = visibility_secs(20);
+    timing(20, 8)
+}
+
+/// The visibility timeout (`STRIPE_WORKER_CRASH_VISIBILITY_SECS`, else `default_secs`),
+/// the lease at half of it (the most validation allows), and the in-flight limits.
+fn timing(default_secs: u64, max_in_flight: usize) -> Timing {
+    let visibility_secs = visibility_secs(default_secs);
     Timing {
         visibility_secs,
         lease_secs: visibility_secs / 2,
-        max_in_flight: 8,
+        max_in_flight,
     }
 }
 
@@ -187,6 +188,25 @@ fn serve_stripe_api(
     server
 }
 
+/// Every message but the poison is hydrated once per processing: more fetches than that
+/// mean that kills cut processing short and messages were processed again.
+fn assert_kills_landed_mid_processing(
+    runtime: &tokio::runtime::Runtime,
+    api: &MockServer,
+    stream: &StreamFile,
+) {
+    let fetches = runtime
+        .block_on(api.received_requests())
+        .map_or(0, |requests| requests.len());
+    let once = stream.envelopes - stream.expected_dead_letters;
+    eprintln!(
+        "{fetches} Stripe API fetches for {once} messages: {} processings cut short by a \
+         kill and done again",
+        fetches.saturating_sub(once)
+    );
+    assert!(fetches > once, "no kill landed in the middle of processing");
+}
+
 /// What every crash run must end with; every difference is reported at once.
 async fn check_end_state<Q: Queue>(
     worker: &Worker,
@@ -255,11 +275,12 @@ fn killing_the_worker_on_the_embedded_backend_loses_and_doubles_nothing() {
         dir.path().join("logs"),
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let _api = serve_stripe_api(&runtime, &stream, dir.path(), &config_path, &mut worker);
+    let api = serve_stripe_api(&runtime, &stream, dir.path(), &config_path, &mut worker);
     worker.publish(&stream.path);
     let kills = total_kills() - total_kills() / 2;
     kill_and_restart(&mut worker, kills, 5, 300..1_200);
     eprintln!("embedded backend: survived {kills} kills");
+    assert_kills_landed_mid_processing(&runtime, &api, &stream);
 
     runtime.block_on(async {
         let config = Config::from_file(&config_path).unwrap();
@@ -312,11 +333,12 @@ fn killing_the_worker_on_aws_loses_and_doubles_nothing() {
         config_path.clone(),
         dir.path().join("logs"),
     );
-    let _api = serve_stripe_api(&runtime, &stream, dir.path(), &config_path, &mut worker);
+    let api = serve_stripe_api(&runtime, &stream, dir.path(), &config_path, &mut worker);
     worker.publish(&stream.path);
     let kills = total_kills() / 2;
     kill_and_restart(&mut worker, kills, 7, 600..2_500);
     eprintln!("AWS backend: survived {kills} kills");
+    assert_kills_landed_mid_processing(&runtime, &api, &stream);
     runtime.block_on(async {
         let backend = connect(&sdk, &names, &Default::default()).await.unwrap();
         let records = backend.state.export(None).await.unwrap();

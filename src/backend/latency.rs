@@ -65,6 +65,16 @@ impl Op {
         Op::Read,
     ];
 
+    /// The dedupe and state store operations: the round trips to the database.
+    pub const STORE: [Op; 6] = [
+        Op::Claim,
+        Op::Renew,
+        Op::Release,
+        Op::Put,
+        Op::Apply,
+        Op::Read,
+    ];
+
     fn index(self) -> usize {
         self as usize
     }

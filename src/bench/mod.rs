@@ -474,17 +474,10 @@ where
     let store_calls = {
         let d = dedupe.inner().counts();
         let s = state.inner().counts();
-        [
-            Op::Claim,
-            Op::Renew,
-            Op::Release,
-            Op::Put,
-            Op::Apply,
-            Op::Read,
-        ]
-        .iter()
-        .map(|&op| d.get(op) + s.get(op))
-        .sum::<u64>()
+        Op::STORE
+            .iter()
+            .map(|&op| d.get(op) + s.get(op))
+            .sum::<u64>()
     };
     let settle_calls: u64 = Domain::ALL
         .iter()
@@ -496,16 +489,8 @@ where
     let waited = |counts: &crate::backend::latency::CallCounts, ops: &[Op]| -> Duration {
         ops.iter().map(|&op| counts.waited(op)).sum()
     };
-    let store_ops = [
-        Op::Claim,
-        Op::Renew,
-        Op::Release,
-        Op::Put,
-        Op::Apply,
-        Op::Read,
-    ];
     let store_waited =
-        waited(dedupe.inner().counts(), &store_ops) + waited(state.inner().counts(), &store_ops);
+        waited(dedupe.inner().counts(), &Op::STORE) + waited(state.inner().counts(), &Op::STORE);
     let (mut receive_waited, mut receives, mut settle_waited) =
         (Duration::ZERO, 0u64, Duration::ZERO);
     for d in Domain::ALL {

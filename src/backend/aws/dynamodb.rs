@@ -115,6 +115,20 @@ where
     super::error::service_code(err) == Some("ConditionalCheckFailedException")
 }
 
+/// The names and values of the [`HELD`] condition for `token`.
+fn held(token: &FencingToken) -> (HashMap<String, String>, HashMap<String, AttributeValue>) {
+    (
+        HashMap::from([
+            ("#token".to_owned(), DEDUPE_TOKEN.to_owned()),
+            ("#status".to_owned(), DEDUPE_STATUS.to_owned()),
+        ]),
+        HashMap::from([
+            (":token".to_owned(), s(&token.0)),
+            (":in_progress".to_owned(), s(STATUS_IN_PROGRESS)),
+        ]),
+    )
+}
+
 /// What a dedupe item that failed the [`TAKEABLE`] condition means: applied already, or
 /// claimed until its lease ends.
 fn blocker(
@@ -214,6 +228,7 @@ impl DedupeStore for DynamoDedupe {
         const OP: &str = "dynamodb.dedupe.renew";
         let lease_until = now_ms.saturating_add(duration_ms(lease));
         let expires_ms = lease_until.saturating_add(IN_PROGRESS_KEEP_MS);
+        let (names, values) = held(token);
         let result = self
             .client
             .update_item()
@@ -221,13 +236,11 @@ impl DedupeStore for DynamoDedupe {
             .key(DEDUPE_KEY, s(key.storage_key()))
             .update_expression("SET #lease = :lease, #expires = :expires, #ttl = :ttl")
             .condition_expression(HELD)
-            .expression_attribute_names("#token", DEDUPE_TOKEN)
-            .expression_attribute_names("#status", DEDUPE_STATUS)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
             .expression_attribute_names("#lease", DEDUPE_LEASE_UNTIL)
             .expression_attribute_names("#expires", DEDUPE_EXPIRES_AT_MS)
             .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
-            .expression_attribute_values(":token", s(&token.0))
-            .expression_attribute_values(":in_progress", s(STATUS_IN_PROGRESS))
             .expression_attribute_values(":lease", n(lease_until))
             .expression_attribute_values(":expires", n(expires_ms))
             .expression_attribute_values(":ttl", n(ttl_secs(expires_ms)))
@@ -244,16 +257,15 @@ impl DedupeStore for DynamoDedupe {
 
     async fn release(&self, key: &DedupeKey, token: &FencingToken) -> BackendResult<()> {
         const OP: &str = "dynamodb.dedupe.release";
+        let (names, values) = held(token);
         let result = self
             .client
             .delete_item()
             .table_name(&self.table)
             .key(DEDUPE_KEY, s(key.storage_key()))
             .condition_expression(HELD)
-            .expression_attribute_names("#token", DEDUPE_TOKEN)
-            .expression_attribute_names("#status", DEDUPE_STATUS)
-            .expression_attribute_values(":token", s(&token.0))
-            .expression_attribute_values(":in_progress", s(STATUS_IN_PROGRESS))
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
             .send()
             .await;
         match result {
@@ -487,12 +499,11 @@ impl DynamoState {
                     );
             }
             Marker::Fenced(token) => {
+                let (names, values) = held(token);
                 put = put
                     .condition_expression(HELD)
-                    .expression_attribute_names("#token", DEDUPE_TOKEN)
-                    .expression_attribute_names("#status", DEDUPE_STATUS)
-                    .expression_attribute_values(":token", s(&token.0))
-                    .expression_attribute_values(":in_progress", s(STATUS_IN_PROGRESS));
+                    .set_expression_attribute_names(Some(names))
+                    .set_expression_attribute_values(Some(values));
             }
             Marker::Overwrite => {}
         }
@@ -507,14 +518,13 @@ impl DynamoState {
         key: &DedupeKey,
         token: &FencingToken,
     ) -> BackendResult<TransactWriteItem> {
+        let (names, values) = held(token);
         let check = ConditionCheck::builder()
             .table_name(&self.dedupe_table)
             .key(DEDUPE_KEY, s(key.storage_key()))
             .condition_expression(HELD)
-            .expression_attribute_names("#token", DEDUPE_TOKEN)
-            .expression_attribute_names("#status", DEDUPE_STATUS)
-            .expression_attribute_values(":token", s(&token.0))
-            .expression_attribute_values(":in_progress", s(STATUS_IN_PROGRESS))
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
             .build()
             .map_err(|e| build_error("dynamodb.state.apply", e))?;
         Ok(TransactWriteItem::builder().condition_check(check).build())
