@@ -64,6 +64,8 @@ pub fn memory_backend(config: &Config, clock: Clock) -> MemoryBackend {
     let queues = Arc::new(PerDomain::from_fn(|domain| {
         MemoryQueue::new(local_queue_spec(domain, config))
     }));
+    // One store for claims and applied-markers, as on the other backends.
+    let dedupe = MemoryDedupe::new();
     Backend {
         bus: Arc::new(LocalBus::new(
             Arc::clone(&queues),
@@ -71,8 +73,8 @@ pub fn memory_backend(config: &Config, clock: Clock) -> MemoryBackend {
             clock,
         )),
         queues,
-        dedupe: Arc::new(MemoryDedupe::new()),
-        state: Arc::new(MemoryState::new()),
+        state: Arc::new(dedupe.state()),
+        dedupe: Arc::new(dedupe),
     }
 }
 

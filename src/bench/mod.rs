@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::local_queue_spec;
 use crate::backend::faults::Faulty;
 use crate::backend::latency::{Capacity, Gate, LatencySpec, Latent, Op};
-use crate::backend::memory::{MemoryDedupe, MemoryQueue, MemoryState};
+use crate::backend::memory::{MemoryDedupe, MemoryQueue};
 use crate::backend::sqlite::{SqliteDb, SqliteDedupe, SqliteQueue, SqliteState};
 use crate::backend::{BackendError, DedupeStore, PerDomain, Queue, StateStore};
 use crate::clock::system_clock;
@@ -276,7 +276,9 @@ pub async fn run(
         let point = match options.backend {
             BenchBackend::Memory => {
                 let queues = PerDomain::from_fn(|d| MemoryQueue::new(local_queue_spec(d, &config)));
-                let stores = (Arc::new(MemoryDedupe::new()), Arc::new(MemoryState::new()));
+                let dedupe = MemoryDedupe::new();
+                let state = dedupe.state();
+                let stores = (Arc::new(dedupe), Arc::new(state));
                 run_point(options, &config, &mix, queues, stores).await?
             }
             BenchBackend::Local => {
@@ -472,7 +474,7 @@ where
     let store_calls = {
         let d = dedupe.inner().counts();
         let s = state.inner().counts();
-        [Op::Claim, Op::Complete, Op::Release, Op::Put, Op::Read]
+        Op::STORE
             .iter()
             .map(|&op| d.get(op) + s.get(op))
             .sum::<u64>()
@@ -487,9 +489,8 @@ where
     let waited = |counts: &crate::backend::latency::CallCounts, ops: &[Op]| -> Duration {
         ops.iter().map(|&op| counts.waited(op)).sum()
     };
-    let store_ops = [Op::Claim, Op::Complete, Op::Release, Op::Put, Op::Read];
     let store_waited =
-        waited(dedupe.inner().counts(), &store_ops) + waited(state.inner().counts(), &store_ops);
+        waited(dedupe.inner().counts(), &Op::STORE) + waited(state.inner().counts(), &Op::STORE);
     let (mut receive_waited, mut receives, mut settle_waited) =
         (Duration::ZERO, 0u64, Duration::ZERO);
     for d in Domain::ALL {

@@ -37,6 +37,9 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
 }
 
+/// The fewest receives a message may have before the DLQ: one crash and one retry.
+pub const MIN_RECEIVE_COUNT: u32 = 3;
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -71,7 +74,8 @@ pub struct WorkerConfig {
     /// heartbeat (every half of it).
     pub visibility_timeout_secs: u64,
     /// Receives before a failing message goes to the DLQ (the redrive policy's
-    /// `maxReceiveCount`).
+    /// `maxReceiveCount`). A crash of the worker processing a message costs it the one
+    /// receive, so a message survives `max_receive_count - 1` crashes.
     pub max_receive_count: u32,
     /// On SIGTERM, how long in-flight messages may take to finish before they are released.
     pub shutdown_grace_secs: u64,
@@ -110,8 +114,11 @@ impl Default for WorkerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DedupeConfig {
-    /// How long a claim holds before another worker may take it over (a crashed worker's
-    /// claim ends this long after it was made).
+    /// For handlers that act outside the store only (none of the built-in ones): how long
+    /// a claim holds before another worker may take it over. Renewed every third of it
+    /// while the handler runs, so a crashed worker's claim ends at most this long after
+    /// the crash. At most half the visibility timeout, so it has ended by the time the
+    /// message is visible again.
     pub lease_secs: u64,
     /// How long an applied event is remembered. Stripe retries webhooks for 3 days, so at
     /// least 7 days are required.
@@ -121,7 +128,7 @@ pub struct DedupeConfig {
 impl Default for DedupeConfig {
     fn default() -> Self {
         DedupeConfig {
-            lease_secs: 60,
+            lease_secs: 15,
             retention_days: 7,
         }
     }
@@ -237,8 +244,16 @@ impl Config {
                 "must be at least 1 and at most max_in_flight_per_queue",
             );
         }
-        if w.max_receive_count == 0 {
-            return invalid("max_receive_count", "must be at least 1");
+        if w.max_receive_count < MIN_RECEIVE_COUNT {
+            return Err(ConfigError::Invalid {
+                key: "max_receive_count",
+                message: format!(
+                    "is {}, must be at least {MIN_RECEIVE_COUNT}: each crash of a worker costs \
+                     the messages it held one receive, and a healthy message must survive a \
+                     crash and a retry",
+                    w.max_receive_count
+                ),
+            });
         }
         if self.dedupe.retention_days < 7 {
             return invalid(
@@ -248,6 +263,19 @@ impl Config {
         }
         if self.dedupe.lease_secs == 0 {
             return invalid("lease_secs", "must be at least 1");
+        }
+        if self.dedupe.lease_secs * 2 > w.visibility_timeout_secs {
+            return Err(ConfigError::Invalid {
+                key: "lease_secs",
+                message: format!(
+                    "lease_secs ({}) must be at most half of visibility_timeout_secs ({}): a \
+                     crashed worker's claim must end before its message is visible again \
+                     (visibility is extended every half timeout), or every crash costs the \
+                     message a second receive; lower lease_secs or raise \
+                     visibility_timeout_secs",
+                    self.dedupe.lease_secs, w.visibility_timeout_secs
+                ),
+            });
         }
         let r = &self.retry;
         if !(r.multiplier >= 1.0 && r.multiplier.is_finite()) {
@@ -317,7 +345,12 @@ mod tests {
     #[test]
     fn out_of_range_values_name_their_key() {
         type Breaker = fn(&mut Config);
-        let cases: [(&str, Breaker); 7] = [
+        let cases: [(&str, Breaker); 10] = [
+            ("max_receive_count", |c| c.worker.max_receive_count = 2),
+            ("lease_secs", |c| c.dedupe.lease_secs = 16),
+            ("visibility_timeout_secs", |c| {
+                c.worker.visibility_timeout_secs = 20
+            }),
             ("receive_batch_size", |c| c.worker.receive_batch_size = 11),
             ("wait_time_secs", |c| c.worker.wait_time_secs = 21),
             ("retention_days", |c| c.dedupe.retention_days = 3),

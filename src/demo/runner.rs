@@ -134,6 +134,8 @@ pub async fn run_demo(options: DemoOptions) -> anyhow::Result<DemoReport> {
     let mut config = Config::default();
     config.worker.wait_time_secs = 1;
     config.worker.visibility_timeout_secs = 10;
+    // At most half the visibility timeout, as validation requires.
+    config.dedupe.lease_secs = 5;
     config.retry.visibility_backoff_base_secs = 1;
     config.tenants.tenants = tenants.clone();
     for tenant in &tenants {

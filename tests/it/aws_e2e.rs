@@ -161,7 +161,7 @@ async fn stripe_double(stream: &GeneratedStream) -> MockServer {
 fn write_config(file: &Path, tenants: &[String]) {
     let mut text = String::from(
         "[worker]\nwait_time_secs = 1\nvisibility_timeout_secs = 10\nmax_receive_count = 3\n\
-         [retry]\nvisibility_backoff_base_secs = 1\n[tenants]\n",
+         [dedupe]\nlease_secs = 5\n[retry]\nvisibility_backoff_base_secs = 1\n[tenants]\n",
     );
     text.push_str(&format!("tenants = {}\n", json!(tenants)));
     text.push_str("[tenants.destinations]\n");

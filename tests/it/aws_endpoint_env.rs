@@ -36,7 +36,11 @@ async fn per_service_endpoint_variables_override_the_global_one() {
         .expect("SQS reaches the emulator through AWS_ENDPOINT_URL_SQS");
 
     // DynamoDB follows the global one, where nothing listens: a transient failure.
-    let state = DynamoState::new(aws_sdk_dynamodb::Client::new(&config), "t-unreachable");
+    let state = DynamoState::new(
+        aws_sdk_dynamodb::Client::new(&config),
+        "t-unreachable",
+        "t-unreachable-dedupe",
+    );
     let err = state
         .get("acme", "invoice", "in_1")
         .await

@@ -8,10 +8,13 @@ use crate::conformance;
 use std::time::Duration;
 
 use aws_support::{make_queue, make_tables, queue_spec, sdk_config};
-use stripe_worker::backend::aws::{DynamoDedupe, DynamoState, EventBridgeBus, QueueUrls, SqsQueue};
+use stripe_worker::backend::aws::{
+    AwsNames, DynamoDedupe, DynamoState, EventBridgeBus, QueueUrls, SqsQueue,
+};
 use stripe_worker::backend::{
-    BackendError, BusEntry, Claim, DeadLetterReason, DedupeKey, DedupeStore, Queue, Receipt,
-    ReceivedMessage, StateRecord, StateStore, WriteOutcome, dlq_attributes,
+    ApplyOutcome, BackendError, BusEntry, Claim, DeadLetterReason, DedupeKey, DedupeStore,
+    EventWrite, FencingToken, Marker, Queue, Receipt, ReceivedMessage, StateRecord, StateStore,
+    WriteOutcome, dlq_attributes,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -53,6 +56,16 @@ macro_rules! queue_cases {
     )*};
 }
 
+/// Both stores, for the dedupe and apply cases.
+fn pair(dedupe: DynamoDedupe, state: DynamoState) -> (DynamoDedupe, DynamoState) {
+    (dedupe, state)
+}
+
+/// The state store alone, for the state cases.
+fn state_only(_dedupe: DynamoDedupe, state: DynamoState) -> DynamoState {
+    state
+}
+
 macro_rules! store_cases {
     ($store:ident => $($case:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,12 +73,9 @@ macro_rules! store_cases {
             let config = sdk_config().await;
             let names = make_tables(&config, stringify!($store)).await;
             let client = aws_sdk_dynamodb::Client::new(&config);
-            let store = if stringify!($store) == "DynamoDedupe" {
-                $store::new(client, names.dedupe_table())
-            } else {
-                $store::new(client, names.state_table())
-            };
-            conformance::$case(store).await;
+            let dedupe = DynamoDedupe::new(client.clone(), names.dedupe_table());
+            let state = DynamoState::new(client, names.state_table(), names.dedupe_table());
+            conformance::$case($store(dedupe, state)).await;
         }
     )*};
 }
@@ -87,18 +97,24 @@ queue_cases!(
     queue_stats,
 );
 
-store_cases!(DynamoDedupe =>
-    dedupe_claim_complete_duplicate,
+store_cases!(pair =>
+    dedupe_claim_apply_duplicate,
     dedupe_in_progress_elsewhere,
     dedupe_expired_lease_takeover_and_fencing,
     dedupe_retention_expiry,
     dedupe_release,
-    dedupe_complete_requires_claim,
+    dedupe_renew_extends_the_lease,
+    dedupe_fenced_apply_requires_claim,
     dedupe_keys_independent,
     dedupe_concurrent_claims_one_winner,
+    apply_writes_marker_and_records_together,
+    apply_concurrent_same_event_writes_once,
+    apply_skips_stale_records,
+    apply_overwrite_reapplies,
+    apply_many_records,
 );
 
-store_cases!(DynamoState =>
+store_cases!(state_only =>
     state_put_get_roundtrip,
     state_newer_wins_older_ignored,
     state_tiebreak_rule,
@@ -289,11 +305,39 @@ fn key(id: &str) -> DedupeKey {
     }
 }
 
+/// Apply the event `k` under the claim `token` with no records: the claim becomes the
+/// applied-marker, kept for `retention`.
+async fn apply_fenced(
+    state: &DynamoState,
+    k: &DedupeKey,
+    token: &FencingToken,
+    now_ms: i64,
+    retention: Duration,
+) -> Result<ApplyOutcome, BackendError> {
+    state
+        .apply(&EventWrite {
+            key: k,
+            marker: Marker::Fenced(token),
+            now_ms,
+            retention,
+            records: &[],
+        })
+        .await
+}
+
+fn stores(config: &aws_config::SdkConfig, names: &AwsNames) -> (DynamoDedupe, DynamoState) {
+    let client = aws_sdk_dynamodb::Client::new(config);
+    (
+        DynamoDedupe::new(client.clone(), names.dedupe_table()),
+        DynamoState::new(client, names.state_table(), names.dedupe_table()),
+    )
+}
+
 #[tokio::test]
-async fn dedupe_claim_lease_complete_and_retention() {
+async fn dedupe_claim_lease_apply_and_retention() {
     let config = sdk_config().await;
     let names = make_tables(&config, "dedupe").await;
-    let store = DynamoDedupe::new(aws_sdk_dynamodb::Client::new(&config), names.dedupe_table());
+    let (store, state) = stores(&config, &names);
     let k = key("evt_1");
     let now = 1_700_000_000_000;
     let lease = 30 * SECOND;
@@ -312,8 +356,7 @@ async fn dedupe_claim_lease_complete_and_retention() {
         panic!("an expired lease must be claimable");
     };
     assert_ne!(first, second);
-    let lost = store
-        .complete(&k, &first, now + 30_002, 3600 * SECOND)
+    let lost = apply_fenced(&state, &k, &first, now + 30_002, 3600 * SECOND)
         .await
         .unwrap_err();
     assert!(matches!(lost, BackendError::LeaseLost { .. }), "{lost:?}");
@@ -324,8 +367,7 @@ async fn dedupe_claim_lease_complete_and_retention() {
         Claim::InProgressElsewhere { .. }
     ));
 
-    store
-        .complete(&k, &second, now + 40_000, 3600 * SECOND)
+    apply_fenced(&state, &k, &second, now + 40_000, 3600 * SECOND)
         .await
         .unwrap();
     assert_eq!(
@@ -348,7 +390,7 @@ async fn dedupe_claim_lease_complete_and_retention() {
 async fn dedupe_release_frees_the_key_at_once() {
     let config = sdk_config().await;
     let names = make_tables(&config, "release").await;
-    let store = DynamoDedupe::new(aws_sdk_dynamodb::Client::new(&config), names.dedupe_table());
+    let (store, state) = stores(&config, &names);
     let k = key("evt_2");
     let now = 1_700_000_000_000;
     let Claim::Claimed(token) = store.claim(&k, now, 60 * SECOND).await.unwrap() else {
@@ -358,10 +400,9 @@ async fn dedupe_release_frees_the_key_at_once() {
     let Claim::Claimed(again) = store.claim(&k, now + 1, 60 * SECOND).await.unwrap() else {
         panic!("a released key must be claimable");
     };
-    // Releasing twice, or after completion, is harmless.
+    // Releasing twice, or after the apply, is harmless.
     store.release(&k, &token).await.unwrap();
-    store
-        .complete(&k, &again, now + 2, 60 * SECOND)
+    apply_fenced(&state, &k, &again, now + 2, 60 * SECOND)
         .await
         .unwrap();
     store.release(&k, &again).await.unwrap();
@@ -424,7 +465,11 @@ fn record(
 async fn state_newer_wins_in_one_conditional_write() {
     let config = sdk_config().await;
     let names = make_tables(&config, "state").await;
-    let store = DynamoState::new(aws_sdk_dynamodb::Client::new(&config), names.state_table());
+    let store = DynamoState::new(
+        aws_sdk_dynamodb::Client::new(&config),
+        names.state_table(),
+        names.dedupe_table(),
+    );
     let put = |r: StateRecord| {
         let store = store.clone();
         async move { store.put_if_newer(&r).await.unwrap() }
@@ -480,7 +525,11 @@ async fn state_newer_wins_in_one_conditional_write() {
 async fn state_queries_by_customer_and_exports_in_order() {
     let config = sdk_config().await;
     let names = make_tables(&config, "export").await;
-    let store = DynamoState::new(aws_sdk_dynamodb::Client::new(&config), names.state_table());
+    let store = DynamoState::new(
+        aws_sdk_dynamodb::Client::new(&config),
+        names.state_table(),
+        names.dedupe_table(),
+    );
     let mut other_tenant = record("customer", "cus_1", Some("cus_1"), 1, "e");
     other_tenant.tenant = "globex".into();
     let records = vec![
@@ -642,7 +691,7 @@ mod mocked {
             )
         });
         let client = mocked_client!(aws_sdk_dynamodb, [&rule]);
-        let state = DynamoState::new(client.clone(), "t");
+        let state = DynamoState::new(client.clone(), "t", "d");
         let err = state
             .put_if_newer(&record("invoice", "in_1", None, 1, "e"))
             .await

@@ -29,6 +29,13 @@ impl DlqProbe for MemoryQueue {
     }
 }
 
+/// A dedupe store and the state store sharing its markers.
+fn memory_pair() -> (MemoryDedupe, MemoryState) {
+    let dedupe = MemoryDedupe::new();
+    let state = dedupe.state();
+    (dedupe, state)
+}
+
 async fn make_queue(spec: QueueSpec) -> MemoryQueue {
     MemoryQueue::new(spec)
 }
@@ -67,15 +74,21 @@ queue_cases!(
     queue_dlq_peek_redrive_purge,
 );
 
-store_cases!(MemoryDedupe::new() =>
-    dedupe_claim_complete_duplicate,
+store_cases!(memory_pair() =>
+    dedupe_claim_apply_duplicate,
     dedupe_in_progress_elsewhere,
     dedupe_expired_lease_takeover_and_fencing,
     dedupe_retention_expiry,
     dedupe_release,
-    dedupe_complete_requires_claim,
+    dedupe_renew_extends_the_lease,
+    dedupe_fenced_apply_requires_claim,
     dedupe_keys_independent,
     dedupe_concurrent_claims_one_winner,
+    apply_writes_marker_and_records_together,
+    apply_concurrent_same_event_writes_once,
+    apply_skips_stale_records,
+    apply_overwrite_reapplies,
+    apply_many_records,
 );
 
 store_cases!(MemoryState::new() =>

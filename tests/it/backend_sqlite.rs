@@ -11,8 +11,8 @@ use stripe_worker::backend::sqlite::{
     MAX_RECEIVE_COUNT_EXCEEDED, SqliteArchive, SqliteDb, SqliteDedupe, SqliteQueue, SqliteState,
 };
 use stripe_worker::backend::{
-    Archive, Claim, DeadLetterOps, DedupeKey, DedupeStore, Queue, QueueSpec, Receipt,
-    ReceivedMessage, StateRecord, StateStore, WriteOutcome, dlq_attributes,
+    ApplyOutcome, Archive, Claim, DeadLetterOps, DedupeKey, DedupeStore, EventWrite, Marker, Queue,
+    QueueSpec, Receipt, ReceivedMessage, StateRecord, StateStore, WriteOutcome, dlq_attributes,
 };
 use tempfile::TempDir;
 
@@ -39,6 +39,11 @@ fn fresh() -> (TempDir, SqliteDb) {
     let dir = TempDir::new().expect("tempdir");
     let db = SqliteDb::open(&dir.path().join("stripe-worker.db")).expect("open");
     (dir, db)
+}
+
+/// The dedupe and state stores of one database.
+fn sqlite_pair(db: &SqliteDb) -> (SqliteDedupe, SqliteState) {
+    (SqliteDedupe::new(db), SqliteState::new(db))
 }
 
 macro_rules! queue_cases {
@@ -81,15 +86,21 @@ queue_cases!(
     queue_dlq_peek_redrive_purge,
 );
 
-store_cases!(SqliteDedupe::new =>
-    dedupe_claim_complete_duplicate,
+store_cases!(sqlite_pair =>
+    dedupe_claim_apply_duplicate,
     dedupe_in_progress_elsewhere,
     dedupe_expired_lease_takeover_and_fencing,
     dedupe_retention_expiry,
     dedupe_release,
-    dedupe_complete_requires_claim,
+    dedupe_renew_extends_the_lease,
+    dedupe_fenced_apply_requires_claim,
     dedupe_keys_independent,
     dedupe_concurrent_claims_one_winner,
+    apply_writes_marker_and_records_together,
+    apply_concurrent_same_event_writes_once,
+    apply_skips_stale_records,
+    apply_overwrite_reapplies,
+    apply_many_records,
 );
 
 store_cases!(SqliteState::new =>
@@ -140,7 +151,7 @@ async fn durable_across_reopen() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("db.sqlite");
     let now = 1_700_000_000_000;
-    let (in_flight_id, token) = {
+    let in_flight_id = {
         let db = SqliteDb::open(&path).unwrap();
         let q = SqliteQueue::open(&db, spec("subscription", 5));
         q.send("kept", Duration::ZERO).await.unwrap();
@@ -151,24 +162,22 @@ async fn durable_across_reopen() {
         q.change_visibility_batch(&[(got[0].receipt.clone(), Duration::ZERO)])
             .await
             .unwrap();
-        let dedupe = SqliteDedupe::new(&db);
-        let Claim::Claimed(t) = dedupe
-            .claim(&key(), now, Duration::from_secs(60))
-            .await
-            .unwrap()
-        else {
-            panic!("claim");
-        };
-        dedupe
-            .complete(&key(), &t, now, Duration::from_secs(3600))
+        let applied = SqliteState::new(&db)
+            .apply(&EventWrite {
+                key: &key(),
+                marker: Marker::IfAbsent,
+                now_ms: now,
+                retention: Duration::from_secs(3600),
+                records: &[record()],
+            })
             .await
             .unwrap();
-        SqliteState::new(&db).put_if_newer(&record()).await.unwrap();
+        assert_eq!(applied, ApplyOutcome::Applied(vec![WriteOutcome::Written]));
         SqliteArchive::new(&db)
             .append("{\"a\":1}", now)
             .await
             .unwrap();
-        (got[0].message_id.clone(), t)
+        got[0].message_id.clone()
     };
     let db = SqliteDb::open(&path).unwrap();
     let q = SqliteQueue::open(&db, spec("subscription", 5));
@@ -183,11 +192,6 @@ async fn durable_across_reopen() {
             .unwrap(),
         Claim::AlreadyDone
     );
-    let err = SqliteDedupe::new(&db)
-        .complete(&key(), &token, now + 2, Duration::from_secs(1))
-        .await
-        .unwrap_err();
-    assert!(!err.is_retryable());
     assert_eq!(
         SqliteState::new(&db)
             .get("acme", "subscription", "sub_1")

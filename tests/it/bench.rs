@@ -42,13 +42,10 @@ async fn latent_delays_every_call_by_its_latency_and_counts_it() {
     let Claim::Claimed(token) = claim else {
         panic!("first claim must succeed: {claim:?}")
     };
-    store
-        .complete(&key("e1"), &token, 0, ms(1000))
-        .await
-        .unwrap();
+    store.renew(&key("e1"), &token, 0, ms(1000)).await.unwrap();
     assert!(started.elapsed() >= ms(10));
     assert_eq!(store.counts().get(Op::Claim), 1);
-    assert_eq!(store.counts().get(Op::Complete), 1);
+    assert_eq!(store.counts().get(Op::Renew), 1);
     assert_eq!(store.counts().get(Op::Put), 0);
 }
 

@@ -412,7 +412,6 @@ async fn one_trace_runs_from_the_webhook_to_the_state_write_and_metrics_match_th
         false
     };
     for step in [
-        "dedupe claim",
         "handler",
         "state write",
         // The acknowledgement: the messaging `settle` span.

@@ -9,13 +9,14 @@ use serde_json::{Value, json};
 use stripe_worker::backend::faults::Faulty;
 use stripe_worker::backend::memory::{MemoryDedupe, MemoryQueue, MemoryState};
 use stripe_worker::backend::{
-    BackendResult, Claim, DeadLetterOps, DedupeKey, DedupeStore, PerDomain, Queue, QueueSpec,
-    Receipt, ReceivedMessage, StateRecord, StateStore, WriteOutcome, dlq_attributes,
+    ApplyOutcome, BackendResult, Claim, DeadLetterOps, DedupeKey, DedupeStore, EventWrite,
+    PerDomain, Queue, QueueSpec, Receipt, ReceivedMessage, StateRecord, StateStore, WriteOutcome,
+    dlq_attributes,
 };
 use stripe_worker::clock::system_clock;
 use stripe_worker::config::Config;
 use stripe_worker::domain::Domain;
-use stripe_worker::handlers::{Handler, HandlerError, StateChange};
+use stripe_worker::handlers::{Effect, Handler, HandlerError, StateChange};
 use stripe_worker::worker::{
     Outcome, PoolSettings, ProcessSettings, Processor, WorkerStats, run_pool,
 };
@@ -57,8 +58,8 @@ fn config() -> Config {
     config.retry.visibility_backoff_base_secs = 1;
     config.retry.initial_delay_ms = 1;
     config.retry.max_delay_ms = 5;
-    // A claim whose release was lost to a fault holds until its lease ends.
-    config.dedupe.lease_secs = 3;
+    // At most half the visibility timeout, as validation requires.
+    config.dedupe.lease_secs = 1;
     config
 }
 
@@ -132,7 +133,7 @@ async fn an_older_event_arriving_late_does_not_overwrite_newer_state() {
         p.process_one(Domain::Customer, &message(newer)).await,
         Outcome::Applied { writes: 1 }
     );
-    // Applied (claimed and completed) but the write was stale: nothing changed.
+    // Applied (its marker written) but the record was stale: nothing changed.
     assert_eq!(
         p.process_one(Domain::Customer, &message(older)).await,
         Outcome::Applied { writes: 0 }
@@ -187,7 +188,9 @@ async fn poison_unknown_types_and_unknown_tenants_get_precise_outcomes() {
 
 #[tokio::test]
 async fn a_claim_held_elsewhere_leaves_the_message_for_later() {
-    let dedupe = Arc::new(MemoryDedupe::new());
+    let dedupe = MemoryDedupe::new();
+    let state = Arc::new(dedupe.state());
+    let dedupe = Arc::new(dedupe);
     let key = DedupeKey {
         tenant: "acme".into(),
         handler: "test-customers".into(),
@@ -201,7 +204,7 @@ async fn a_claim_held_elsewhere_leaves_the_message_for_later() {
             .unwrap(),
         Claim::Claimed(_)
     ));
-    let p = processor(Arc::clone(&dedupe), Arc::new(MemoryState::new()), &config());
+    let p = processor(Arc::clone(&dedupe), Arc::clone(&state), &config());
     let outcome = p
         .process_one(Domain::Customer, &message(event("evt_1", "cus_1", "x", 1)))
         .await;
@@ -209,6 +212,7 @@ async fn a_claim_held_elsewhere_leaves_the_message_for_later() {
         panic!("{outcome:?}")
     };
     assert!(until_ms >= now + 59_000);
+    assert_eq!(state.get("acme", "customer", "cus_1").await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -321,6 +325,12 @@ async fn the_pool_applies_everything_exactly_once_under_transient_faults() {
 struct Down;
 
 impl StateStore for Down {
+    async fn apply(&self, _: &EventWrite<'_>) -> BackendResult<ApplyOutcome> {
+        Err(stripe_worker::backend::BackendError::Transient {
+            operation: "state.apply",
+            message: "down".into(),
+        })
+    }
     async fn put_if_newer(&self, _: &StateRecord) -> BackendResult<WriteOutcome> {
         Err(stripe_worker::backend::BackendError::Transient {
             operation: "state.put",
@@ -376,6 +386,12 @@ struct Gate {
 }
 
 impl StateStore for Gate {
+    async fn apply(&self, write: &EventWrite<'_>) -> BackendResult<ApplyOutcome> {
+        while !self.open.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.inner.apply(write).await
+    }
     async fn put_if_newer(&self, record: &StateRecord) -> BackendResult<WriteOutcome> {
         while !self.open.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -397,13 +413,8 @@ impl StateStore for Gate {
 async fn shutdown_releases_what_cannot_finish_within_the_grace_period() {
     let mut config = config();
     config.worker.shutdown_grace_secs = 1;
+    // Long enough that only the release can make the messages visible again in time.
     config.worker.visibility_timeout_secs = 30;
-    // Released mid-way, the claims stay until their lease ends: keep it short here, but
-    // longer than the grace period (an application is abandoned near its lease's end).
-    config.dedupe.lease_secs = 3;
-    // Until then the second run finds the claims held and looks again later; each look is
-    // a receive, so leave room for them before the DLQ (SQS counts receives the same way).
-    config.worker.max_receive_count = 10;
     let queues = queues(&config);
     let state = Arc::new(Gate {
         inner: MemoryState::new(),
@@ -441,7 +452,8 @@ async fn shutdown_releases_what_cannot_finish_within_the_grace_period() {
     let (main, _) = queues.get(Domain::Customer).stats().await.unwrap();
     assert_eq!((main.visible, main.in_flight), (5, 0));
 
-    // A second run with the gate open applies them all.
+    // A second run with the gate open applies them all at once: nothing was claimed, so
+    // nothing holds them.
     state.open.store(true, Ordering::Relaxed);
     drain(Arc::clone(&queues), Arc::clone(&p), &config).await;
     assert_eq!(p.stats().snapshot().applied, 5);
@@ -498,33 +510,199 @@ async fn shutdown_lets_in_flight_messages_finish_within_the_grace_period() {
     );
 }
 
-#[tokio::test]
-async fn an_application_outliving_its_dedupe_lease_is_abandoned_and_retried() {
-    let mut config = config();
-    config.dedupe.lease_secs = 1;
-    let dedupe = Arc::new(MemoryDedupe::new());
-    let state = Arc::new(Gate {
-        inner: MemoryState::new(),
-        open: AtomicBool::new(false),
-    });
-    let p = processor(Arc::clone(&dedupe), Arc::clone(&state), &config);
-    let body = event("evt_1", "cus_1", "a@example.com", 1_700_000_000);
-    // The write hangs past the lease: past it another worker could claim the same key, so
-    // the application gives up before then and leaves the event to a retry.
-    match p
-        .process_one(Domain::Customer, &message(body.clone()))
-        .await
-    {
-        Outcome::RetryLater { kind, message } => {
-            assert_eq!(kind, "lease_deadline");
-            assert!(message.contains("1 s dedupe lease"), "{message}");
-        }
-        other => panic!("expected a retry, got {other:?}"),
+/// A test-only handler with an effect outside the store: the effect waits for the test to
+/// let it finish, and counts its runs.
+struct Notifier {
+    started: tokio::sync::Notify,
+    finish: AtomicBool,
+    runs: std::sync::atomic::AtomicUsize,
+}
+
+impl Notifier {
+    fn new() -> Arc<Notifier> {
+        Arc::new(Notifier {
+            started: tokio::sync::Notify::new(),
+            finish: AtomicBool::new(false),
+            runs: std::sync::atomic::AtomicUsize::new(0),
+        })
     }
-    // The claim was released with the abandon: the retry applies at once.
-    state.open.store(true, Ordering::Relaxed);
-    assert_eq!(
-        p.process_one(Domain::Customer, &message(body)).await,
-        Outcome::Applied { writes: 1 }
+}
+
+impl Handler for Notifier {
+    fn name(&self) -> &str {
+        "test-notifier"
+    }
+    fn domain(&self) -> Domain {
+        Domain::Customer
+    }
+    fn handles(&self, event_type: &str) -> bool {
+        event_type.starts_with("customer.")
+    }
+    fn changes(&self, event_type: &str, object: &Value) -> Result<Vec<StateChange>, HandlerError> {
+        Customers.changes(event_type, object)
+    }
+    fn acts_outside_store(&self) -> bool {
+        true
+    }
+    fn effect<'a>(&'a self, _: &'a str, _: &'a Value) -> Effect<'a> {
+        Box::pin(async move {
+            self.runs.fetch_add(1, Ordering::SeqCst);
+            self.started.notify_one();
+            while !self.finish.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A processor with `handler` on stores that share their markers and claims.
+fn lease_processor(
+    handler: Arc<Notifier>,
+    dedupe: &Arc<MemoryDedupe>,
+    state: &Arc<MemoryState>,
+    config: &Config,
+) -> Arc<Processor<MemoryDedupe, MemoryState>> {
+    Arc::new(Processor::new(
+        vec![handler],
+        Arc::clone(dedupe),
+        Arc::clone(state),
+        None,
+        config.tenants.clone(),
+        ProcessSettings::from_config(config),
+        system_clock(),
+        Arc::new(WorkerStats::default()),
+    ))
+}
+
+fn lease_stores() -> (Arc<MemoryDedupe>, Arc<MemoryState>) {
+    let dedupe = MemoryDedupe::new();
+    let state = Arc::new(dedupe.state());
+    (Arc::new(dedupe), state)
+}
+
+fn notifier_key(event_id: &str) -> DedupeKey {
+    DedupeKey {
+        tenant: "acme".into(),
+        handler: "test-notifier".into(),
+        dedupe_id: event_id.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_handler_keeps_its_claim_while_its_effect_runs() {
+    let mut config = config();
+    // Leases of seconds, renewed every second, so a loaded machine does not lose them.
+    config.worker.visibility_timeout_secs = 6;
+    config.dedupe.lease_secs = 3;
+    let (dedupe, state) = lease_stores();
+    let handler = Notifier::new();
+    let first = lease_processor(Arc::clone(&handler), &dedupe, &state, &config);
+    let second = lease_processor(Arc::clone(&handler), &dedupe, &state, &config);
+    let body = event("evt_1", "cus_1", "a@example.com", 1_700_000_000);
+    let started = handler.started.notified();
+    let running = tokio::spawn({
+        let first = Arc::clone(&first);
+        let body = body.clone();
+        async move { first.process_one(Domain::Customer, &message(body)).await }
+    });
+    started.await;
+    // Past the first lease: only its renewals keep the second worker out.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let outcome = second
+        .process_one(Domain::Customer, &message(body.clone()))
+        .await;
+    assert!(
+        matches!(outcome, Outcome::InProgressElsewhere { .. }),
+        "{outcome:?}"
     );
+    handler.finish.store(true, Ordering::SeqCst);
+    assert_eq!(running.await.unwrap(), Outcome::Applied { writes: 1 });
+    assert_eq!(
+        second.process_one(Domain::Customer, &message(body)).await,
+        Outcome::Duplicate
+    );
+    assert_eq!(
+        handler.runs.load(Ordering::SeqCst),
+        1,
+        "the effect ran once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_handler_that_lost_its_claim_writes_nothing() {
+    let config = config();
+    let (dedupe, state) = lease_stores();
+    let handler = Notifier::new();
+    let p = lease_processor(Arc::clone(&handler), &dedupe, &state, &config);
+    let started = handler.started.notified();
+    let running = tokio::spawn({
+        let p = Arc::clone(&p);
+        async move {
+            p.process_one(Domain::Customer, &message(event("evt_1", "cus_1", "x", 1)))
+                .await
+        }
+    });
+    started.await;
+    // Another worker takes the claim over, as it may once a lease has run out (here its
+    // clock says so).
+    let later = stripe_worker::clock::now_ms() + 60_000;
+    assert!(matches!(
+        dedupe
+            .claim(&notifier_key("evt_1"), later, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        Claim::Claimed(_)
+    ));
+    handler.finish.store(true, Ordering::SeqCst);
+    match running.await.unwrap() {
+        Outcome::RetryLater { kind, .. } => assert_eq!(kind, "lease_lost"),
+        other => panic!("expected a retry after the lost lease, got {other:?}"),
+    }
+    assert_eq!(state.get("acme", "customer", "cus_1").await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_stop_releases_the_claim_of_a_lease_handler() {
+    let mut config = config();
+    config.worker.shutdown_grace_secs = 1;
+    // Long, so that only the release makes the claim and the message available at once.
+    config.worker.visibility_timeout_secs = 60;
+    config.dedupe.lease_secs = 30;
+    let queues = queues(&config);
+    let (dedupe, state) = lease_stores();
+    let handler = Notifier::new();
+    let p = lease_processor(Arc::clone(&handler), &dedupe, &state, &config);
+    queues
+        .get(Domain::Customer)
+        .send(&event("evt_1", "cus_1", "x", 1), Duration::ZERO)
+        .await
+        .unwrap();
+    let started = handler.started.notified();
+    let shutdown = CancellationToken::new();
+    let pool = tokio::spawn(run_pool(
+        Arc::clone(&queues),
+        Arc::clone(&p),
+        PoolSettings::from_config(&config),
+        shutdown.clone(),
+    ));
+    started.await;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(20), pool)
+        .await
+        .expect("the drain ends after the grace period")
+        .unwrap();
+    assert_eq!(p.stats().snapshot().released, 1);
+    let now = stripe_worker::clock::now_ms();
+    assert!(
+        matches!(
+            dedupe
+                .claim(&notifier_key("evt_1"), now, Duration::from_secs(30))
+                .await
+                .unwrap(),
+            Claim::Claimed(_)
+        ),
+        "the claim was released, not left to run out"
+    );
+    assert_eq!(state.get("acme", "customer", "cus_1").await.unwrap(), None);
 }

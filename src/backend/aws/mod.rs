@@ -163,7 +163,11 @@ pub async fn connect(
     Ok(Backend {
         queues: std::sync::Arc::new(queues),
         dedupe: std::sync::Arc::new(DynamoDedupe::new(dynamodb.clone(), names.dedupe_table())),
-        state: std::sync::Arc::new(DynamoState::new(dynamodb, names.state_table())),
+        state: std::sync::Arc::new(DynamoState::new(
+            dynamodb,
+            names.state_table(),
+            names.dedupe_table(),
+        )),
         bus: std::sync::Arc::new(bus),
     })
 }

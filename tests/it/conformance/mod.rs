@@ -6,7 +6,9 @@
 //! empty queue (with its own empty DLQ) for the given [`QueueSpec`]; the suite picks a unique
 //! name per case (`cf-<case>-<12 hex>`, at most 40 characters, valid as an SQS queue name).
 //! Dedupe, state and archive cases take a store and use unique tenants, keys and markers,
-//! so they also pass against a store shared by several cases (one DynamoDB table).
+//! so they also pass against a store shared by several cases (one DynamoDB table). Dedupe
+//! and apply cases take a pair: a dedupe store and the state store whose applies keep
+//! their markers where it claims (one SQLite file, one memory store, the two tables).
 //!
 //! Time-based queue cases use visibility timeouts and delays of whole seconds (SQS has
 //! one-second granularity), and wait 1.5 s where a 1 s timeout must pass. Dedupe cases pass
@@ -23,9 +25,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use stripe_worker::backend::{
-    Archive, Claim, DeadLetterOps, DeadLetterReason, DedupeKey, DedupeStore, FencingToken, Queue,
-    QueueSpec, Receipt, ReceivedMessage, RedriveFilter, StateRecord, StateStore, WriteOutcome,
-    dlq_attributes,
+    ApplyOutcome, Archive, BackendError, Claim, DeadLetterOps, DeadLetterReason, DedupeKey,
+    DedupeStore, EventWrite, FencingToken, Marker, Queue, QueueSpec, Receipt, ReceivedMessage,
+    RedriveFilter, StateRecord, StateStore, WriteOutcome, dlq_attributes,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -641,132 +643,263 @@ fn claimed(c: Claim) -> FencingToken {
     }
 }
 
-/// Claim, complete, then a second claim is a duplicate.
-pub async fn dedupe_claim_complete_duplicate<D: DedupeStore>(store: D) {
+/// The writes of one event for `k`.
+fn event_write<'a>(
+    k: &'a DedupeKey,
+    marker: Marker<'a>,
+    now_ms: i64,
+    records: &'a [StateRecord],
+) -> EventWrite<'a> {
+    EventWrite {
+        key: k,
+        marker,
+        now_ms,
+        retention: RETENTION,
+        records,
+    }
+}
+
+fn assert_lease_lost<T: std::fmt::Debug>(result: Result<T, BackendError>, what: &str) {
+    match result {
+        Err(e @ BackendError::LeaseLost { .. }) => assert!(!e.is_retryable()),
+        other => panic!("{what}: expected LeaseLost, got {other:?}"),
+    }
+}
+
+/// Claim, apply under the claim (fenced), then the key is applied: a claim is
+/// `AlreadyDone` and an unfenced apply a duplicate.
+pub async fn dedupe_claim_apply_duplicate<D: DedupeStore, S: StateStore>((dedupe, state): (D, S)) {
     let k = key("subscription");
-    let token = claimed(store.claim(&k, T0, LEASE).await.expect("claim"));
-    store
-        .complete(&k, &token, T0 + 10, RETENTION)
+    let token = claimed(dedupe.claim(&k, T0, LEASE).await.expect("claim"));
+    let records = [record(&k.tenant, "subscription", "sub_1", 5, "evt_a")];
+    let applied = state
+        .apply(&event_write(&k, Marker::Fenced(&token), T0 + 10, &records))
         .await
-        .expect("complete");
+        .expect("apply");
+    assert_eq!(applied, ApplyOutcome::Applied(vec![WriteOutcome::Written]));
     assert_eq!(
-        store.claim(&k, T0 + 20, LEASE).await.expect("claim"),
+        dedupe.claim(&k, T0 + 20, LEASE).await.expect("claim"),
         Claim::AlreadyDone
+    );
+    assert_eq!(
+        state
+            .apply(&event_write(&k, Marker::IfAbsent, T0 + 30, &records))
+            .await
+            .expect("apply"),
+        ApplyOutcome::Duplicate
     );
 }
 
 /// A held lease makes other claims answer `InProgressElsewhere` with the lease end, up to
-/// and including the lease end (expiry is strictly "ended before now").
-pub async fn dedupe_in_progress_elsewhere<D: DedupeStore>(store: D) {
+/// and including the lease end (expiry is strictly "ended before now"); an unfenced apply
+/// meets it too, and writes nothing.
+pub async fn dedupe_in_progress_elsewhere<D: DedupeStore, S: StateStore>((dedupe, state): (D, S)) {
     let k = key("invoice");
-    claimed(store.claim(&k, T0, LEASE).await.expect("claim"));
+    claimed(dedupe.claim(&k, T0, LEASE).await.expect("claim"));
     let until = T0 + LEASE.as_millis() as i64;
     for at in [T0, T0 + 1, until] {
         assert_eq!(
-            store.claim(&k, at, LEASE).await.expect("claim"),
+            dedupe.claim(&k, at, LEASE).await.expect("claim"),
             Claim::InProgressElsewhere { until_ms: until },
             "claim at {at}"
         );
     }
+    let records = [record(&k.tenant, "invoice", "in_1", 5, "evt_a")];
+    assert_eq!(
+        state
+            .apply(&event_write(&k, Marker::IfAbsent, T0 + 1, &records))
+            .await
+            .expect("apply"),
+        ApplyOutcome::HeldElsewhere { until_ms: until }
+    );
+    assert_eq!(
+        state.get(&k.tenant, "invoice", "in_1").await.expect("get"),
+        None
+    );
 }
 
-/// After the lease ended another worker takes over with a new token; the old token can
-/// then neither complete (`LeaseLost`) nor release.
-pub async fn dedupe_expired_lease_takeover_and_fencing<D: DedupeStore>(store: D) {
+/// After the lease ended another worker takes over with a new token. The old token can
+/// then neither apply (a lost lease writes nothing), nor renew, nor release; the new one
+/// applies.
+pub async fn dedupe_expired_lease_takeover_and_fencing<D: DedupeStore, S: StateStore>(
+    (dedupe, state): (D, S),
+) {
     let k = key("payment_intent");
-    let old = claimed(store.claim(&k, T0, LEASE).await.expect("claim"));
+    let old = claimed(dedupe.claim(&k, T0, LEASE).await.expect("claim"));
     let later = T0 + LEASE.as_millis() as i64 + 1;
-    let new = claimed(store.claim(&k, later, LEASE).await.expect("takeover"));
+    let new = claimed(dedupe.claim(&k, later, LEASE).await.expect("takeover"));
     assert_ne!(old, new, "takeover gets a fresh token");
 
-    let err = store
-        .complete(&k, &old, later + 1, RETENTION)
-        .await
-        .expect_err("old token must not complete");
-    assert!(
-        matches!(err, stripe_worker::backend::BackendError::LeaseLost { .. }),
-        "expected LeaseLost, got {err:?}"
+    let records = [
+        record(&k.tenant, "payment_intent", "pi_1", 5, "evt_a"),
+        record(&k.tenant, "charge", "ch_1", 5, "evt_a"),
+    ];
+    assert_lease_lost(
+        state
+            .apply(&event_write(&k, Marker::Fenced(&old), later + 1, &records))
+            .await,
+        "apply with the old token",
     );
-    assert!(!err.is_retryable());
-
-    store.release(&k, &old).await.expect("stale release is Ok");
+    for (kind, id) in [("payment_intent", "pi_1"), ("charge", "ch_1")] {
+        assert_eq!(
+            state.get(&k.tenant, kind, id).await.expect("get"),
+            None,
+            "a lost lease wrote {kind} {id}"
+        );
+    }
+    assert_lease_lost(
+        dedupe.renew(&k, &old, later + 1, LEASE).await,
+        "renew with the old token",
+    );
+    dedupe.release(&k, &old).await.expect("stale release is Ok");
     assert_eq!(
-        store.claim(&k, later + 2, LEASE).await.expect("claim"),
+        dedupe.claim(&k, later + 2, LEASE).await.expect("claim"),
         Claim::InProgressElsewhere {
             until_ms: later + LEASE.as_millis() as i64
         },
         "stale release had no effect"
     );
 
-    store
-        .complete(&k, &new, later + 3, RETENTION)
+    let applied = state
+        .apply(&event_write(&k, Marker::Fenced(&new), later + 3, &records))
         .await
-        .expect("new token completes");
+        .expect("the new token applies");
     assert_eq!(
-        store.claim(&k, later + 4, LEASE).await.expect("claim"),
+        applied,
+        ApplyOutcome::Applied(vec![WriteOutcome::Written, WriteOutcome::Written])
+    );
+    assert_eq!(
+        dedupe.claim(&k, later + 4, LEASE).await.expect("claim"),
         Claim::AlreadyDone
     );
 }
 
-/// A completed key is a duplicate until `now + retention`, then can be claimed again.
-pub async fn dedupe_retention_expiry<D: DedupeStore>(store: D) {
+/// An applied key is a duplicate until `now + retention`, then can be claimed again.
+pub async fn dedupe_retention_expiry<D: DedupeStore, S: StateStore>((dedupe, state): (D, S)) {
     let k = key("charge");
-    let token = claimed(store.claim(&k, T0, LEASE).await.expect("claim"));
     let retention = Duration::from_secs(60);
-    store
-        .complete(&k, &token, T0, retention)
-        .await
-        .expect("complete");
+    let write = EventWrite {
+        retention,
+        ..event_write(&k, Marker::IfAbsent, T0, &[])
+    };
+    assert_eq!(
+        state.apply(&write).await.expect("apply"),
+        ApplyOutcome::Applied(vec![])
+    );
     let kept_until = T0 + 60_000;
     assert_eq!(
-        store.claim(&k, kept_until - 1, LEASE).await.expect("claim"),
+        dedupe
+            .claim(&k, kept_until - 1, LEASE)
+            .await
+            .expect("claim"),
         Claim::AlreadyDone
     );
-    let again = claimed(store.claim(&k, kept_until + 1, LEASE).await.expect("claim"));
-    assert_ne!(again, token);
+    assert_eq!(
+        state
+            .apply(&event_write(&k, Marker::IfAbsent, kept_until - 1, &[]))
+            .await
+            .expect("apply"),
+        ApplyOutcome::Duplicate
+    );
+    claimed(
+        dedupe
+            .claim(&k, kept_until + 1, LEASE)
+            .await
+            .expect("claim"),
+    );
 }
 
 /// Release lets the key be claimed again at once; a release of an absent key is Ok.
-pub async fn dedupe_release<D: DedupeStore>(store: D) {
+pub async fn dedupe_release<D: DedupeStore, S: StateStore>((dedupe, _state): (D, S)) {
     let k = key("customer");
-    let token = claimed(store.claim(&k, T0, LEASE).await.expect("claim"));
-    store.release(&k, &token).await.expect("release");
-    let again = claimed(store.claim(&k, T0 + 1, LEASE).await.expect("claim"));
+    let token = claimed(dedupe.claim(&k, T0, LEASE).await.expect("claim"));
+    dedupe.release(&k, &token).await.expect("release");
+    let again = claimed(dedupe.claim(&k, T0 + 1, LEASE).await.expect("claim"));
     assert_ne!(again, token);
 
-    store
+    dedupe
         .release(&key("customer"), &FencingToken::new())
         .await
         .expect("release of an absent key is Ok");
 }
 
-/// Completing without holding a claim (absent key, or a made-up token) is `LeaseLost`, and
-/// a completed key cannot be completed by another token.
-pub async fn dedupe_complete_requires_claim<D: DedupeStore>(store: D) {
-    let absent = key("invoice");
-    let err = store
-        .complete(&absent, &FencingToken::new(), T0, RETENTION)
+/// A renewal moves the lease end to `now + lease`; only the holder can renew.
+pub async fn dedupe_renew_extends_the_lease<D: DedupeStore, S: StateStore>(
+    (dedupe, _state): (D, S),
+) {
+    let k = key("renew");
+    let token = claimed(dedupe.claim(&k, T0, LEASE).await.expect("claim"));
+    let renewed_at = T0 + 20_000;
+    dedupe
+        .renew(&k, &token, renewed_at, LEASE)
         .await
-        .expect_err("complete of an absent key");
-    assert!(
-        matches!(err, stripe_worker::backend::BackendError::LeaseLost { .. }),
-        "{err:?}"
+        .expect("renew");
+    let until = renewed_at + LEASE.as_millis() as i64;
+    assert_eq!(
+        dedupe
+            .claim(&k, T0 + LEASE.as_millis() as i64 + 1, LEASE)
+            .await
+            .expect("claim"),
+        Claim::InProgressElsewhere { until_ms: until },
+        "the first lease would have ended; the renewed one holds"
+    );
+    assert_lease_lost(
+        dedupe
+            .renew(&k, &FencingToken::new(), renewed_at, LEASE)
+            .await,
+        "renew with a made-up token",
+    );
+    assert_lease_lost(
+        dedupe
+            .renew(&key("renew"), &FencingToken::new(), T0, LEASE)
+            .await,
+        "renew of an absent key",
+    );
+}
+
+/// A fenced apply without the claim (absent key, made-up token) is `LeaseLost` and writes
+/// nothing.
+pub async fn dedupe_fenced_apply_requires_claim<D: DedupeStore, S: StateStore>(
+    (dedupe, state): (D, S),
+) {
+    let absent = key("invoice");
+    let records = [record(&absent.tenant, "invoice", "in_1", 5, "evt_a")];
+    assert_lease_lost(
+        state
+            .apply(&event_write(
+                &absent,
+                Marker::Fenced(&FencingToken::new()),
+                T0,
+                &records,
+            ))
+            .await,
+        "apply of an absent key",
     );
 
     let k = key("invoice");
-    claimed(store.claim(&k, T0, LEASE).await.expect("claim"));
-    let err = store
-        .complete(&k, &FencingToken::new(), T0 + 1, RETENTION)
-        .await
-        .expect_err("complete with a wrong token");
-    assert!(
-        matches!(err, stripe_worker::backend::BackendError::LeaseLost { .. }),
-        "{err:?}"
+    claimed(dedupe.claim(&k, T0, LEASE).await.expect("claim"));
+    assert_lease_lost(
+        state
+            .apply(&event_write(
+                &k,
+                Marker::Fenced(&FencingToken::new()),
+                T0 + 1,
+                &records,
+            ))
+            .await,
+        "apply with a made-up token",
+    );
+    assert_eq!(
+        state
+            .get(&absent.tenant, "invoice", "in_1")
+            .await
+            .expect("get"),
+        None
     );
 }
 
 /// Keys that differ only in handler or tenant are independent.
-pub async fn dedupe_keys_independent<D: DedupeStore>(store: D) {
+pub async fn dedupe_keys_independent<D: DedupeStore, S: StateStore>((dedupe, state): (D, S)) {
     let a = key("subscription");
     let other_handler = DedupeKey {
         handler: "invoice".to_owned(),
@@ -776,19 +909,31 @@ pub async fn dedupe_keys_independent<D: DedupeStore>(store: D) {
         tenant: unique("tenant"),
         ..a.clone()
     };
-    let t = claimed(store.claim(&a, T0, LEASE).await.expect("claim"));
-    store
-        .complete(&a, &t, T0, RETENTION)
+    state
+        .apply(&event_write(&a, Marker::IfAbsent, T0, &[]))
         .await
-        .expect("complete");
-    claimed(store.claim(&other_handler, T0, LEASE).await.expect("claim"));
-    claimed(store.claim(&other_tenant, T0, LEASE).await.expect("claim"));
+        .expect("apply");
+    claimed(
+        dedupe
+            .claim(&other_handler, T0, LEASE)
+            .await
+            .expect("claim"),
+    );
+    assert_eq!(
+        state
+            .apply(&event_write(&other_tenant, Marker::IfAbsent, T0, &[]))
+            .await
+            .expect("apply"),
+        ApplyOutcome::Applied(vec![])
+    );
 }
 
 /// Of N concurrent claimers of one key exactly one wins; the others see it in progress.
-pub async fn dedupe_concurrent_claims_one_winner<D: DedupeStore>(store: D) {
+pub async fn dedupe_concurrent_claims_one_winner<D: DedupeStore, S: StateStore>(
+    (dedupe, _state): (D, S),
+) {
     const N: usize = 16;
-    let store = Arc::new(store);
+    let store = Arc::new(dedupe);
     for round in 0..3 {
         let k = key("concurrent");
         let barrier = Arc::new(tokio::sync::Barrier::new(N));
@@ -818,6 +963,231 @@ pub async fn dedupe_concurrent_claims_one_winner<D: DedupeStore>(store: D) {
         assert_eq!(winners, 1, "round {round}: exactly one winner");
         assert_eq!(busy, N - 1);
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Apply cases: an event's marker and records in one commit
+// ---------------------------------------------------------------------------------------
+
+/// An apply writes the marker and every record; a second apply of the same event is a
+/// duplicate that writes nothing, even with other (newer) records.
+pub async fn apply_writes_marker_and_records_together<D: DedupeStore, S: StateStore>(
+    (_dedupe, state): (D, S),
+) {
+    let k = key("subscription");
+    let t = k.tenant.clone();
+    let first = [
+        record(&t, "subscription", "sub_1", 5, "evt_a"),
+        record(&t, "invoice", "in_1", 5, "evt_a"),
+    ];
+    assert_eq!(
+        state
+            .apply(&event_write(&k, Marker::IfAbsent, T0, &first))
+            .await
+            .expect("apply"),
+        ApplyOutcome::Applied(vec![WriteOutcome::Written, WriteOutcome::Written])
+    );
+    let newer = [
+        record(&t, "subscription", "sub_1", 9, "evt_b"),
+        record(&t, "invoice", "in_2", 9, "evt_b"),
+    ];
+    assert_eq!(
+        state
+            .apply(&event_write(&k, Marker::IfAbsent, T0 + 1, &newer))
+            .await
+            .expect("apply"),
+        ApplyOutcome::Duplicate
+    );
+    assert_eq!(
+        state.get(&t, "subscription", "sub_1").await.expect("get"),
+        Some(first[0].clone()),
+        "a duplicate changes nothing"
+    );
+    assert_eq!(state.get(&t, "invoice", "in_2").await.expect("get"), None);
+}
+
+/// N workers applying one event at once: exactly one applies, the others see a duplicate,
+/// and the stored record is the winner's. A retryable failure (DynamoDB cancels one of two
+/// conflicting transactions) is tried again, as the worker does.
+pub async fn apply_concurrent_same_event_writes_once<D: DedupeStore, S: StateStore>(
+    (_dedupe, state): (D, S),
+) {
+    const N: usize = 8;
+    let state = Arc::new(state);
+    for round in 0..3 {
+        let k = key("concurrent");
+        let barrier = Arc::new(tokio::sync::Barrier::new(N));
+        let tasks: Vec<_> = (0..N)
+            .map(|i| {
+                let state = Arc::clone(&state);
+                let k = k.clone();
+                let barrier = Arc::clone(&barrier);
+                tokio::spawn(async move {
+                    // Each worker writes its own version, so the stored one names the winner.
+                    let mut mine = record(&k.tenant, "subscription", "sub_1", 5, "evt_a");
+                    mine.doc = json!({ "writer": i });
+                    let records = [mine];
+                    barrier.wait().await;
+                    for _attempt in 0..20 {
+                        match state
+                            .apply(&event_write(&k, Marker::IfAbsent, T0, &records))
+                            .await
+                        {
+                            Err(e) if e.is_retryable() => {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            other => return (i, other.expect("apply")),
+                        }
+                    }
+                    panic!("apply kept failing");
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for t in tasks {
+            match t.await.expect("task") {
+                (i, ApplyOutcome::Applied(outcomes)) => {
+                    assert_eq!(outcomes, vec![WriteOutcome::Written]);
+                    winners.push(i);
+                }
+                (_, ApplyOutcome::Duplicate) => {}
+                (_, other) => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: exactly one apply");
+        let stored = state
+            .get(&k.tenant, "subscription", "sub_1")
+            .await
+            .expect("get")
+            .expect("stored");
+        assert_eq!(stored.doc, json!({ "writer": winners[0] }));
+    }
+}
+
+/// A record older than the stored one is skipped as stale without failing the rest: the
+/// other records and the marker are written.
+pub async fn apply_skips_stale_records<D: DedupeStore, S: StateStore>((_dedupe, state): (D, S)) {
+    let k = key("payment");
+    let t = k.tenant.clone();
+    let stored = record(&t, "payment_intent", "pi_1", 10, "evt_z");
+    assert_eq!(
+        state.put_if_newer(&stored).await.expect("put"),
+        WriteOutcome::Written
+    );
+    let records = [
+        record(&t, "charge", "ch_1", 5, "evt_a"),
+        record(&t, "payment_intent", "pi_1", 5, "evt_a"),
+        record(&t, "invoice", "in_1", 5, "evt_a"),
+    ];
+    assert_eq!(
+        state
+            .apply(&event_write(&k, Marker::IfAbsent, T0, &records))
+            .await
+            .expect("apply"),
+        ApplyOutcome::Applied(vec![
+            WriteOutcome::Written,
+            WriteOutcome::Stale,
+            WriteOutcome::Written
+        ])
+    );
+    assert_eq!(
+        state.get(&t, "payment_intent", "pi_1").await.expect("get"),
+        Some(stored)
+    );
+    for (kind, id) in [("charge", "ch_1"), ("invoice", "in_1")] {
+        assert!(state.get(&t, kind, id).await.expect("get").is_some());
+    }
+    assert_eq!(
+        state
+            .apply(&event_write(&k, Marker::IfAbsent, T0 + 1, &records))
+            .await
+            .expect("apply"),
+        ApplyOutcome::Duplicate,
+        "the marker was written with the fresh records"
+    );
+
+    // Every record stale: still applied (the marker), nothing written.
+    let all_stale = key("payment");
+    let old = [record(
+        &all_stale.tenant,
+        "payment_intent",
+        "pi_1",
+        1,
+        "evt_a",
+    )];
+    state
+        .put_if_newer(&record(
+            &all_stale.tenant,
+            "payment_intent",
+            "pi_1",
+            2,
+            "evt_b",
+        ))
+        .await
+        .expect("put");
+    assert_eq!(
+        state
+            .apply(&event_write(&all_stale, Marker::IfAbsent, T0, &old))
+            .await
+            .expect("apply"),
+        ApplyOutcome::Applied(vec![WriteOutcome::Stale])
+    );
+}
+
+/// Reprocessing overwrites the marker of an applied event and writes its records newer-wins.
+pub async fn apply_overwrite_reapplies<D: DedupeStore, S: StateStore>((_dedupe, state): (D, S)) {
+    let k = key("subscription");
+    let t = k.tenant.clone();
+    let first = [record(&t, "subscription", "sub_1", 5, "evt_a")];
+    state
+        .apply(&event_write(&k, Marker::IfAbsent, T0, &first))
+        .await
+        .expect("apply");
+    let newer = [record(&t, "subscription", "sub_1", 6, "evt_a")];
+    assert_eq!(
+        state
+            .apply(&event_write(&k, Marker::Overwrite, T0 + 1, &newer))
+            .await
+            .expect("apply"),
+        ApplyOutcome::Applied(vec![WriteOutcome::Written])
+    );
+    assert_eq!(
+        state
+            .apply(&event_write(&k, Marker::Overwrite, T0 + 2, &first))
+            .await
+            .expect("apply"),
+        ApplyOutcome::Applied(vec![WriteOutcome::Stale])
+    );
+    assert_eq!(
+        state.get(&t, "subscription", "sub_1").await.expect("get"),
+        Some(newer[0].clone())
+    );
+}
+
+/// An apply larger than one DynamoDB transaction (100 items) is still applied once.
+pub async fn apply_many_records<D: DedupeStore, S: StateStore>((_dedupe, state): (D, S)) {
+    let k = key("bulk");
+    let records: Vec<StateRecord> = (0..130)
+        .map(|i| record(&k.tenant, "invoice", &format!("in_{i:03}"), 5, "evt_a"))
+        .collect();
+    assert_eq!(
+        state
+            .apply(&event_write(&k, Marker::IfAbsent, T0, &records))
+            .await
+            .expect("apply"),
+        ApplyOutcome::Applied(vec![WriteOutcome::Written; records.len()])
+    );
+    assert_eq!(
+        state.export(Some(&k.tenant)).await.expect("export").len(),
+        records.len()
+    );
+    assert_eq!(
+        state
+            .apply(&event_write(&k, Marker::IfAbsent, T0 + 1, &records))
+            .await
+            .expect("apply"),
+        ApplyOutcome::Duplicate
+    );
 }
 
 // ---------------------------------------------------------------------------------------
