@@ -13,6 +13,10 @@ use stripe_worker::worker::APPLIED_LOG_TARGET;
 
 pub mod inproc;
 
+/// The prefix of the reliability tests' own environment variables
+/// (`STRIPE_WORKER_CRASH_KILLS`, ...).
+pub const TEST_KNOB_PREFIX: &str = "STRIPE_WORKER_CRASH_";
+
 /// The worker binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_stripe-worker");
 
@@ -188,6 +192,11 @@ impl Worker {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
+        // The tests' own knobs share the worker's prefix, whose variables must all be
+        // configuration keys: keep them from the worker.
+        for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with(TEST_KNOB_PREFIX)) {
+            cmd.env_remove(name);
+        }
         cmd
     }
 
