@@ -244,3 +244,283 @@ fn bad_configuration_is_a_clear_error() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("max_inflight"));
 }
+
+/// Run the binary with extra environment variables.
+fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "error")
+        .envs(env.iter().copied())
+        .output()
+        .expect("the binary runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A data directory holding one message on the customer queue, left by `publish`.
+fn data_with_one_message(dir: &std::path::Path) -> std::path::PathBuf {
+    let data = dir.join("data");
+    let file = dir.join("raw.jsonl");
+    std::fs::write(&file, "{\"raw\": true}\n").unwrap();
+    let output = run(&[
+        "publish",
+        "--file",
+        file.to_str().unwrap(),
+        "--to-queue",
+        "customer",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    data
+}
+
+#[test]
+fn read_only_commands_refuse_a_missing_data_dir_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("mistyped");
+    let path = missing.to_str().unwrap();
+    for args in [
+        &["queues", "--data-dir", path][..],
+        &["dlq", "list", "--domain", "payment", "--data-dir", path],
+        &["state", "export", "--data-dir", path],
+        &[
+            "status",
+            "--tenant",
+            "acme",
+            "--customer",
+            "cus_1",
+            "--data-dir",
+            path,
+        ],
+        &["dlq", "redrive", "--domain", "payment", "--data-dir", path],
+    ] {
+        let output = run(args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&output).contains(path),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(stdout(&output).is_empty(), "{args:?}: nothing on stdout");
+        assert!(!missing.exists(), "{args:?} created the directory");
+    }
+}
+
+#[test]
+fn read_only_commands_migrate_nothing_and_read_a_read_only_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    // A database of no schema (an empty SQLite file): a reading command refuses it and
+    // leaves it as it was, where a writing one would have created the tables.
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("stripe-worker.sqlite"), b"").unwrap();
+    let output = run(&["queues", "--data-dir", foreign.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("not a stripe-worker database"),
+        "{}",
+        stderr(&output)
+    );
+    let file = std::fs::metadata(foreign.join("stripe-worker.sqlite")).unwrap();
+    assert_eq!(file.len(), 0, "nothing written to the file");
+
+    // A data directory this user may not write: the commands that look still work. Root
+    // ignores permissions, so as root the commands run as `nobody` instead.
+    let data = data_with_one_message(dir.path());
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let open = std::fs::Permissions::from_mode(0o755);
+    std::fs::set_permissions(dir.path(), open).unwrap();
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+    }
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let as_reader = |args: &[&str]| {
+        let mut command = Command::new(BIN);
+        command.args(args).env("RUST_LOG", "error");
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            command.uid(65534).gid(65534);
+        }
+        command.output().expect("the binary runs")
+    };
+    let queues = as_reader(&["queues", "--json", "--data-dir", data.to_str().unwrap()]);
+    assert!(queues.status.success(), "{}", stderr(&queues));
+    let report: Value = serde_json::from_slice(&queues.stdout).unwrap();
+    assert!(
+        report.to_string().contains("\"visible\":1"),
+        "the published message is seen: {report}"
+    );
+    let export = as_reader(&["state", "export", "--data-dir", data.to_str().unwrap()]);
+    assert!(export.status.success(), "{}", stderr(&export));
+    let dlq = as_reader(&[
+        "dlq",
+        "list",
+        "--domain",
+        "customer",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(dlq.status.success(), "{}", stderr(&dlq));
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn unknown_tenant_and_customer_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_with_one_message(dir.path());
+    let data = data.to_str().unwrap();
+    let export = run(&["state", "export", "--tenant", "nobody", "--data-dir", data]);
+    assert_eq!(export.status.code(), Some(1));
+    assert!(
+        stderr(&export).contains("tenant nobody"),
+        "{}",
+        stderr(&export)
+    );
+    let status = run(&[
+        "status",
+        "--tenant",
+        "acme",
+        "--customer",
+        "cus_nobody",
+        "--data-dir",
+        data,
+    ]);
+    assert_eq!(status.status.code(), Some(1));
+    assert!(
+        stderr(&status).contains("cus_nobody"),
+        "{}",
+        stderr(&status)
+    );
+}
+
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    demo_json(&["--events", "1500"], &data);
+    for args in [
+        &["state", "export", "--data-dir", data.to_str().unwrap()][..],
+        &["routes", "--format", "json"],
+        &["queues", "--data-dir", data.to_str().unwrap()],
+    ] {
+        // `... | head -0`: the reader is gone before the command writes.
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "error")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(stderr(&output).is_empty(), "{args:?}: {}", stderr(&output));
+    }
+}
+
+#[test]
+fn configuration_errors_name_the_knob() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let run_args = [
+        "run",
+        "--until-idle",
+        "--idle-secs",
+        "1",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let negative = run_with_env(&run_args, &[("STRIPE_WORKER_MAX_IN_FLIGHT", "-1")]);
+    assert_eq!(negative.status.code(), Some(1));
+    assert!(
+        stderr(&negative).contains("STRIPE_WORKER_MAX_IN_FLIGHT: `-1`"),
+        "{}",
+        stderr(&negative)
+    );
+    let zero = run_with_env(&run_args, &[("STRIPE_WORKER_MAX_IN_FLIGHT_PER_QUEUE", "0")]);
+    assert_eq!(zero.status.code(), Some(1));
+    assert!(
+        stderr(&zero).contains("max_in_flight_per_queue: must be at least 1"),
+        "{}",
+        stderr(&zero)
+    );
+    // Below the adaptive floor (4), which only adaptive concurrency reads.
+    let small = run_with_env(&run_args, &[("STRIPE_WORKER_MAX_IN_FLIGHT_PER_QUEUE", "2")]);
+    assert!(small.status.success(), "{}", stderr(&small));
+
+    let missing = dir.path().join("missing.toml");
+    let output = run(&[&run_args[..], &["--config", missing.to_str().unwrap()]].concat());
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert!(text.contains(missing.to_str().unwrap()), "{text}");
+    assert_eq!(text.matches("No such file").count(), 1, "{text}");
+}
+
+/// The environment of an AWS command with nothing listening at the endpoint, and no
+/// credentials but what `extra` gives (no profile files, no instance metadata).
+fn aws_env<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_CONFIG_FILE", "/dev/null"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    env.extend_from_slice(extra);
+    env
+}
+
+fn run_aws(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BIN);
+    command.args(args).env("RUST_LOG", "error");
+    for name in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    ] {
+        command.env_remove(name);
+    }
+    command.envs(env.iter().copied());
+    command.output().expect("the binary runs")
+}
+
+#[test]
+fn aws_problems_are_one_line_naming_what_to_set() {
+    let args = ["queues", "--backend", "aws", "--prefix", "sw-cli-test"];
+    let output = run_aws(&args, &aws_env(&[]));
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert!(text.contains("no AWS credentials"), "{text}");
+    assert!(text.contains("AWS_ACCESS_KEY_ID"), "{text}");
+    assert_eq!(text.trim().lines().count(), 1, "{text}");
+
+    let output = run_aws(
+        &args,
+        &aws_env(&[
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ]),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert_eq!(text.trim().lines().count(), 1, "{text}");
+    assert!(text.contains("sw-cli-test"), "{text}");
+    assert!(
+        !text.contains(" { ") && text.len() < 600,
+        "no debug dump: {text}"
+    );
+}
