@@ -138,6 +138,9 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Dlq { command } => {
+            if let Some(code) = command.refusal() {
+                return Ok(code);
+            }
             let config = load_config(command.backend())?;
             with_backend!(command.backend(), &config, command.access(), |backend| {
                 super::ops::dlq(backend, &config, &command)
@@ -156,7 +159,10 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         } => super::config_check::config_check(args),
         Command::Completions { shell } => {
             let mut command = <super::Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut command, "stripe-worker", &mut stdout);
+            // Into a buffer first: `generate` panics when its writer fails (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "stripe-worker", &mut script);
+            stdout.write_all(&script)?;
             stdout.flush()?;
             Ok(ExitCode::SUCCESS)
         }
@@ -416,12 +422,22 @@ async fn publish<Q: Queue, D, S, B: Bus>(
     }
     publish_chunks(backend.bus.as_ref(), &entries).await?;
     let mut out = std::io::stdout().lock();
-    match args.to_queue {
-        Some(domain) => writeln!(out, "sent {sent_raw} messages to the {domain} queue")?,
-        None => writeln!(
+    match (args.to_queue, args.json) {
+        (Some(domain), false) => writeln!(out, "sent {sent_raw} messages to the {domain} queue")?,
+        (Some(domain), true) => writeln!(
+            out,
+            "{}",
+            serde_json::json!({"sent": sent_raw, "queue": domain.as_str()})
+        )?,
+        (None, false) => writeln!(
             out,
             "published {} events; {invalid} invalid lines skipped",
             entries.len()
+        )?,
+        (None, true) => writeln!(
+            out,
+            "{}",
+            serde_json::json!({"published": entries.len(), "invalid": invalid})
         )?,
     }
     Ok(if invalid == 0 {

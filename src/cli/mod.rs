@@ -311,6 +311,9 @@ pub struct PublishArgs {
     /// bus and its rules.
     #[arg(long)]
     pub to_queue: Option<Domain>,
+    /// Print one JSON object (`published`, `invalid`, or `sent` and `queue`) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `status` options.

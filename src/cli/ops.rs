@@ -57,6 +57,21 @@ impl DlqCommand {
         }
     }
 
+    /// A usage error to refuse before anything is opened: a purge without `--yes`.
+    pub(super) fn refusal(&self) -> Option<ExitCode> {
+        match self {
+            DlqCommand::Purge(args) if !args.yes => {
+                eprintln!(
+                    "error: a purge deletes every message in the {} dead-letter queue and \
+                     cannot be undone: pass --yes",
+                    args.domain
+                );
+                Some(ExitCode::from(super::exit::USAGE))
+            }
+            _ => None,
+        }
+    }
+
     /// The backend arguments of whichever subcommand this is.
     pub fn backend(&self) -> &BackendArgs {
         match self {
@@ -293,13 +308,8 @@ pub async fn dlq<Q: Queue + DeadLetterOps, D, S, B>(
             print(&report, args.json)?;
         }
         DlqCommand::Purge(args) => {
-            if !args.yes {
-                eprintln!(
-                    "error: a purge deletes every message in the {} dead-letter queue and \
-                     cannot be undone: pass --yes",
-                    args.domain
-                );
-                return Ok(ExitCode::from(super::exit::USAGE));
+            if let Some(code) = command.refusal() {
+                return Ok(code);
             }
             let queue = backend.queues.get(args.domain);
             let report = match interruptible(
