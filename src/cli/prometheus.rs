@@ -1,8 +1,9 @@
 //! `/metrics` on the admin port (`run --admin-listen ADDR --prometheus`), for teams
 //! without an OpenTelemetry collector: the worker's own counters ([`WorkerStats`], the
 //! same calls that feed the OTLP metrics) and the queue depths, in the Prometheus text
-//! exposition format (version 0.0.4). Names follow the ones the OTLP metrics get in
-//! Prometheus (README, "Observability"), so dashboards carry over.
+//! exposition format (version 0.0.4). Where an OTLP metric counts the same thing the name
+//! is the one it gets in Prometheus (README, "Observability"), without its `domain` label:
+//! these counters are the process's totals.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -34,54 +35,47 @@ pub struct Depth {
 /// depth gauges rather than shown as 0).
 pub fn render(stats: &StatsSnapshot, depths: &[(Domain, Depth)]) -> String {
     let mut out = String::new();
-    let mut counter = |name: &str, help: &str, value: u64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-        );
-    };
-    counter(
-        "stripe_worker_messages_received_total",
+    let name = "stripe_worker_messages_received_total";
+    describe(
+        &mut out,
+        name,
+        "counter",
         "Messages received from the queues.",
-        stats.received,
     );
-    counter(
-        "stripe_worker_messages_applied_total",
-        "Messages whose event was applied.",
-        stats.applied,
+    let _ = writeln!(out, "{name} {}", stats.received);
+    let name = "stripe_worker_messages_processed_total";
+    describe(&mut out, name, "counter", "Messages by outcome.");
+    for (outcome, count) in [
+        ("applied", stats.applied),
+        ("duplicate", stats.duplicates),
+        ("ignored", stats.ignored),
+        ("in_progress_elsewhere", stats.in_progress_elsewhere),
+        ("dead_lettered", stats.dead_lettered),
+        ("released", stats.released),
+    ] {
+        let _ = writeln!(out, "{name}{{outcome=\"{outcome}\"}} {count}");
+    }
+    let name = "stripe_worker_retried_total";
+    describe(
+        &mut out,
+        name,
+        "counter",
+        "In-process retry attempts plus messages left for a later receive.",
     );
-    counter(
-        "stripe_worker_messages_duplicate_total",
-        "Messages acknowledged as already applied.",
-        stats.duplicates,
-    );
-    counter(
-        "stripe_worker_messages_ignored_total",
-        "Messages acknowledged with nothing to do.",
-        stats.ignored,
-    );
-    counter(
-        "stripe_worker_retries_total",
-        "In-process retries and messages left for a later receive.",
-        stats.retried,
-    );
+    let _ = writeln!(out, "{name} {}", stats.retried);
     let name = "stripe_worker_messages_dead_lettered_total";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Messages sent to a dead-letter queue, by reason.\n# TYPE {name} counter"
+    describe(
+        &mut out,
+        name,
+        "counter",
+        "Messages sent to a dead-letter queue, by reason.",
     );
     for (reason, count) in &stats.dead_letter_reasons {
         let _ = writeln!(out, "{name}{{reason=\"{}\"}} {count}", escape(reason));
     }
-    let gauge = |out: &mut String, name: &str, help: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-    };
-    gauge(
-        &mut out,
-        "stripe_worker_in_flight",
-        "Messages being processed now.",
-    );
-    let _ = writeln!(out, "stripe_worker_in_flight {}", stats.in_flight.max(0));
+    let name = "stripe_worker_messages_in_flight";
+    describe(&mut out, name, "gauge", "Messages being processed now.");
+    let _ = writeln!(out, "{name} {}", stats.in_flight.max(0));
     type Pick = fn(&Depth) -> u64;
     let depth_gauges: [(&str, &str, Pick); 3] = [
         (
@@ -101,12 +95,17 @@ pub fn render(stats: &StatsSnapshot, depths: &[(Domain, Depth)]) -> String {
         ),
     ];
     for (name, help, pick) in depth_gauges {
-        gauge(&mut out, name, help);
+        describe(&mut out, name, "gauge", help);
         for (domain, depth) in depths {
             let _ = writeln!(out, "{name}{{domain=\"{domain}\"}} {}", pick(depth));
         }
     }
     out
+}
+
+/// The `# HELP` and `# TYPE` lines of a metric.
+fn describe(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 /// A label value with `\`, `"` and newlines escaped, as the format requires.
@@ -172,7 +171,10 @@ mod tests {
             dead_letters: 2,
         };
         let text = render(&stats, &[(Domain::Payment, depth)]);
-        assert!(text.contains("# TYPE stripe_worker_messages_applied_total counter\nstripe_worker_messages_applied_total 3\n"), "{text}");
+        assert!(
+            text.contains("stripe_worker_messages_processed_total{outcome=\"applied\"} 3\n"),
+            "{text}"
+        );
         assert!(
             text.contains(
                 "stripe_worker_messages_dead_lettered_total{reason=\"unknown_tenant\"} 2\n"
@@ -183,7 +185,10 @@ mod tests {
             text.contains("stripe_worker_queue_waiting{domain=\"payment\"} 5\n"),
             "{text}"
         );
-        assert!(text.contains("stripe_worker_in_flight 1\n"), "{text}");
+        assert!(
+            text.contains("stripe_worker_messages_in_flight 1\n"),
+            "{text}"
+        );
         assert_eq!(escape("a\"b\\c"), "a\\\"b\\\\c");
     }
 }
