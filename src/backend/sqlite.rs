@@ -299,6 +299,35 @@ fn migrate(conn: &mut Connection) -> BackendResult<()> {
     tx.commit().map_err(|e| db_error(op, e))
 }
 
+/// Open an existing database file for reading only: no file is created and nothing is
+/// written. A reader of a WAL database needs its `-shm` index, which SQLite creates next to
+/// the file; in a directory this process may not write (a read-only mount, another user's
+/// data) it cannot, so the file is then opened `immutable`: read as it is, without locks,
+/// which is exact when nobody can be writing it (no writer without a `-wal` file there).
+fn connect_read_only(path: &Path) -> rusqlite::Result<Connection> {
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    match conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)) {
+        Ok(_) => Ok(conn),
+        Err(_) => {
+            // Percent-encode the path for the URI; `immutable` skips the `-shm` file.
+            let mut uri = String::from("file:");
+            for byte in path.to_string_lossy().bytes() {
+                match byte {
+                    b'?' | b'#' | b'%' => uri.push_str(&format!("%{byte:02X}")),
+                    _ => uri.push(char::from(byte)),
+                }
+            }
+            uri.push_str("?immutable=1");
+            let conn = Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)?;
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            Ok(conn)
+        }
+    }
+}
+
 impl SqliteDb {
     /// Open (or create) the database at `path`, set WAL, `synchronous=NORMAL` and the busy
     /// timeout, and bring the schema to [`SCHEMA_VERSION`]. Blocking: call it at start-up.
@@ -310,6 +339,47 @@ impl SqliteDb {
         reader
             .pragma_update(None, "query_only", "ON")
             .map_err(|e| db_error(op, e))?;
+        SqliteDb::start(path, writer, reader)
+    }
+
+    /// Open the existing database at `path` read-only, for the commands that only look
+    /// (`queues`, `dlq list`, `state export`, ...): no file is created, no migration runs,
+    /// and a read-only directory works. Every write fails as permanent. A missing file, or
+    /// one of another schema version, is an error. Blocking: call it at start-up.
+    pub fn open_read_only(path: &Path) -> Result<SqliteDb, BackendError> {
+        let op = "sqlite_open";
+        let reader = connect_read_only(path).map_err(|e| db_error(op, e))?;
+        let version: i64 = reader
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| db_error(op, e))?;
+        let problem = match version {
+            SCHEMA_VERSION => None,
+            0 => Some("is not a stripe-worker database (no schema)".to_owned()),
+            v if v > SCHEMA_VERSION => Some(format!(
+                "has schema version {v}, newer than this build's {SCHEMA_VERSION}"
+            )),
+            v => Some(format!(
+                "has schema version {v}, older than this build's {SCHEMA_VERSION} (`run` \
+                 migrates it)"
+            )),
+        };
+        if let Some(problem) = problem {
+            return Err(BackendError::Permanent {
+                operation: op,
+                message: format!("{} {problem}", path.display()),
+            });
+        }
+        let writer = connect_read_only(path).map_err(|e| db_error(op, e))?;
+        SqliteDb::start(path, writer, reader)
+    }
+
+    /// Start the writer thread on `writer` and wrap both connections.
+    fn start(
+        path: &Path,
+        writer: Connection,
+        reader: Connection,
+    ) -> Result<SqliteDb, BackendError> {
+        let op = "sqlite_open";
         let (jobs, queue) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("sqlite-writer".to_owned())

@@ -109,6 +109,9 @@ pub struct BenchOptions {
     pub data_dir: Option<PathBuf>,
     /// Stop a point when no message has completed for this long.
     pub stall_timeout: Duration,
+    /// `STRIPE_WORKER_*` variables, applied as every command applies them; the options
+    /// above that a point measures (concurrency, pollers, adaptive) win over them.
+    pub config_env: Vec<(String, String)>,
 }
 
 impl Default for BenchOptions {
@@ -128,6 +131,7 @@ impl Default for BenchOptions {
             seed: 42,
             data_dir: None,
             stall_timeout: Duration::from_secs(30),
+            config_env: Vec::new(),
         }
     }
 }
@@ -326,14 +330,15 @@ fn point_config(
     mix: &mix::Mix,
 ) -> Result<Config, BenchError> {
     let mut config = Config::default();
+    // Short long-polls, so pollers of a drained queue give their permits back soon.
+    config.worker.wait_time_secs = 1;
+    crate::config::apply_env(&mut config, options.config_env.iter().cloned())?;
     let w = &mut config.worker;
     w.max_in_flight = concurrency;
     w.max_in_flight_per_queue = concurrency;
     w.pollers_per_queue = options
         .pollers
         .unwrap_or_else(|| default_pollers(concurrency));
-    // Short long-polls, so pollers of a drained queue give their permits back soon.
-    w.wait_time_secs = 1;
     if let Some(adaptive) = options.adaptive {
         w.adaptive_concurrency = true;
         w.min_in_flight_per_queue = adaptive.min_in_flight.min(concurrency);

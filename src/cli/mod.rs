@@ -2,10 +2,14 @@
 //! touches a backend works on the embedded backend (`--backend local`, the default) and on
 //! AWS (`--backend aws`); the code above the backend seams is the same.
 
+mod aws;
 pub mod bench;
 mod commands;
+pub mod config_check;
 pub mod health;
 pub mod ops;
+pub mod progress;
+pub mod prometheus;
 pub mod routes;
 
 use std::path::PathBuf;
@@ -16,6 +20,17 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::domain::Domain;
 pub use crate::telemetry::LogFormat;
 
+/// The version `--version` prints: the package version, the git commit and the build date
+/// (see build.rs; `unknown` where the build had no git).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("BUILD_GIT_COMMIT"),
+    ", built ",
+    env!("BUILD_DATE_UTC"),
+    ")"
+);
+
 /// Turns Stripe billing events into correct, queryable billing state.
 ///
 /// Events arrive from Stripe webhooks (verified by `ingest`) and Stripe event destinations
@@ -24,7 +39,7 @@ pub use crate::telemetry::LogFormat;
 ///
 /// Start with `stripe-worker demo`: the whole pipeline on the embedded backend.
 #[derive(Debug, Parser)]
-#[command(name = "stripe-worker", version, propagate_version = true)]
+#[command(name = "stripe-worker", version = VERSION, propagate_version = true)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty, env = "STRIPE_WORKER_LOG_FORMAT")]
@@ -81,6 +96,54 @@ pub enum Command {
     Backfill(ops::BackfillArgs),
     /// GET a URL and exit 0 on a 2xx answer, else 1 (container health checks).
     Healthcheck(health::HealthcheckArgs),
+    /// The configuration.
+    Config {
+        /// What to do with the configuration.
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print a shell completion script (e.g. `stripe-worker completions bash >
+    /// /etc/bash_completion.d/stripe-worker`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the file and the environment (secrets included) and print the effective
+    /// configuration, secrets redacted; exit 1 naming the first problem.
+    Check(config_check::ConfigCheckArgs),
+}
+
+/// Exit codes, the same for every command (as `grep` and `diff` use them).
+pub mod exit {
+    /// A runtime failure: the backend, a file, the network.
+    pub const RUNTIME: u8 = 1;
+    /// A usage error: an unknown option, a value out of range, an invalid pattern (clap
+    /// exits with this code for what it rejects).
+    pub const USAGE: u8 = 2;
+    /// The command ran and found differences (`verify`).
+    pub const DIFFERENCES: u8 = 3;
+    /// Ctrl-C (128 + SIGINT), as shells report it.
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// A value parser for a share from 0 to `max` (a usage error, exit 2, outside it).
+pub(crate) fn share_up_to(max: f64) -> impl Fn(&str) -> Result<f64, String> + Clone {
+    move |raw: &str| {
+        let value: f64 = raw
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{raw}` is not a number"))?;
+        if (0.0..=max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(format!("must be between 0 and {max}"))
+        }
+    }
 }
 
 /// Where the backend is: the embedded SQLite files, or AWS.
@@ -123,17 +186,17 @@ pub struct DemoArgs {
     /// About how many Stripe events to generate.
     #[arg(long, default_value_t = 20_000)]
     pub events: usize,
-    /// How many tenants share the stream.
-    #[arg(long, default_value_t = 3)]
-    pub tenants: usize,
+    /// How many tenants share the stream (at least 1).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    pub tenants: u16,
     /// Seed for the generator, shuffling, duplicates and faults.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Keep the SQLite files here instead of a temporary directory.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Share of dedupe, state and Stripe API calls that fail transiently (0 to 1).
-    #[arg(long, default_value_t = 0.02)]
+    /// Share of dedupe, state and Stripe API calls that fail transiently, 0 to 0.5.
+    #[arg(long, default_value_t = 0.02, value_parser = share_up_to(0.5))]
     pub fault_rate: f64,
     /// Generate, publish, drain and check the stream this many events at a time, each
     /// chunk with tenants of its own: memory stays flat however many events (soaks).
@@ -169,8 +232,15 @@ pub struct RunArgs {
     #[command(flatten)]
     pub stripe_api: StripeApiOptions,
     /// Serve `/healthz` and `/readyz` on this address (e.g. `0.0.0.0:9090`); off by default.
-    #[arg(long)]
+    #[arg(long, env = "STRIPE_WORKER_ADMIN_LISTEN")]
     pub admin_listen: Option<std::net::SocketAddr>,
+    /// Also serve Prometheus `/metrics` on the admin address (for teams without an
+    /// OpenTelemetry collector).
+    #[arg(long, requires = "admin_listen", env = "STRIPE_WORKER_PROMETHEUS")]
+    pub prometheus: bool,
+    /// Log a progress line (rates, in flight, backlog) this often, in seconds; 0 turns it off.
+    #[arg(long, default_value_t = 60, env = "STRIPE_WORKER_PROGRESS_SECS")]
+    pub progress_secs: u64,
 }
 
 /// `ingest` options.
@@ -225,18 +295,25 @@ pub struct StripeApiOptions {
 
 /// `publish` options.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["file", "input"])))]
 pub struct PublishArgs {
     /// Where the backend is.
     #[command(flatten)]
     pub backend: BackendArgs,
     /// A JSON-lines file: one EventBridge envelope per line (as captured from a bus or an
-    /// SQS queue), or with --to-queue any message body.
+    /// SQS queue), or with --to-queue any message body; `-` reads standard input.
     #[arg(long)]
-    pub file: PathBuf,
+    pub file: Option<PathBuf>,
+    /// The same as --file: `stripe-worker publish events.jsonl`, or `-` for standard input.
+    #[arg(value_name = "FILE")]
+    pub input: Option<PathBuf>,
     /// Send each line as a raw message body straight to this domain's queue, bypassing the
     /// bus and its rules.
     #[arg(long)]
     pub to_queue: Option<Domain>,
+    /// Print one JSON object (`published`, `invalid`, or `sent` and `queue`) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `status` options.
@@ -307,9 +384,26 @@ pub fn main() -> ExitCode {
     telemetry.shutdown();
     match result {
         Ok(code) => code,
+        // The reader went away (`| head`): what it wanted it has; end quietly, as `cat`.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `error` comes from writing to a pipe whose reader has gone.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        let kind = cause
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind)
+            .or_else(|| {
+                cause
+                    .downcast_ref::<serde_json::Error>()
+                    .and_then(serde_json::Error::io_error_kind)
+            });
+        kind == Some(std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -12,6 +12,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
+use super::commands::Access;
 use super::{BackendArgs, BackendKind, StripeApiOptions};
 use crate::backend::{Backend, Bus, DeadLetterOps, Queue, RedriveFilter};
 use crate::clock::now_ms;
@@ -21,7 +22,7 @@ use crate::ops::{backfill, dlq, parse_time, queues, replay};
 use crate::stripe_api::{StripeApiClient, StripeApiConfig};
 
 /// The exit code after Ctrl-C (128 + SIGINT), as shells report it.
-pub const INTERRUPTED: u8 = 130;
+pub const INTERRUPTED: u8 = super::exit::INTERRUPTED;
 
 /// `queues` options.
 #[derive(Debug, Args)]
@@ -48,6 +49,29 @@ pub enum DlqCommand {
 }
 
 impl DlqCommand {
+    /// How the subcommand opens the embedded backend: listing and showing only look.
+    pub(super) fn access(&self) -> Access {
+        match self {
+            DlqCommand::List(_) | DlqCommand::Show(_) => Access::ReadOnly,
+            DlqCommand::Redrive(_) | DlqCommand::Purge(_) => Access::Existing,
+        }
+    }
+
+    /// A usage error to refuse before anything is opened: a purge without `--yes`.
+    pub(super) fn refusal(&self) -> Option<ExitCode> {
+        match self {
+            DlqCommand::Purge(args) if !args.yes => {
+                eprintln!(
+                    "error: a purge deletes every message in the {} dead-letter queue and \
+                     cannot be undone: pass --yes",
+                    args.domain
+                );
+                Some(ExitCode::from(super::exit::USAGE))
+            }
+            _ => None,
+        }
+    }
+
     /// The backend arguments of whichever subcommand this is.
     pub fn backend(&self) -> &BackendArgs {
         match self {
@@ -284,13 +308,8 @@ pub async fn dlq<Q: Queue + DeadLetterOps, D, S, B>(
             print(&report, args.json)?;
         }
         DlqCommand::Purge(args) => {
-            if !args.yes {
-                eprintln!(
-                    "error: a purge deletes every message in the {} dead-letter queue and \
-                     cannot be undone: pass --yes",
-                    args.domain
-                );
-                return Ok(ExitCode::from(2));
+            if let Some(code) = command.refusal() {
+                return Ok(code);
             }
             let queue = backend.queues.get(args.domain);
             let report = match interruptible(
@@ -321,17 +340,7 @@ pub async fn replay(args: &ReplayArgs, config: &Config) -> anyhow::Result<ExitCo
     let progress = bar("{spinner} replaying {wide_bar} {pos}/{len}");
     let outcome = match args.backend.backend {
         BackendKind::Local => {
-            let backend = crate::app::open_local(
-                &args.backend.data_dir,
-                config,
-                crate::clock::system_clock(),
-            )
-            .with_context(|| {
-                format!(
-                    "opening the embedded backend in {}",
-                    args.backend.data_dir.display()
-                )
-            })?;
+            let backend = super::commands::open_embedded(&args.backend, config, Access::Existing)?;
             interruptible(
                 async {
                     Ok(replay::replay_local(&backend.bus, &request, now_ms(), &progress).await?)
@@ -342,7 +351,7 @@ pub async fn replay(args: &ReplayArgs, config: &Config) -> anyhow::Result<ExitCo
             .await?
         }
         BackendKind::Aws => {
-            let sdk = crate::backend::aws::load_sdk_config().await;
+            let sdk = super::aws::sdk_config().await?;
             let client = aws_sdk_eventbridge::Client::new(&sdk);
             let names = crate::backend::aws::AwsNames::new(args.backend.prefix.clone());
             interruptible(

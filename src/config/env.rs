@@ -13,6 +13,9 @@ const CLI_VARIABLES: &[&str] = &[
     "LISTEN",
     "WEBHOOK_SECRETS_DIR",
     "STRIPE_KEYS_DIR",
+    "ADMIN_LISTEN",
+    "PROMETHEUS",
+    "PROGRESS_SECS",
     "TEST_AWS",
 ];
 
@@ -63,17 +66,26 @@ pub fn apply_env(
             name: name.clone(),
             message,
         })?;
+        // Checked per variable, so a value of the right kind but out of the key's type
+        // (`-1` for a count) is blamed on its own variable.
+        typed(&tree).map_err(|e| ConfigError::Env {
+            name: name.clone(),
+            message: format!("`{}`: {}", value.trim(), e.message().trim()),
+        })?;
         changed = true;
     }
     if changed {
-        *config = tree
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Env {
-                name: ENV_PREFIX.to_owned(),
-                message: e.to_string(),
-            })?;
+        *config = typed(&tree).map_err(|e| ConfigError::Env {
+            name: ENV_PREFIX.to_owned(),
+            message: e.message().trim().to_owned(),
+        })?;
     }
     Ok(())
+}
+
+/// The configuration a tree of values describes.
+fn typed(tree: &toml::Table) -> Result<Config, toml::de::Error> {
+    tree.clone().try_into()
 }
 
 /// Parse `raw` as a value of the same type as `current`.
@@ -132,6 +144,16 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("not a whole number"), "{err}");
+    }
+
+    #[test]
+    fn a_negative_count_names_its_variable() {
+        let mut config = Config::default();
+        let err = apply_env(&mut config, env(&[("STRIPE_WORKER_MAX_IN_FLIGHT", "-1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("STRIPE_WORKER_MAX_IN_FLIGHT"), "{err}");
+        assert!(err.contains("`-1`"), "{err}");
     }
 
     #[test]

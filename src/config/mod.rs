@@ -19,8 +19,8 @@ pub use env::apply_env;
 /// A configuration problem, reported at start with the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("reading config file {path}: {source}")]
+    /// The file could not be read (the OS error is the source, shown once after this).
+    #[error("cannot read config file {path}")]
     Read {
         path: String,
         #[source]
@@ -235,13 +235,22 @@ impl Config {
                 "must be 1 to 43200 (the SQS limit)",
             );
         }
-        if w.max_in_flight_per_queue == 0 || w.max_in_flight == 0 {
-            return invalid("max_in_flight", "in-flight limits must be at least 1");
+        if w.max_in_flight_per_queue == 0 {
+            return invalid("max_in_flight_per_queue", "must be at least 1");
         }
-        if w.min_in_flight_per_queue == 0 || w.min_in_flight_per_queue > w.max_in_flight_per_queue {
+        if w.max_in_flight == 0 {
+            return invalid("max_in_flight", "must be at least 1");
+        }
+        // Only adaptive concurrency reads the floor: without it a small
+        // max_in_flight_per_queue is fine whatever the (unused) floor says.
+        if w.adaptive_concurrency
+            && (w.min_in_flight_per_queue == 0
+                || w.min_in_flight_per_queue > w.max_in_flight_per_queue)
+        {
             return invalid(
                 "min_in_flight_per_queue",
-                "must be at least 1 and at most max_in_flight_per_queue",
+                "must be at least 1 and at most max_in_flight_per_queue when \
+                 adaptive_concurrency is on",
             );
         }
         if w.max_receive_count < MIN_RECEIVE_COUNT {
@@ -343,9 +352,31 @@ mod tests {
     }
 
     #[test]
+    fn the_adaptive_floor_only_binds_with_adaptive_concurrency() {
+        let mut config = Config::default();
+        config.worker.max_in_flight_per_queue = 2;
+        config.validate().unwrap();
+        config.worker.adaptive_concurrency = true;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("min_in_flight_per_queue"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_names_it_and_shows_the_os_error_once() {
+        let err = Config::load(Some(Path::new("/nonexistent/c.toml")), Vec::new()).unwrap_err();
+        let shown = format!("{:#}", anyhow::Error::from(err));
+        assert_eq!(
+            shown.matches("No such file").count(),
+            1,
+            "the OS error once: {shown}"
+        );
+        assert!(shown.contains("/nonexistent/c.toml"), "{shown}");
+    }
+
+    #[test]
     fn out_of_range_values_name_their_key() {
         type Breaker = fn(&mut Config);
-        let cases: [(&str, Breaker); 10] = [
+        let cases: [(&str, Breaker); 11] = [
             ("max_receive_count", |c| c.worker.max_receive_count = 2),
             ("lease_secs", |c| c.dedupe.lease_secs = 16),
             ("visibility_timeout_secs", |c| {
@@ -359,10 +390,15 @@ mod tests {
             }),
             ("multiplier", |c| c.retry.multiplier = 0.5),
             ("min_in_flight_per_queue", |c| {
+                c.worker.adaptive_concurrency = true;
                 c.worker.min_in_flight_per_queue = 0
             }),
             ("min_in_flight_per_queue", |c| {
+                c.worker.adaptive_concurrency = true;
                 c.worker.min_in_flight_per_queue = c.worker.max_in_flight_per_queue + 1
+            }),
+            ("max_in_flight_per_queue", |c| {
+                c.worker.max_in_flight_per_queue = 0
             }),
         ];
         for (key, break_it) in cases {

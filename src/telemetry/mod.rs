@@ -18,6 +18,7 @@
 
 mod logs;
 pub mod metrics;
+pub mod stderr;
 pub mod trace;
 
 use std::time::Duration;
@@ -357,6 +358,7 @@ where
     let slot = DispatchSlot::default();
     let logs: Box<dyn Layer<Layered<DispatchSlot, Registry>> + Send + Sync> = match format {
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_ansi(stderr::colour())
             .with_writer(writer)
             .with_filter(filter)
             .boxed(),
@@ -382,7 +384,7 @@ pub fn init(format: LogFormat) -> Result<Telemetry, TelemetryError> {
     tracing::subscriber::set_global_default(subscriber(
         &telemetry,
         format,
-        std::io::stderr,
+        stderr::LogStderr,
         log_filter(),
     ))
     .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;

@@ -487,16 +487,27 @@ async fn dead_letter<Q: Queue, D: DedupeStore, S: StateStore>(
 ) {
     match time_backend("queue_dead_letter", queue.dead_letter(message, reason)).await {
         Ok(()) => {
-            processor
+            let worth_a_warning = processor
                 .stats()
                 .record_dead_letter(queue.domain(), &reason.kind);
-            tracing::warn!(
-                queue = queue.name(),
-                message_id = message.message_id,
-                reason = reason.kind,
-                detail = reason.message,
-                "message dead-lettered"
-            );
+            if worth_a_warning {
+                tracing::warn!(
+                    queue = queue.name(),
+                    message_id = message.message_id,
+                    reason = reason.kind,
+                    detail = reason.message,
+                    "message dead-lettered (more for this reason within 10s are logged at \
+                     debug; the counts are in the progress line and the metrics)"
+                );
+            } else {
+                tracing::debug!(
+                    queue = queue.name(),
+                    message_id = message.message_id,
+                    reason = reason.kind,
+                    detail = reason.message,
+                    "message dead-lettered"
+                );
+            }
         }
         Err(error) => tracing::error!(
             queue = queue.name(),

@@ -658,7 +658,7 @@ async fn admin_probes_follow_the_pollers_and_healthcheck_exits_by_status() {
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(serve_admin(listener, ready, shutdown.clone()));
+    let server = tokio::spawn(serve_admin(listener, ready, None, shutdown.clone()));
     let status = |path: &'static str| {
         let url = format!("{base}{path}");
         async move { reqwest::get(url).await.expect("answer").status().as_u16() }

@@ -22,6 +22,7 @@ pub mod setup;
 mod sqs;
 
 pub use dynamodb::{DynamoDedupe, DynamoState, schema};
+pub use error::one_line;
 pub use eventbridge::{EventBridgeBus, PublishRetry, entry_size};
 pub use setup::{
     ResourceKind, SetupItem, SetupOptions, SetupReport, SetupStatus, setup, setup_tables,
