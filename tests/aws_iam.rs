@@ -7,7 +7,10 @@
 //!
 //! moto checks the resource of SQS calls (the queue's ARN) and evaluates every other
 //! service's calls against `*`; so SQS statements are rendered with the real queue ARNs,
-//! and the statements of other services with `*`. The actions are the module's, exactly.
+//! and the statements of other services with `*`. `sqs:GetQueueUrl` names its queue by
+//! `QueueName`, which moto does not map to an ARN (it evaluates it against `*` too), so a
+//! statement granting it is rendered twice: as written with the ARNs, and `GetQueueUrl` on
+//! `*`. The actions are the module's, exactly.
 
 mod stripe_signing;
 
@@ -188,7 +191,7 @@ struct Statement {
     resources: String,
 }
 
-/// The statements of each `data "aws_iam_policy_document" "<name>"` in `text`.
+/// The statements of the `data "aws_iam_policy_document"` of each role in `text`.
 fn policy_documents(text: &str) -> BTreeMap<String, Vec<Statement>> {
     let mut documents = BTreeMap::new();
     let marker = "data \"aws_iam_policy_document\" \"";
@@ -197,7 +200,10 @@ fn policy_documents(text: &str) -> BTreeMap<String, Vec<Statement>> {
         let after = &rest[at + marker.len()..];
         let name = after[..after.find('"').expect("name")].to_owned();
         let body = block(after);
-        documents.insert(name, statements(body));
+        // The three roles' documents; the others (trust policies) have no resources.
+        if ["worker", "ingress", "operator"].contains(&name.as_str()) {
+            documents.insert(name, statements(body));
+        }
         rest = &after[body.len()..];
     }
     documents
@@ -270,20 +276,22 @@ fn attribute(body: &str, name: &str) -> String {
 /// The IAM policy of `statements`, with the queue ARNs of this emulator (see the module
 /// documentation for how resources are rendered).
 fn render(statements: &[Statement], arns: &BTreeMap<&str, Vec<String>>) -> Value {
-    let rendered: Vec<Value> = statements
-        .iter()
-        .map(|s| {
-            let sqs_only = s.actions.iter().all(|a| a.starts_with("sqs:"));
-            let resources = if sqs_only {
-                arns.get(s.resources.as_str())
-                    .unwrap_or_else(|| panic!("unknown SQS resource expression {}", s.resources))
-                    .clone()
-            } else {
-                vec!["*".to_owned()]
-            };
-            json!({"Effect": "Allow", "Action": s.actions, "Resource": resources})
-        })
-        .collect();
+    let mut rendered: Vec<Value> = Vec::new();
+    for s in statements {
+        let sqs_only = s.actions.iter().all(|a| a.starts_with("sqs:"));
+        let resources = if sqs_only {
+            arns.get(s.resources.as_str())
+                .unwrap_or_else(|| panic!("unknown SQS resource expression {}", s.resources))
+                .clone()
+        } else {
+            vec!["*".to_owned()]
+        };
+        rendered.push(json!({"Effect": "Allow", "Action": s.actions, "Resource": resources}));
+        if sqs_only && s.actions.iter().any(|a| a == "sqs:GetQueueUrl") {
+            rendered
+                .push(json!({"Effect": "Allow", "Action": ["sqs:GetQueueUrl"], "Resource": "*"}));
+        }
+    }
     json!({"Version": "2012-10-17", "Statement": rendered})
 }
 
