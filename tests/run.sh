@@ -77,6 +77,8 @@ export AWS_CONFIG_FILE="/dev/null"
 export AWS_SHARED_CREDENTIALS_FILE="/dev/null"
 unset AWS_PROFILE AWS_SESSION_TOKEN
 export STRIPE_WORKER_TEST_AWS=1
+# tests/aws_iam.rs starts an emulator of its own (IAM enforcement is server-wide).
+export MOTO_SERVER="$(pwd)/${VENV}/bin/moto_server"
 
 step "cargo fmt --check"
 cargo fmt --all --check

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -26,7 +27,7 @@ use crate::hydrate::Hydrator;
 use crate::ingress::config::IngressConfig;
 use crate::ingress::server::{IngressState, serve};
 use crate::state_view::{customer_status, export_document};
-use crate::stripe_api::{StripeApiClient, StripeApiConfig};
+use crate::stripe_api::StripeApiClient;
 use crate::worker::{PoolSettings, ProcessSettings, Processor, WorkerStats, run_pool};
 
 /// Load the configuration the backend arguments name (file, then environment).
@@ -74,7 +75,7 @@ macro_rules! with_backend {
                 $body.await
             }
             BackendKind::Aws => {
-                let sdk = super::aws::sdk_config().await?;
+                let sdk = super::aws::sdk_config($config.aws.sdk_timeouts()).await?;
                 let names = crate::backend::aws::AwsNames::new($args.prefix.clone());
                 let $backend = crate::backend::aws::connect(&sdk, &names, &Default::default())
                     .await
@@ -101,12 +102,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 backend, &config, &args
             ))
         }
-        Command::Ingest(args) => {
-            let config = load_config(&args.backend)?;
-            with_backend!(args.backend, &config, Access::Create, |backend| ingest(
-                backend, &config, &args
-            ))
-        }
+        Command::Ingest(args) => ingest(&load_config(&args.backend)?, &args).await,
         Command::Publish(args) => {
             let config = load_config(&args.backend)?;
             with_backend!(args.backend, &config, Access::Create, |backend| publish(
@@ -150,7 +146,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Backfill(args) => {
             let config = load_config(&args.backend)?;
             with_backend!(args.backend, &config, Access::Create, |backend| {
-                super::ops::backfill(backend, &args)
+                super::ops::backfill(backend, &config.tenants, &args)
             })
         }
         Command::Healthcheck(args) => super::health::healthcheck(args).await,
@@ -234,7 +230,7 @@ async fn run_worker<Q: Queue, D: DedupeStore, S: StateStore, B: Bus>(
         standard_handlers(),
         Arc::clone(&backend.dedupe),
         Arc::clone(&backend.state),
-        stripe_api(&args.stripe_api)?,
+        stripe_api(&args.stripe_api, config)?,
         config.tenants.clone(),
         ProcessSettings::from_config(config),
         system_clock(),
@@ -255,7 +251,17 @@ async fn run_worker<Q: Queue, D: DedupeStore, S: StateStore, B: Bus>(
         ));
     }
     let ingress = if args.ingest {
-        let server = start_ingress(&backend, config, &args.ingress, shutdown.clone()).await?;
+        // In one process with the worker, the ingress is ready when the queues answer.
+        let ready =
+            super::health::ready_check(Arc::clone(&backend.queues), Domain::Subscription, None);
+        let server = start_ingress(
+            Arc::clone(&backend.bus),
+            ready,
+            config,
+            &args.ingress,
+            shutdown.clone(),
+        )
+        .await?;
         Some(tokio::spawn(server))
     } else {
         None
@@ -490,56 +496,84 @@ async fn export<Q, D, S: StateStore, B>(
 }
 
 /// The Stripe API client for thin events, when any tenant has an API key.
-fn stripe_api(options: &StripeApiOptions) -> anyhow::Result<Option<Arc<dyn Hydrator>>> {
-    let mut config = StripeApiConfig::from_env(options.stripe_keys_dir.as_deref())?;
-    if config.keys.is_empty() {
+fn stripe_api(
+    options: &StripeApiOptions,
+    config: &Config,
+) -> anyhow::Result<Option<Arc<dyn Hydrator>>> {
+    let api = options.api_config(&config.tenants)?;
+    if api.keys.is_empty() {
         tracing::info!(
             "no Stripe API key configured: thin events will be dead-lettered as no_hydrator"
         );
         return Ok(None);
     }
-    config.base_url = options.stripe_api_base.clone();
-    Ok(Some(Arc::new(StripeApiClient::new(config)?)))
+    Ok(Some(Arc::new(StripeApiClient::new(api)?)))
 }
 
-/// Bind the ingress and return the server future, which ends after `shutdown` once its
-/// in-flight requests are answered.
-async fn start_ingress<Q: Queue, D, S, B: Bus>(
-    backend: &Backend<Q, D, S, B>,
+/// Bind the ingress on `bus` and return the server future, which ends after `shutdown`
+/// once its in-flight requests are answered.
+async fn start_ingress<B: Bus>(
+    bus: Arc<B>,
+    ready: crate::ingress::ReadyCheck,
     config: &Config,
     options: &IngressOptions,
     shutdown: CancellationToken,
-) -> anyhow::Result<impl std::future::Future<Output = std::io::Result<()>> + use<Q, D, S, B>> {
-    let mut ingress = IngressConfig::from_env(options.webhook_secrets_dir.as_deref())?;
+) -> anyhow::Result<impl std::future::Future<Output = std::io::Result<()>> + use<B>> {
+    let mut ingress =
+        IngressConfig::from_env(options.webhook_secrets_dir.as_deref(), &config.tenants)?;
     ingress.listen = options.listen;
     ingress.tolerance = Duration::from_secs(options.tolerance_secs);
     ingress.max_body_bytes = options.max_body_bytes;
+    ingress.header_read_timeout = Duration::from_secs(options.header_read_timeout_secs);
+    ingress.body_read_timeout = Duration::from_secs(options.body_read_timeout_secs);
     ingress.styles = options
         .publish_styles
         .parse()
         .map_err(|e| anyhow::anyhow!("--publish-styles: {e}"))?;
-    if let Some(tenant) = &config.tenants.default_tenant {
-        ingress.default_tenant = tenant.clone();
-    }
-    let ready = super::health::ready_check(Arc::clone(&backend.queues), Domain::Subscription, None);
-    let state =
-        IngressState::new(ingress.clone(), Arc::clone(&backend.bus))?.with_ready_check(ready);
+    let state = IngressState::new(ingress.clone(), bus)?.with_ready_check(ready);
     let listener = tokio::net::TcpListener::bind(ingress.listen)
         .await
         .with_context(|| format!("listening on {}", ingress.listen))?;
     Ok(serve(listener, state, shutdown))
 }
 
-async fn ingest<Q: Queue, D, S, B: Bus>(
-    backend: Backend<Q, D, S, B>,
-    config: &Config,
-    args: &IngestArgs,
-) -> anyhow::Result<ExitCode> {
+/// `ingest`: the ingress alone. On AWS it connects to the event bus only (no queue or
+/// table), so the module's ingress policy (`events:PutEvents`, `events:DescribeEventBus`
+/// for readiness) is all it needs; on the embedded backend the bus writes into the SQLite
+/// queues, so those are what readiness checks.
+async fn ingest(config: &Config, args: &IngestArgs) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
-    start_ingress(&backend, config, &args.ingress, shutdown)
-        .await?
-        .await?;
+    let server = match args.backend.backend {
+        BackendKind::Local => {
+            let backend =
+                open_local(&args.backend.data_dir, config, system_clock()).with_context(|| {
+                    format!(
+                        "opening the embedded backend in {}",
+                        args.backend.data_dir.display()
+                    )
+                })?;
+            let ready =
+                super::health::ready_check(Arc::clone(&backend.queues), Domain::Subscription, None);
+            start_ingress(backend.bus, ready, config, &args.ingress, shutdown)
+                .await?
+                .boxed()
+        }
+        BackendKind::Aws => {
+            use crate::backend::aws::{AwsNames, connect_bus, load_sdk_config_with};
+            let sdk = load_sdk_config_with(config.aws.sdk_timeouts()).await;
+            let bus = Arc::new(connect_bus(
+                &sdk,
+                &AwsNames::new(args.backend.prefix.clone()),
+                &Default::default(),
+            ));
+            let ready = super::health::bus_ready_check(Arc::clone(&bus));
+            start_ingress(bus, ready, config, &args.ingress, shutdown)
+                .await?
+                .boxed()
+        }
+    };
+    server.await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -556,7 +590,7 @@ async fn setup(args: SetupArgs) -> anyhow::Result<ExitCode> {
         ..SetupOptions::default()
     };
     let patterns = crate::backend::PerDomain::from_fn(crate::routing::domain_pattern);
-    let sdk = super::aws::sdk_config().await?;
+    let sdk = super::aws::sdk_config(config.aws.sdk_timeouts()).await?;
     let report = setup(
         &sdk,
         &AwsNames::new(args.prefix.clone()),

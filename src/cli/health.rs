@@ -66,6 +66,15 @@ pub fn ready_check<Q: Queue>(
     })
 }
 
+/// Readiness of the ingress alone on AWS: the event bus answers `DescribeEventBus` (the
+/// ingress role's one read, next to `PutEvents`).
+pub fn bus_ready_check(bus: Arc<crate::backend::aws::EventBridgeBus>) -> ReadyCheck {
+    Arc::new(move || {
+        let bus = Arc::clone(&bus);
+        Box::pin(async move { bus.describe().await.map_err(|e| e.to_string()) })
+    })
+}
+
 /// Serve `/healthz` and `/readyz` (and `metrics`' routes, e.g. Prometheus `/metrics`) on
 /// `listener` until `shutdown`; `/readyz` answers 503 from the moment shutdown starts.
 pub async fn serve_admin(
@@ -86,7 +95,11 @@ pub async fn serve_admin(
     if let Some(metrics) = metrics {
         app = app.merge(metrics);
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    crate::ingress::server::serve_router(
+        listener,
+        app,
+        crate::ingress::config::DEFAULT_HEADER_READ_TIMEOUT,
+        shutdown,
+    )
+    .await
 }

@@ -255,7 +255,7 @@ pub struct IngestArgs {
 }
 
 /// The webhook ingress's options. Secrets come from `STRIPE_WEBHOOK_SECRET` (the default
-/// tenant; comma-separated while rotating), `STRIPE_WEBHOOK_SECRET_<TENANT>`, or one file
+/// tenant's; comma-separated while rotating), `STRIPE_WEBHOOK_SECRET_<TENANT>`, or one file
 /// per tenant in --webhook-secrets-dir; they are never logged.
 #[derive(Debug, Clone, Args)]
 pub struct IngressOptions {
@@ -267,30 +267,75 @@ pub struct IngressOptions {
     #[arg(long, env = "STRIPE_WORKER_WEBHOOK_SECRETS_DIR")]
     pub webhook_secrets_dir: Option<PathBuf>,
     /// Which entries a verified event becomes: snapshot, thin or both.
-    #[arg(long, default_value = "snapshot")]
+    #[arg(long, default_value = "snapshot", env = "STRIPE_WORKER_PUBLISH_STYLES")]
     pub publish_styles: String,
     /// Largest accepted signature age (either way), seconds.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, env = "STRIPE_WORKER_TOLERANCE_SECS")]
     pub tolerance_secs: u64,
     /// Largest accepted body, bytes (larger: 413).
-    #[arg(long, default_value_t = 1024 * 1024)]
+    #[arg(long, default_value_t = 1024 * 1024, env = "STRIPE_WORKER_MAX_BODY_BYTES")]
     pub max_body_bytes: usize,
+    /// A connection that has not sent a request's headers in this many seconds is closed.
+    #[arg(long, default_value_t = 10, env = "STRIPE_WORKER_HEADER_READ_TIMEOUT_SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_secs: u64,
+    /// A request whose body has not arrived in this many seconds is answered 408.
+    #[arg(long, default_value_t = 10, env = "STRIPE_WORKER_BODY_READ_TIMEOUT_SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_read_timeout_secs: u64,
 }
 
-/// Where thin events' objects are fetched from. Keys come from `STRIPE_API_KEY` (default
-/// tenant), `STRIPE_API_KEY_<TENANT>`, or one file per tenant in --stripe-keys-dir.
+/// Where thin events' objects are fetched from. Keys come from `STRIPE_API_KEY` (the
+/// default tenant's), `STRIPE_API_KEY_<TENANT>`, or one file per tenant in
+/// --stripe-keys-dir.
 #[derive(Debug, Clone, Args)]
 pub struct StripeApiOptions {
-    /// The Stripe API base URL (tests point it at a local double).
-    #[arg(
-        long,
-        default_value = "https://api.stripe.com",
-        env = "STRIPE_API_BASE_URL"
-    )]
-    pub stripe_api_base: String,
+    /// The Stripe API base URL (tests point it at a local double) [default:
+    /// https://api.stripe.com]. `STRIPE_API_BASE_URL` is read as a deprecated alias.
+    #[arg(long, env = "STRIPE_WORKER_STRIPE_API_BASE")]
+    pub stripe_api_base: Option<String>,
     /// Directory with one file per tenant holding its restricted API key.
     #[arg(long, env = "STRIPE_WORKER_STRIPE_KEYS_DIR")]
     pub stripe_keys_dir: Option<PathBuf>,
+}
+
+impl StripeApiOptions {
+    /// The API client's configuration: the base URL (option, variable, deprecated alias,
+    /// default) and the keys, the unsuffixed `STRIPE_API_KEY` being `tenants`' default
+    /// tenant's. A key for a tenant the configuration does not know is reported: its thin
+    /// events would be dead-lettered `unknown_tenant` before the key is used.
+    pub fn api_config(
+        &self,
+        tenants: &crate::tenant::TenantConfig,
+    ) -> anyhow::Result<crate::stripe_api::StripeApiConfig> {
+        let mut config = crate::stripe_api::StripeApiConfig::from_env(
+            self.stripe_keys_dir.as_deref(),
+            tenants.default_tenant(),
+        )?;
+        let base = self.stripe_api_base.clone().or_else(|| {
+            crate::config::with_deprecated_alias(
+                "STRIPE_WORKER_STRIPE_API_BASE",
+                "STRIPE_API_BASE_URL",
+                std::env::vars(),
+            )
+        });
+        if let Some(base) = base {
+            config.base_url = base;
+        }
+        let unknown: Vec<&String> = config
+            .keys
+            .keys()
+            .filter(|t| !tenants.is_known(t))
+            .collect();
+        if !unknown.is_empty() {
+            tracing::warn!(
+                ?unknown,
+                known = ?tenants.known_tenants(),
+                "Stripe API keys for tenants the tenant configuration does not know (STRIPE_WORKER_TENANTS): their events are dead-lettered unknown_tenant"
+            );
+        }
+        Ok(config)
+    }
 }
 
 /// `publish` options.

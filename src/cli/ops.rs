@@ -19,7 +19,7 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::domain::Domain;
 use crate::ops::{backfill, dlq, parse_time, queues, replay};
-use crate::stripe_api::{StripeApiClient, StripeApiConfig};
+use crate::stripe_api::StripeApiClient;
 
 /// The exit code after Ctrl-C (128 + SIGINT), as shells report it.
 pub const INTERRUPTED: u8 = super::exit::INTERRUPTED;
@@ -351,7 +351,7 @@ pub async fn replay(args: &ReplayArgs, config: &Config) -> anyhow::Result<ExitCo
             .await?
         }
         BackendKind::Aws => {
-            let sdk = super::aws::sdk_config().await?;
+            let sdk = super::aws::sdk_config(config.aws.sdk_timeouts()).await?;
             let client = aws_sdk_eventbridge::Client::new(&sdk);
             let names = crate::backend::aws::AwsNames::new(args.backend.prefix.clone());
             interruptible(
@@ -384,11 +384,11 @@ pub async fn replay(args: &ReplayArgs, config: &Config) -> anyhow::Result<ExitCo
 /// `backfill`.
 pub async fn backfill<Q, D, S, B: Bus>(
     backend: Backend<Q, D, S, B>,
+    tenants: &crate::tenant::TenantConfig,
     args: &BackfillArgs,
 ) -> anyhow::Result<ExitCode> {
     let since = parse_time(&args.since).context("--since")?;
-    let mut config = StripeApiConfig::from_env(args.stripe_api.stripe_keys_dir.as_deref())?;
-    config.base_url = args.stripe_api.stripe_api_base.clone();
+    let config = args.stripe_api.api_config(tenants)?;
     anyhow::ensure!(
         config.keys.contains_key(&args.tenant),
         "no Stripe API key for tenant `{}` (STRIPE_API_KEY_<TENANT>, or a file in --stripe-keys-dir)",

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::tenant::TenantConfig;
 
-pub use env::apply_env;
+pub use env::{apply_env, with_deprecated_alias};
 
 /// A configuration problem, reported at start with the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +54,43 @@ pub struct Config {
     pub tenants: TenantConfig,
     /// Fetching objects from the Stripe API.
     pub hydrate: HydrateConfig,
+    /// AWS SDK call limits.
+    pub aws: AwsConfig,
+}
+
+/// AWS SDK call limits (see [`crate::backend::aws::SdkTimeouts`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsConfig {
+    /// Establishing a connection to an AWS endpoint, milliseconds.
+    pub aws_connect_timeout_ms: u64,
+    /// Waiting for a response, milliseconds; more than the long poll (`wait_time_secs`).
+    pub aws_read_timeout_ms: u64,
+    /// One SDK call with its retries, milliseconds.
+    pub aws_operation_timeout_ms: u64,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        let d = crate::backend::aws::SdkTimeouts::default();
+        let ms = |t: Duration| u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
+        AwsConfig {
+            aws_connect_timeout_ms: ms(d.connect),
+            aws_read_timeout_ms: ms(d.read),
+            aws_operation_timeout_ms: ms(d.operation),
+        }
+    }
+}
+
+impl AwsConfig {
+    /// The SDK timeouts these settings give.
+    pub fn sdk_timeouts(&self) -> crate::backend::aws::SdkTimeouts {
+        crate::backend::aws::SdkTimeouts {
+            connect: Duration::from_millis(self.aws_connect_timeout_ms),
+            read: Duration::from_millis(self.aws_read_timeout_ms),
+            operation: Duration::from_millis(self.aws_operation_timeout_ms),
+        }
+    }
 }
 
 /// Worker pool and queue behaviour.
@@ -286,6 +323,22 @@ impl Config {
                 ),
             });
         }
+        let a = &self.aws;
+        if a.aws_connect_timeout_ms == 0 {
+            return invalid("aws_connect_timeout_ms", "must be at least 1");
+        }
+        if a.aws_read_timeout_ms <= w.wait_time_secs * 1000 {
+            return invalid(
+                "aws_read_timeout_ms",
+                "must be longer than the long poll (wait_time_secs): a receive waits that long for its answer",
+            );
+        }
+        if a.aws_operation_timeout_ms < a.aws_connect_timeout_ms + a.aws_read_timeout_ms {
+            return invalid(
+                "aws_operation_timeout_ms",
+                "must be at least aws_connect_timeout_ms + aws_read_timeout_ms (one attempt)",
+            );
+        }
         let r = &self.retry;
         if !(r.multiplier >= 1.0 && r.multiplier.is_finite()) {
             return invalid("multiplier", "must be a number >= 1");
@@ -376,11 +429,17 @@ mod tests {
     #[test]
     fn out_of_range_values_name_their_key() {
         type Breaker = fn(&mut Config);
-        let cases: [(&str, Breaker); 11] = [
+        let cases: [(&str, Breaker); 13] = [
             ("max_receive_count", |c| c.worker.max_receive_count = 2),
             ("lease_secs", |c| c.dedupe.lease_secs = 16),
             ("visibility_timeout_secs", |c| {
                 c.worker.visibility_timeout_secs = 20
+            }),
+            ("aws_read_timeout_ms", |c| {
+                c.aws.aws_read_timeout_ms = 20_000
+            }),
+            ("aws_operation_timeout_ms", |c| {
+                c.aws.aws_operation_timeout_ms = 1
             }),
             ("receive_batch_size", |c| c.worker.receive_batch_size = 11),
             ("wait_time_secs", |c| c.worker.wait_time_secs = 21),

@@ -666,6 +666,11 @@ fn config_from_a_mounted_secrets_directory() {
             format!("{SECRET},{OLD_SECRET}"),
         )],
         Some(dir.path()),
+        &stripe_worker::tenant::TenantConfig {
+            default_tenant: Some("default".into()),
+            tenants: vec!["acme".into()],
+            ..Default::default()
+        },
     )
     .expect("valid");
     assert_eq!(cfg.tenants["default"].len(), 2);

@@ -221,7 +221,8 @@ async fn one_trace_runs_from_the_webhook_to_the_state_write_and_metrics_match_th
         &otel,
         LogFormat::Json,
         logs.clone(),
-        tracing_subscriber::EnvFilter::new("info,stripe_worker=debug"),
+        // The production default: trace ids must be in the logs at that level too.
+        tracing_subscriber::EnvFilter::new(telemetry::DEFAULT_LOG_FILTER),
     ));
 
     // The Stripe API answers 401 (a wrong key): the thin event dead-letters with a reason

@@ -170,8 +170,11 @@ async fn poison_unknown_types_and_unknown_tenants_get_precise_outcomes() {
         Outcome::Ignored { .. }
     ));
 
+    // A configured tenant and no default: an empty tenant configuration would have the
+    // implicit `default` tenant instead.
     let mut no_default = config.clone();
     no_default.tenants.default_tenant = None;
+    no_default.tenants.tenants = vec!["acme".into()];
     let p = processor(
         Arc::new(MemoryDedupe::new()),
         Arc::new(MemoryState::new()),
