@@ -15,9 +15,7 @@ const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Load the SDK configuration (standard credential chain, `AWS_ENDPOINT_URL`) and check
 /// that it names a region and finds credentials.
-pub async fn sdk_config(
-    timeouts: crate::backend::aws::SdkTimeouts,
-) -> anyhow::Result<SdkConfig> {
+pub async fn sdk_config(timeouts: crate::backend::aws::SdkTimeouts) -> anyhow::Result<SdkConfig> {
     let sdk = crate::backend::aws::load_sdk_config_with(timeouts).await;
     check(&sdk).await?;
     Ok(sdk)

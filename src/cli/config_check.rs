@@ -12,7 +12,6 @@ use serde::Serialize;
 use super::{BackendArgs, BackendKind, IngressOptions, StripeApiOptions};
 use crate::config::Config;
 use crate::ingress::config::IngressConfig;
-use crate::stripe_api::StripeApiConfig;
 
 /// `config check` options: the same as `run`'s, so the same settings are checked.
 #[derive(Debug, Args)]
@@ -66,8 +65,9 @@ struct SecretsView {
 /// Run `config check`.
 pub fn config_check(args: ConfigCheckArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(args.backend.config.as_deref(), std::env::vars())?;
-    let ingress = IngressConfig::from_env(args.ingress.webhook_secrets_dir.as_deref())?;
-    let api = StripeApiConfig::from_env(args.stripe_api.stripe_keys_dir.as_deref())?;
+    let ingress =
+        IngressConfig::from_env(args.ingress.webhook_secrets_dir.as_deref(), &config.tenants)?;
+    let api = args.stripe_api.api_config(&config.tenants)?;
     let backend = &args.backend;
     let (data_dir, prefix) = match backend.backend {
         BackendKind::Local => (Some(backend.data_dir.display().to_string()), None),
@@ -83,7 +83,7 @@ pub fn config_check(args: ConfigCheckArgs) -> anyhow::Result<ExitCode> {
             prefix,
             config_file: backend.config.as_ref().map(|p| p.display().to_string()),
             listen: args.ingress.listen.to_string(),
-            stripe_api_base: args.stripe_api.stripe_api_base.clone(),
+            stripe_api_base: api.base_url.clone(),
         },
         config,
         secrets: SecretsView {

@@ -15,6 +15,7 @@ mod stripe_signing;
 
 mod aws_e2e;
 mod aws_endpoint_env;
+mod aws_iam;
 mod aws_setup;
 mod backend_aws;
 mod backend_memory;
@@ -39,4 +40,5 @@ mod reliability_tenants;
 mod routing;
 mod stripe_api;
 mod telemetry;
+mod timeouts;
 mod worker;

@@ -41,8 +41,6 @@ pub struct StreamFile {
     pub tenants: Vec<String>,
     /// The envelopes file.
     pub path: PathBuf,
-    /// How many envelopes were written.
-    pub envelopes: usize,
     /// How many of them must end in a DLQ with `unknown_tenant`.
     pub expected_dead_letters: usize,
 }
@@ -67,11 +65,9 @@ pub fn write_stream(
     tenants.dedup();
     let path = dir.join("events.jsonl");
     let mut file = std::fs::File::create(&path).unwrap();
-    let mut envelopes = 0;
     let mut write = |entry: &stripe_worker::backend::BusEntry, id: String| {
         let env = envelope::envelope_json(entry, &id, 0, "us-east-1", None).unwrap();
         writeln!(file, "{env}").unwrap();
-        envelopes += 1;
     };
     for (i, generated) in stream.events.iter().enumerate() {
         let webhook =
@@ -102,7 +98,6 @@ pub fn write_stream(
         stream,
         tenants,
         path,
-        envelopes,
         expected_dead_letters: poison,
     }
 }

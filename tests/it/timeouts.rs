@@ -5,7 +5,7 @@
 //! No timing is asserted beyond "it ends": the bounds given to `timeout` are generous
 //! ceilings for a loaded machine, far above the settings under test.
 
-mod stripe_signing;
+use crate::stripe_signing;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -12,7 +12,7 @@
 //! statement granting it is rendered twice: as written with the ARNs, and `GetQueueUrl` on
 //! `*`. The actions are the module's, exactly.
 
-mod stripe_signing;
+use crate::stripe_signing;
 
 use std::collections::BTreeMap;
 use std::path::Path;
