@@ -621,6 +621,8 @@ pub struct MemoryDedupe {
     /// random draw per claim (the benchmark's hot path).
     token_prefix: String,
     next_token: AtomicU64,
+    /// [`super::ReconcileStore`] checkpoints by (tenant, name).
+    checkpoints: Mutex<BTreeMap<(String, String), String>>,
 }
 
 impl Default for MemoryDedupe {
@@ -636,6 +638,7 @@ impl MemoryDedupe {
             entries: Mutex::new(HashMap::new()),
             token_prefix: uuid::Uuid::new_v4().simple().to_string(),
             next_token: AtomicU64::new(1),
+            checkpoints: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -706,6 +709,36 @@ impl DedupeStore for MemoryDedupe {
         if matches!(g.get(key), Some(DedupeEntry::InProgress { token: t, .. }) if t == token) {
             g.remove(key);
         }
+        Ok(())
+    }
+}
+
+impl super::ReconcileStore for MemoryDedupe {
+    async fn was_applied(&self, key: &DedupeKey, now_ms: i64) -> BackendResult<bool> {
+        Ok(matches!(
+            lock(&self.entries).get(key),
+            Some(DedupeEntry::Done { until_ms }) if *until_ms >= now_ms
+        ))
+    }
+
+    async fn checkpoint(&self, tenant: &str, name: &str) -> BackendResult<Option<String>> {
+        Ok(lock(&self.checkpoints)
+            .get(&(tenant.to_owned(), name.to_owned()))
+            .cloned())
+    }
+
+    async fn set_checkpoint(
+        &self,
+        tenant: &str,
+        name: &str,
+        value: Option<&str>,
+    ) -> BackendResult<()> {
+        let key = (tenant.to_owned(), name.to_owned());
+        let mut checkpoints = lock(&self.checkpoints);
+        match value {
+            Some(value) => checkpoints.insert(key, value.to_owned()),
+            None => checkpoints.remove(&key),
+        };
         Ok(())
     }
 }

@@ -14,7 +14,7 @@ use super::{
     PublishArgs, RunArgs, SetupArgs, StateCommand, StatusArgs, StripeApiOptions,
 };
 use crate::app::{cancel_when_idle, open_local};
-use crate::backend::{Backend, Bus, BusEntry, DedupeStore, Queue, StateStore};
+use crate::backend::{Backend, Bus, BusEntry, DedupeStore, Queue, ReconcileStore, StateStore};
 use crate::clock::system_clock;
 use crate::config::Config;
 use crate::demo::runner::{DemoOptions, publish_chunks, render_summary, run_demo};
@@ -25,7 +25,7 @@ use crate::hydrate::Hydrator;
 use crate::ingress::config::IngressConfig;
 use crate::ingress::server::{IngressState, serve};
 use crate::state_view::{customer_status, export_document};
-use crate::stripe_api::{StripeApiClient, StripeApiConfig};
+use crate::stripe_api::StripeApiClient;
 use crate::worker::{PoolSettings, ProcessSettings, Processor, WorkerStats, run_pool};
 
 /// Load the configuration the backend arguments name (file, then environment).
@@ -118,6 +118,24 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 backend, &args
             ))
         }
+        Command::Import(args) => {
+            let config = load_config(&args.backend)?;
+            with_backend!(args.backend, &config, |backend| super::reconcile::import(
+                backend, &args
+            ))
+        }
+        Command::Verify(args) => {
+            let config = load_config(&args.backend)?;
+            with_backend!(args.backend, &config, |backend| super::reconcile::verify(
+                backend, &args
+            ))
+        }
+        Command::Sweep(args) => {
+            let config = load_config(&args.backend)?;
+            with_backend!(args.backend, &config, |backend| super::reconcile::sweep(
+                backend, &config, &args
+            ))
+        }
         Command::Healthcheck(args) => super::health::healthcheck(args).await,
     }
 }
@@ -180,17 +198,18 @@ fn cancel_on_signal(token: CancellationToken) {
     });
 }
 
-async fn run_worker<Q: Queue, D: DedupeStore, S: StateStore, B: Bus>(
+async fn run_worker<Q: Queue, D: DedupeStore + ReconcileStore, S: StateStore, B: Bus>(
     backend: Backend<Q, D, S, B>,
     config: &Config,
     args: &RunArgs,
 ) -> anyhow::Result<ExitCode> {
     let stats = Arc::new(WorkerStats::default());
+    let api = stripe_api(&args.stripe_api)?;
     let processor = Arc::new(Processor::new(
         standard_handlers(),
         Arc::clone(&backend.dedupe),
         Arc::clone(&backend.state),
-        stripe_api(&args.stripe_api)?,
+        api.clone().map(|api| api as Arc<dyn Hydrator>),
         config.tenants.clone(),
         ProcessSettings::from_config(config),
         system_clock(),
@@ -239,15 +258,46 @@ async fn run_worker<Q: Queue, D: DedupeStore, S: StateStore, B: Bus>(
         }
         None => None,
     };
+    // Scheduled sweeps run beside the pool (joined, not spawned: the backend futures
+    // are not provably `Send` for every lifetime) and stop with it.
+    let sweeps = match args.sweep_every {
+        Some(every) => {
+            let Some(api) = api.clone() else {
+                anyhow::bail!(
+                    "--sweep-every needs a Stripe API key (STRIPE_API_KEY or STRIPE_API_KEY_<TENANT>)"
+                );
+            };
+            let tenants = api.tenants();
+            let sweeper = crate::reconcile::sweep::Sweeper {
+                api,
+                dedupe: Arc::clone(&backend.dedupe),
+                bus: Arc::clone(&backend.bus),
+                handlers: standard_handlers(),
+                clock: system_clock(),
+            };
+            Some(crate::reconcile::sweep::run_scheduled(
+                sweeper,
+                tenants,
+                every,
+                shutdown.clone(),
+            ))
+        }
+        None => None,
+    };
     tracing::info!(domains = ?settings.domains, "worker started");
     pollers_running.store(true, std::sync::atomic::Ordering::Release);
-    run_pool(
+    let pool = run_pool(
         Arc::clone(&backend.queues),
         processor,
         settings,
         shutdown.clone(),
-    )
-    .await;
+    );
+    match sweeps {
+        Some(sweeps) => {
+            tokio::join!(pool, sweeps);
+        }
+        None => pool.await,
+    }
     pollers_running.store(false, std::sync::atomic::Ordering::Release);
     if let Some(admin) = admin {
         shutdown.cancel();
@@ -360,16 +410,16 @@ async fn export<Q, D, S: StateStore, B>(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The Stripe API client for thin events, when any tenant has an API key.
-fn stripe_api(options: &StripeApiOptions) -> anyhow::Result<Option<Arc<dyn Hydrator>>> {
-    let mut config = StripeApiConfig::from_env(options.stripe_keys_dir.as_deref())?;
+/// The Stripe API client (thin events, ties, scheduled sweeps), when any tenant has an
+/// API key.
+fn stripe_api(options: &StripeApiOptions) -> anyhow::Result<Option<Arc<StripeApiClient>>> {
+    let config = options.client_config()?;
     if config.keys.is_empty() {
         tracing::info!(
             "no Stripe API key configured: thin events will be dead-lettered as no_hydrator"
         );
         return Ok(None);
     }
-    config.base_url = options.stripe_api_base.clone();
     Ok(Some(Arc::new(StripeApiClient::new(config)?)))
 }
 

@@ -13,6 +13,8 @@ const CLI_VARIABLES: &[&str] = &[
     "LISTEN",
     "WEBHOOK_SECRETS_DIR",
     "STRIPE_KEYS_DIR",
+    "STRIPE_API_RATE",
+    "SWEEP_EVERY",
     "TEST_AWS",
 ];
 

@@ -109,7 +109,7 @@ pub struct Processor<D, S> {
 }
 
 /// A failed I/O step inside `process_one`.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 enum StepError {
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -118,11 +118,14 @@ enum StepError {
 }
 
 impl StepError {
-    /// Whether the step may succeed if tried again.
+    /// Whether the step may succeed if tried again in process. A Stripe API call is
+    /// never retried here: the client has its own retries, which honour `Retry-After`
+    /// and its key's rate limit (one retry layer); a transient failure after them
+    /// becomes a later delivery of the message.
     fn is_retryable(&self) -> bool {
         match self {
             StepError::Backend(e) => e.is_retryable(),
-            StepError::Hydrate(e) => matches!(e, HydrateError::Transient { .. }),
+            StepError::Hydrate(_) => false,
         }
     }
 
@@ -423,7 +426,7 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
             stripe_worker.written = Empty,
         );
         let writes = self
-            .write_changes(changes, key, event, *as_of_ms, started, handler.name())
+            .write_changes(changes, key, event, *as_of_ms, started, handler)
             .instrument(write_span.clone())
             .await?;
         write_span.record("stripe_worker.written", writes as i64);
@@ -438,7 +441,7 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
         event: &NormalisedEvent,
         as_of_ms: i64,
         started: tokio::time::Instant,
-        handler: &str,
+        handler: &dyn Handler,
     ) -> Result<usize, Outcome> {
         let mut writes = 0;
         for change in changes {
@@ -451,12 +454,28 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
                 tiebreak: event.dedupe_id.clone(),
                 doc: change.doc,
             };
+            // Same-second ties with another event's record are resolved by fetching the
+            // object (crate::reconcile::ties).
+            let tie = crate::reconcile::ties::Tie {
+                hydrator: self.hydrator.as_deref(),
+                handler,
+                event_type: &event.event_type,
+                connect_account: event.connect_account.as_deref(),
+                clock: &self.clock,
+            };
             let written = self
                 .retrying(started, "state_write", || {
-                    time_backend("state_write", self.state.put_if_newer(&record))
+                    time_backend(
+                        "state_write",
+                        crate::reconcile::ties::put_resolving_ties::<_, StepError>(
+                            self.state.as_ref(),
+                            &record,
+                            &tie,
+                        ),
+                    )
                 })
                 .await
-                .map_err(|e| StepError::from(e).into_outcome(handler))?;
+                .map_err(|e| e.into_outcome(handler.name()))?;
             if written == WriteOutcome::Written {
                 writes += 1;
             }
