@@ -8,9 +8,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 use stripe_worker::app::local_queue_spec;
 use stripe_worker::backend::memory::{MemoryDedupe, MemoryState};
-use stripe_worker::backend::sqlite::{SqliteDb, SqliteDedupe, SqliteQueue, SqliteState};
+use stripe_worker::backend::sqlite::{SqliteDb, SqliteQueue, SqliteState};
 use stripe_worker::backend::{
-    DedupeKey, DedupeStore, Queue, Receipt, ReceivedMessage, StateRecord, StateStore,
+    DedupeKey, EventWrite, Marker, Queue, Receipt, ReceivedMessage, StateRecord, StateStore,
 };
 use stripe_worker::bench::mix::{Mix, build};
 use stripe_worker::clock::system_clock;
@@ -110,7 +110,6 @@ fn sqlite(c: &mut Criterion) {
     let db = SqliteDb::open(&dir.path().join("bench.sqlite")).expect("open");
     let config = Config::default();
     let queue = SqliteQueue::open(&db, local_queue_spec(Domain::Payment, &config));
-    let dedupe = SqliteDedupe::new(&db);
     let state = SqliteState::new(&db);
     let mix = build(100, 1, 7).expect("mix");
     let body = mix.messages[0].1.clone();
@@ -138,7 +137,9 @@ fn sqlite(c: &mut Criterion) {
         })
     });
     let mut n = 0u64;
-    group.bench_function("dedupe_claim_complete", |b| {
+    // One event's apply: its marker and one record in one transaction, what the worker
+    // commits per message.
+    group.bench_function("state_apply", |b| {
         b.iter(|| {
             n += 1;
             let key = DedupeKey {
@@ -146,19 +147,23 @@ fn sqlite(c: &mut Criterion) {
                 handler: "bench".into(),
                 dedupe_id: format!("evt_{n}"),
             };
-            rt.block_on(async {
-                let now = 1_700_000_000_000;
-                let claim = dedupe
-                    .claim(&key, now, Duration::from_secs(60))
-                    .await
-                    .expect("claim");
-                if let stripe_worker::backend::Claim::Claimed(token) = claim {
-                    dedupe
-                        .complete(&key, &token, now, Duration::from_secs(7 * 86_400))
-                        .await
-                        .expect("complete");
-                }
-            })
+            let records = [StateRecord {
+                tenant: "tenant-1".into(),
+                kind: "subscription".into(),
+                id: format!("sub_{}", n % 1000),
+                customer: Some("cus_1".into()),
+                as_of_ms: n as i64,
+                tiebreak: format!("evt_{n}"),
+                doc: json!({"status": "active", "items": [1, 2, 3]}),
+            }];
+            rt.block_on(state.apply(&EventWrite {
+                key: &key,
+                marker: Marker::IfAbsent,
+                now_ms: 1_700_000_000_000,
+                retention: Duration::from_secs(7 * 86_400),
+                records: &records,
+            }))
+            .expect("apply")
         })
     });
     let mut as_of = 0i64;

@@ -32,6 +32,7 @@ use stripe_worker::clock::system_clock;
 use stripe_worker::config::Config;
 use stripe_worker::domain::Domain;
 use stripe_worker::ingress::{IngressConfig, IngressState, WebhookSecret, serve, signature_header};
+use stripe_worker::tenant::TenantConfig;
 use tokio_util::sync::CancellationToken;
 
 /// The shipped binary's allocator, so the figure is the one `stripe-worker ingest` gets.
@@ -69,7 +70,11 @@ async fn main() -> anyhow::Result<()> {
 /// Serve on an ephemeral port, send `requests` signed webhooks over `connections`
 /// keep-alive connections, and print requests/s.
 async fn drive_load(requests: usize, connections: usize) -> anyhow::Result<()> {
-    let config = IngressConfig::from_vars([("STRIPE_WEBHOOK_SECRET".into(), SECRET.into())], None)?;
+    let config = IngressConfig::from_vars(
+        [("STRIPE_WEBHOOK_SECRET".into(), SECRET.into())],
+        None,
+        &TenantConfig::default(),
+    )?;
     let (backend, state) = ingress_on_memory(config)?;
     let counters = state.counters();
     let shutdown = CancellationToken::new();
@@ -206,7 +211,8 @@ fn drain_queues(
 
 /// Serve on `listen` until Ctrl-C or SIGTERM, for an external load tool.
 async fn serve_for_external_load(listen: &str) -> anyhow::Result<()> {
-    let (backend, state) = ingress_on_memory(IngressConfig::from_env(None)?)?;
+    let (backend, state) =
+        ingress_on_memory(IngressConfig::from_env(None, &TenantConfig::default())?)?;
     let counters = state.counters();
     let shutdown = CancellationToken::new();
     let _consumers = drain_queues(&backend.queues, &shutdown);

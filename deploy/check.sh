@@ -9,14 +9,16 @@
 # 1. python-hcl2 parses every .tf file; variables/outputs described and validated, and
 #    explained in deploy/README.md; no account ids; routing-patterns.json has one
 #    EventBridge pattern per domain.
-# 2. The Kustomize base and overlays are rendered (deploy/tools/kustomize_lite.py: no
-#    kustomize or kubectl binary here) and every object is validated: built-in kinds with
-#    kubernetes-validate --strict, KEDA kinds with a local subset schema, plus the
-#    deployment's own invariants (deploy/tools/validate_manifests.py).
+#    `terraform fmt -check` (offline: formatting needs no provider).
+# 2. The Kustomize base and overlays are rendered by the real Kustomize (`kubectl
+#    kustomize`, or a `kustomize` binary), exactly what `kubectl apply -k` applies, and
+#    every object is validated: built-in kinds with kubernetes-validate --strict, KEDA kinds
+#    with a local subset schema, plus the deployment's own invariants
+#    (deploy/tools/validate_manifests.py).
 # 3. The ECS task definitions (deploy/tools/check_ecs.py).
 # 4. checkov: terraform + dockerfile + secrets over deploy/ and k8s/, kubernetes over the
 #    rendered overlays (every base and component object is in one of them).
-#    The kustomize framework needs the kustomize binary, so rendering is done in step 2.
+#    The overlays are given to checkov as rendered in step 2.
 #    Zero failed checks; skips only inline, with a reason (listed in deploy/README.md).
 #
 # Exit status: 0 when every check passes, 1 otherwise.
@@ -104,11 +106,30 @@ else
   record "terraform parse (${#TF_FILES[@]} files)" FAILED
 fi
 
-echo "== kubernetes (render + kubernetes-validate $K8S_VERSION --strict + invariants)"
+echo "== terraform fmt"
+if ! command -v terraform >/dev/null; then
+  echo "terraform is not installed: https://developer.hashicorp.com/terraform/install"
+  record "terraform fmt -check" FAILED
+elif terraform fmt -check -recursive -diff deploy; then
+  record "terraform fmt -check" ok
+else
+  record "terraform fmt -check" FAILED
+fi
+
+echo "== kubernetes (kustomize + kubernetes-validate $K8S_VERSION --strict + invariants)"
+if command -v kubectl >/dev/null; then
+  KUSTOMIZE=(kubectl kustomize)
+elif command -v kustomize >/dev/null; then
+  KUSTOMIZE=(kustomize build)
+else
+  KUSTOMIZE=()
+  echo "neither kubectl nor kustomize is installed: the overlays cannot be rendered"
+fi
+echo "renderer: ${KUSTOMIZE[*]:-none}"
 mkdir -p "$WORK/rendered"
 for target in base overlays/dev overlays/prod; do
   out="$WORK/rendered/$(echo "$target" | tr / -).yaml"
-  if ! "$PY" deploy/tools/kustomize_lite.py "k8s/$target" -o "$out"; then
+  if [ ${#KUSTOMIZE[@]} -eq 0 ] || ! "${KUSTOMIZE[@]}" "k8s/$target" >"$out"; then
     record "render k8s/$target" FAILED
     continue
   fi

@@ -47,16 +47,57 @@ pub fn open_local(
         message: format!("creating data directory {}: {e}", data_dir.display()),
     })?;
     let db = SqliteDb::open(&data_dir.join(DATABASE_FILE))?;
+    Ok(local_backend(&db, config, clock))
+}
+
+/// Open the embedded backend an earlier run left in `data_dir`, read-only: for the
+/// commands that only look. A directory or database that does not exist is an error naming
+/// it (a mistyped `--data-dir` must not read as an empty store); nothing is created or
+/// migrated, and a read-only directory works.
+pub fn open_local_read_only(
+    data_dir: &Path,
+    config: &Config,
+    clock: Clock,
+) -> Result<LocalBackend, BackendError> {
+    let db = SqliteDb::open_read_only(&existing_database(data_dir)?)?;
+    Ok(local_backend(&db, config, clock))
+}
+
+/// The database file of `data_dir`, which must exist: for the commands that work on what
+/// an earlier run left (reading, redriving, replaying).
+pub fn existing_database(data_dir: &Path) -> Result<std::path::PathBuf, BackendError> {
+    let missing = |what: String| BackendError::Permanent {
+        operation: "open",
+        message: what,
+    };
+    if !data_dir.is_dir() {
+        return Err(missing(format!(
+            "data directory {} does not exist (check --data-dir or STRIPE_WORKER_DATA_DIR)",
+            data_dir.display()
+        )));
+    }
+    let file = data_dir.join(DATABASE_FILE);
+    if !file.is_file() {
+        return Err(missing(format!(
+            "data directory {} holds no {DATABASE_FILE}: nothing has run there yet",
+            data_dir.display()
+        )));
+    }
+    Ok(file)
+}
+
+/// The backend over an open database.
+fn local_backend(db: &SqliteDb, config: &Config, clock: Clock) -> LocalBackend {
     let queues = Arc::new(PerDomain::from_fn(|domain| {
-        SqliteQueue::open(&db, local_queue_spec(domain, config))
+        SqliteQueue::open(db, local_queue_spec(domain, config))
     }));
-    let archive = Arc::new(SqliteArchive::new(&db));
-    Ok(Backend {
+    let archive = Arc::new(SqliteArchive::new(db));
+    Backend {
         bus: Arc::new(LocalBus::new(Arc::clone(&queues), archive, clock)),
         queues,
-        dedupe: Arc::new(SqliteDedupe::new(&db)),
-        state: Arc::new(SqliteState::new(&db)),
-    })
+        dedupe: Arc::new(SqliteDedupe::new(db)),
+        state: Arc::new(SqliteState::new(db)),
+    }
 }
 
 /// A fresh in-memory backend.
@@ -64,6 +105,8 @@ pub fn memory_backend(config: &Config, clock: Clock) -> MemoryBackend {
     let queues = Arc::new(PerDomain::from_fn(|domain| {
         MemoryQueue::new(local_queue_spec(domain, config))
     }));
+    // One store for claims and applied-markers, as on the other backends.
+    let dedupe = MemoryDedupe::new();
     Backend {
         bus: Arc::new(LocalBus::new(
             Arc::clone(&queues),
@@ -71,8 +114,8 @@ pub fn memory_backend(config: &Config, clock: Clock) -> MemoryBackend {
             clock,
         )),
         queues,
-        dedupe: Arc::new(MemoryDedupe::new()),
-        state: Arc::new(MemoryState::new()),
+        state: Arc::new(dedupe.state()),
+        dedupe: Arc::new(dedupe),
     }
 }
 

@@ -44,6 +44,9 @@ pub const DEFAULT_BASE_URL: &str = "https://api.stripe.com";
 /// `STRIPE_API_KEY_<TENANT>` (tenant id lower-cased), as with webhook secrets.
 pub const API_KEY_ENV: &str = "STRIPE_API_KEY";
 
+/// The key of a Secrets Manager JSON API key secret (`{"api_key": "rk_..."}`).
+pub const API_KEY_JSON_KEY: &str = "api_key";
+
 /// Permanent error codes (the DLQ reasons) this client produces.
 pub mod codes {
     /// 401: the key is wrong, revoked or expired.
@@ -203,21 +206,29 @@ impl Default for StripeApiConfig {
 }
 
 impl StripeApiConfig {
-    /// Defaults, with keys from `STRIPE_API_KEY` (default tenant), `STRIPE_API_KEY_<TENANT>`
-    /// and, when given, a directory of `<dir>/<tenant>` files holding one key each.
-    pub fn from_env(keys_dir: Option<&Path>) -> Result<Self, StripeApiError> {
-        Self::from_vars(std::env::vars(), keys_dir)
+    /// Defaults, with keys from `STRIPE_API_KEY` (the key of `default_tenant`),
+    /// `STRIPE_API_KEY_<TENANT>` and, when given, a directory of `<dir>/<tenant>` files
+    /// holding one key each.
+    pub fn from_env(
+        keys_dir: Option<&Path>,
+        default_tenant: Option<&str>,
+    ) -> Result<Self, StripeApiError> {
+        Self::from_vars(std::env::vars(), keys_dir, default_tenant)
     }
 
     /// [`StripeApiConfig::from_env`] over a given environment.
     pub fn from_vars(
         vars: impl IntoIterator<Item = (String, String)>,
         keys_dir: Option<&Path>,
+        default_tenant: Option<&str>,
     ) -> Result<Self, StripeApiError> {
+        let spec = secrets::TenantValues {
+            base_var: API_KEY_ENV,
+            json_key: API_KEY_JSON_KEY,
+            default_tenant,
+        };
         let mut keys = BTreeMap::new();
-        for (tenant, (source_name, values)) in
-            secrets::load_tenant_values(API_KEY_ENV, vars, keys_dir)?
-        {
+        for (tenant, (source_name, values)) in secrets::load_tenant_values(spec, vars, keys_dir)? {
             let [value] = values.as_slice() else {
                 return Err(StripeApiError::MultipleKeys {
                     source_name,
@@ -823,6 +834,7 @@ mod tests {
                 ),
             ],
             None,
+            Some("default"),
         )
         .expect("valid");
         assert_eq!(cfg.keys.len(), 2);
@@ -836,9 +848,24 @@ mod tests {
         let err = StripeApiConfig::from_vars(
             [("STRIPE_API_KEY".to_owned(), "rk_a,rk_b".to_owned())],
             None,
+            Some("default"),
         )
         .expect_err("two keys");
         assert!(matches!(err, StripeApiError::MultipleKeys { .. }));
+    }
+
+    #[test]
+    fn the_unsuffixed_key_is_the_configured_default_tenants() {
+        let cfg = StripeApiConfig::from_vars(
+            [(
+                "STRIPE_API_KEY".to_owned(),
+                r#"{"api_key": "rk_test_1"}"#.to_owned(),
+            )],
+            None,
+            Some("acme"),
+        )
+        .expect("valid");
+        assert_eq!(cfg.keys.keys().collect::<Vec<_>>(), ["acme"]);
     }
 
     #[test]

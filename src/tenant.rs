@@ -14,10 +14,15 @@
 //! A `tenant_id` inside a partner or bare event is ignored: the decoder only fills
 //! `tenant_hint` for webhook envelopes.
 //!
-//! **Known tenants** are the union of `default_tenant`, the values of `destinations` and
+//! **Known tenants** are the union of the default tenant, the values of `destinations` and
 //! `accounts`, and the explicit `tenants` list (for tenants that only receive webhooks).
-//! An empty configuration therefore knows no tenant and resolves nothing: list webhook-only
-//! tenants in `tenants`.
+//!
+//! **The default tenant** is `default_tenant`. A configuration that names no tenant at all
+//! (the single-tenant set-up: no file, no `STRIPE_WORKER_*` tenant variable) has one
+//! tenant, [`IMPLICIT_DEFAULT_TENANT`], so a signed webhook to `/webhooks/stripe` and an
+//! unmapped partner event are applied rather than dead-lettered. As soon as any tenant is
+//! configured, the default is only what `default_tenant` says (none when unset), so a
+//! multi-tenant set-up never files an unmapped event under a tenant by accident.
 
 use std::collections::BTreeMap;
 
@@ -28,6 +33,9 @@ use crate::event::{NormalisedEvent, SourceKind};
 /// The longest tenant name accepted. Tenant names go into dedupe keys, state keys and
 /// queue attributes, so they are kept short.
 pub const MAX_TENANT_LEN: usize = 64;
+
+/// The one tenant of a configuration that names none (see the module documentation).
+pub const IMPLICIT_DEFAULT_TENANT: &str = "default";
 
 /// Why a tenant could not be resolved, or a tenant configuration is unusable. Always
 /// permanent: the same event and configuration fail the same way (a message dead-lettered
@@ -141,9 +149,34 @@ impl TenantConfig {
         Ok(())
     }
 
+    /// The default tenant: `default_tenant`, or [`IMPLICIT_DEFAULT_TENANT`] when the
+    /// configuration names no tenant at all (see the module documentation).
+    pub fn default_tenant(&self) -> Option<&str> {
+        match &self.default_tenant {
+            Some(name) => Some(name),
+            None if self.tenants.is_empty()
+                && self.destinations.is_empty()
+                && self.accounts.is_empty() =>
+            {
+                Some(IMPLICIT_DEFAULT_TENANT)
+            }
+            None => None,
+        }
+    }
+
+    /// Every known tenant, sorted (for error messages and start-up checks).
+    pub fn known_tenants(&self) -> std::collections::BTreeSet<&str> {
+        self.default_tenant()
+            .into_iter()
+            .chain(self.tenants.iter().map(String::as_str))
+            .chain(self.destinations.values().map(String::as_str))
+            .chain(self.accounts.values().map(String::as_str))
+            .collect()
+    }
+
     /// Whether `name` is a known tenant (see the module documentation).
     pub fn is_known(&self, name: &str) -> bool {
-        self.default_tenant.as_deref() == Some(name)
+        self.default_tenant() == Some(name)
             || self.tenants.iter().any(|t| t == name)
             || self.destinations.values().any(|t| t == name)
             || self.accounts.values().any(|t| t == name)
@@ -176,8 +209,9 @@ impl TenantConfig {
                 .destinations
                 .get(destination)
                 .or_else(|| self.by_account(event))
-                .or(self.default_tenant.as_ref())
-                .cloned()
+                .map(String::as_str)
+                .or(self.default_tenant())
+                .map(str::to_owned)
                 .ok_or_else(|| {
                     unknown(format!(
                         "destination {destination:?} and account {:?} are not mapped and \
@@ -187,8 +221,9 @@ impl TenantConfig {
                 }),
             SourceKind::Bare => self
                 .by_account(event)
-                .or(self.default_tenant.as_ref())
-                .cloned()
+                .map(String::as_str)
+                .or(self.default_tenant())
+                .map(str::to_owned)
                 .ok_or_else(|| {
                     unknown(format!(
                         "account {:?} is not mapped and there is no default tenant",
@@ -275,11 +310,36 @@ mod tests {
         assert_eq!(reason(c.resolve(&e)), "unknown_tenant");
         let e = event(SourceKind::Webhook, Some("a#b"), None);
         assert_eq!(reason(c.resolve(&e)), "invalid_tenant");
-        // An empty configuration knows no tenant.
+        // An empty configuration knows only the implicit default tenant.
         let e = event(SourceKind::Webhook, Some("acme"), None);
         assert_eq!(
             reason(TenantConfig::default().resolve(&e)),
             "unknown_tenant"
+        );
+    }
+
+    #[test]
+    fn an_empty_configuration_has_the_implicit_default_tenant() {
+        let empty = TenantConfig::default();
+        assert_eq!(empty.default_tenant(), Some(IMPLICIT_DEFAULT_TENANT));
+        let e = event(SourceKind::Webhook, Some(IMPLICIT_DEFAULT_TENANT), None);
+        assert_eq!(empty.resolve(&e).unwrap(), IMPLICIT_DEFAULT_TENANT);
+        let e = event(partner("ed_any"), None, None);
+        assert_eq!(empty.resolve(&e).unwrap(), IMPLICIT_DEFAULT_TENANT);
+        // Once any tenant is configured, there is no default unless one is named.
+        let multi = TenantConfig {
+            tenants: vec!["acme".into()],
+            ..TenantConfig::default()
+        };
+        assert_eq!(multi.default_tenant(), None);
+        assert!(!multi.is_known(IMPLICIT_DEFAULT_TENANT));
+        assert_eq!(
+            reason(multi.resolve(&event(partner("ed_any"), None, None))),
+            "unknown_tenant"
+        );
+        assert_eq!(
+            config().known_tenants().into_iter().collect::<Vec<_>>(),
+            ["acme", "fallback", "globex", "webhook-only"]
         );
     }
 

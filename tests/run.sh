@@ -33,7 +33,8 @@ fi
 step "Starting moto_server"
 PORT="$("${VENV}/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
 MOTO_LOG="$(mktemp -t moto-server.XXXXXX.log)"
-"${VENV}/bin/moto_server" -H 127.0.0.1 -p "${PORT}" >"${MOTO_LOG}" 2>&1 &
+# The launcher gives DynamoDB operations the isolation DynamoDB has (see the file).
+"${VENV}/bin/python" tests/moto_server.py -H 127.0.0.1 -p "${PORT}" >"${MOTO_LOG}" 2>&1 &
 MOTO_PID=$!
 stop_moto() {
   local status=$?
@@ -76,6 +77,8 @@ export AWS_CONFIG_FILE="/dev/null"
 export AWS_SHARED_CREDENTIALS_FILE="/dev/null"
 unset AWS_PROFILE AWS_SESSION_TOKEN
 export STRIPE_WORKER_TEST_AWS=1
+# tests/aws_iam.rs starts an emulator of its own (IAM enforcement is server-wide).
+export MOTO_SERVER="$(pwd)/${VENV}/bin/moto_server"
 
 step "cargo fmt --check"
 cargo fmt --all --check

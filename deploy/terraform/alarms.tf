@@ -60,11 +60,11 @@ resource "aws_cloudwatch_metric_alarm" "handler_errors" {
 resource "aws_cloudwatch_metric_alarm" "processing_time" {
   for_each = local.domains
 
-  alarm_name          = "${local.prefix}-${each.key}-processing-time"
-  alarm_description   = "The longest processing time of ${each.key} messages is above ${var.processing_time_ratio * 100}% of the ${var.visibility_timeout_seconds}s visibility timeout: messages risk being received twice."
-  namespace           = var.app_metric_namespace
-  metric_name         = var.processing_time_metric_name
-  dimensions          = { domain = each.key }
+  alarm_name        = "${local.prefix}-${each.key}-processing-time"
+  alarm_description = "The longest processing time of ${each.key} messages is above ${var.processing_time_ratio * 100}% of the ${var.visibility_timeout_seconds}s visibility timeout: messages risk being received twice."
+  namespace         = var.app_metric_namespace
+  metric_name       = var.processing_time_metric_name
+  dimensions        = { domain = each.key }
   # awsemf publishes an explicit-bucket histogram as a statistic set (min, max, sum,
   # count): percentiles are not available from it, the maximum is.
   statistic           = "Maximum"
@@ -72,6 +72,23 @@ resource "aws_cloudwatch_metric_alarm" "processing_time" {
   evaluation_periods  = 3
   datapoints_to_alarm = 2
   threshold           = var.visibility_timeout_seconds * var.processing_time_ratio
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "delivery_dlq_not_empty" {
+  alarm_name          = "${local.prefix}-event-delivery-dlq-not-empty"
+  alarm_description   = "${aws_sqs_queue.delivery_dlq.name} holds events EventBridge could not deliver to a queue or the bus after a day of retries: read the error attributes, fix, publish them again (deploy/README.md)."
+  namespace           = "AWS/SQS"
+  metric_name         = "ApproximateNumberOfMessagesVisible"
+  dimensions          = { QueueName = aws_sqs_queue.delivery_dlq.name }
+  statistic           = "Maximum"
+  period              = 300
+  evaluation_periods  = 1
+  threshold           = 0
   comparison_operator = "GreaterThanThreshold"
   treat_missing_data  = "notBreaching"
   alarm_actions       = local.alarm_actions

@@ -4,6 +4,13 @@
 resource "aws_cloudwatch_event_bus" "this" {
   name = "${local.prefix}-event-bus"
   tags = local.tags
+
+  lifecycle {
+    precondition {
+      condition     = !var.enable_stripe_partner_events || length(var.stripe_partner_event_source_names) > 0
+      error_message = "enable_stripe_partner_events is true but stripe_partner_event_source_names is empty: no Stripe event destination would be received. Add the aws.partner/stripe.com/ed_... source names."
+    }
+  }
 }
 
 # Everything that reaches the bus, from either path, is archived before any rule runs, so
@@ -46,6 +53,16 @@ resource "aws_cloudwatch_event_target" "partner_forward" {
   target_id      = "custom-bus"
   arn            = aws_cloudwatch_event_bus.this.arn
   role_arn       = aws_iam_role.partner_forward[0].arn
+
+  # As for the domain targets: retried for a day, then kept in the delivery DLQ.
+  retry_policy {
+    maximum_event_age_in_seconds = 86400
+    maximum_retry_attempts       = 185
+  }
+
+  dead_letter_config {
+    arn = aws_sqs_queue.delivery_dlq.arn
+  }
 }
 
 data "aws_iam_policy_document" "events_assume" {
@@ -109,11 +126,16 @@ resource "aws_cloudwatch_event_target" "domain" {
   target_id      = "${each.key}-queue"
   arn            = aws_sqs_queue.main[each.key].arn
 
-  # EventBridge retries a failed delivery for up to a day; what still fails shows in the
-  # FailedInvocations alarm and is recovered from the archive.
+  # EventBridge retries a failed delivery for up to a day; what still fails goes to the
+  # delivery DLQ (with the error in its attributes) instead of being dropped, and shows in
+  # the FailedInvocations and delivery-DLQ alarms.
   retry_policy {
     maximum_event_age_in_seconds = 86400
     maximum_retry_attempts       = 185
+  }
+
+  dead_letter_config {
+    arn = aws_sqs_queue.delivery_dlq.arn
   }
 }
 

@@ -56,6 +56,13 @@ data "aws_iam_policy_document" "ingress" {
     actions   = ["events:PutEvents"]
     resources = [aws_cloudwatch_event_bus.this.arn]
   }
+
+  # /readyz: the bus exists and this role can see it. The ingress touches nothing else.
+  statement {
+    sid       = "ReadinessCheck"
+    actions   = ["events:DescribeEventBus"]
+    resources = [aws_cloudwatch_event_bus.this.arn]
+  }
 }
 
 data "aws_iam_policy_document" "operator" {
@@ -81,6 +88,9 @@ data "aws_iam_policy_document" "operator" {
   }
 
   # DLQ redrive: a message move task reads the DLQ and sends back to its source queue.
+  # `dlq list` and `dlq show` peek: they receive messages and release them at once
+  # (ChangeMessageVisibility to 0), else the peeked messages would stay hidden for the
+  # visibility timeout.
   statement {
     sid = "RedriveDeadLetters"
     actions = [
@@ -88,6 +98,7 @@ data "aws_iam_policy_document" "operator" {
       "sqs:ListMessageMoveTasks",
       "sqs:CancelMessageMoveTask",
       "sqs:ReceiveMessage",
+      "sqs:ChangeMessageVisibility",
       "sqs:DeleteMessage",
       "sqs:GetQueueAttributes",
       "sqs:GetQueueUrl",

@@ -11,7 +11,8 @@ locals {
   prefix     = var.name_prefix
   account_id = data.aws_caller_identity.current.account_id
   partition  = data.aws_partition.current.partition
-  region     = data.aws_region.current.name
+  # `id` is the region name in provider 5.x and 6.x alike (6.x deprecates `name`).
+  region = data.aws_region.current.id
 
   # One queue, DLQ and rule per domain; the same three as `stripe_worker::domain::Domain`.
   domains = toset(["subscription", "payment", "customer"])

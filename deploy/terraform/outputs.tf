@@ -114,3 +114,8 @@ output "keda_scaler_role_arn" {
   description = "Role for KEDA's TriggerAuthentication (podIdentity.roleArn); null without keda_operator_role_arn."
   value       = try(aws_iam_role.keda_scaler[0].arn, null)
 }
+
+output "delivery_dlq_url" {
+  description = "URL of the queue holding events EventBridge could not deliver to a domain queue (or, for partner buses, to the custom bus) after its retries."
+  value       = aws_sqs_queue.delivery_dlq.id
+}

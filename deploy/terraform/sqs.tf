@@ -114,3 +114,62 @@ resource "aws_sqs_queue_policy" "dlq" {
   queue_url = aws_sqs_queue.dlq[each.key].id
   policy    = data.aws_iam_policy_document.dlq[each.key].json
 }
+
+# --- Events EventBridge could not deliver ------------------------------------------------
+
+# What a rule target (a domain queue, or the custom bus for a partner bus) still refused
+# after EventBridge's retries. The messages are the events themselves, with the error in
+# their attributes: after fixing the cause, publish them again (`stripe-worker publish`
+# with the bodies as envelopes), or replay the window from the archive.
+resource "aws_sqs_queue" "delivery_dlq" {
+  name                              = "${local.prefix}-event-delivery-dlq"
+  message_retention_seconds         = 1209600 # 14 days, the SQS maximum
+  kms_master_key_id                 = aws_kms_key.this.arn
+  kms_data_key_reuse_period_seconds = 300
+  tags                              = merge(local.tags, { "stripe-worker/role" = "delivery-dlq" })
+}
+
+data "aws_iam_policy_document" "delivery_dlq" {
+  statement {
+    sid       = "OnlyTheModulesRulesDeadLetter"
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.delivery_dlq.arn]
+
+    principals {
+      type        = "Service"
+      identifiers = ["events.amazonaws.com"]
+    }
+
+    condition {
+      test     = "ArnEquals"
+      variable = "aws:SourceArn"
+      values = concat(
+        [for d in local.domains : aws_cloudwatch_event_rule.domain[d].arn],
+        [for s in local.partner_sources : aws_cloudwatch_event_rule.partner_forward[s].arn],
+      )
+    }
+  }
+
+  statement {
+    sid       = "DenyInsecureTransport"
+    effect    = "Deny"
+    actions   = ["sqs:*"]
+    resources = [aws_sqs_queue.delivery_dlq.arn]
+
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+}
+
+resource "aws_sqs_queue_policy" "delivery_dlq" {
+  queue_url = aws_sqs_queue.delivery_dlq.id
+  policy    = data.aws_iam_policy_document.delivery_dlq.json
+}

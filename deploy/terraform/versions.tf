@@ -6,9 +6,9 @@ terraform {
   required_providers {
     aws = {
       source = "hashicorp/aws"
-      # 5.70 is the first release with every argument used here; 6.x renamed
-      # data.aws_region's `name`, so the module stays on 5.x until it is moved over.
-      version = ">= 5.70, < 6.0"
+      # 5.70 is the first release with every argument used here. Nothing used here
+      # changed in 6.x (the region comes from data.aws_region's `id`, the same in both).
+      version = ">= 5.70, < 7.0"
     }
   }
 }

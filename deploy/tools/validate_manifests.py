@@ -131,6 +131,9 @@ def check_invariants(docs, allowed_vars: set[str], partial: bool, errors: list[s
             errors.append(f"{where}: enableServiceLinks must be false (service-link variables named STRIPE_WORKER_* would be rejected)")
         if not pod.get("topologySpreadConstraints"):
             errors.append(f"{where}: topologySpreadConstraints missing")
+        spread_keys = [t.get("topologyKey") for t in pod.get("topologySpreadConstraints", [])]
+        if len(spread_keys) != len(set(spread_keys)):
+            errors.append(f"{where}: topologySpreadConstraints has two rules for one topologyKey ({spread_keys}): an overlay merged into the base's list instead of replacing it")
         sa = pod.get("serviceAccountName")
         if sa not in accounts:
             errors.append(f"{where}: ServiceAccount {sa} is not in the manifests")
@@ -200,11 +203,25 @@ def check_invariants(docs, allowed_vars: set[str], partial: bool, errors: list[s
             if "--domains" not in args or args[args.index("--domains") + 1] not in DOMAINS:
                 errors.append(f"Deployment/{dep_name}: a worker Deployment must run one domain (`run --domains <domain>`)")
 
+    # The fewest replicas each Deployment may run: its autoscaler's minimum, else replicas.
+    least: dict[str, int] = {}
+    for hpa in by_kind.get("HorizontalPodAutoscaler", {}).values():
+        least[hpa["spec"]["scaleTargetRef"]["name"]] = hpa["spec"].get("minReplicas", 1)
+    for so in by_kind.get("ScaledObject", {}).values():
+        least[so["spec"]["scaleTargetRef"]["name"]] = so["spec"].get("minReplicaCount", 0)
     for pdb_name, pdb in by_kind.get("PodDisruptionBudget", {}).items():
         sel = pdb["spec"]["selector"]["matchLabels"]
         hits = [d for d in by_kind.get("Deployment", {}).values() if sel.items() <= d["spec"]["template"]["metadata"]["labels"].items()]
         if not hits:
             errors.append(f"PodDisruptionBudget/{pdb_name}: selects no Deployment's pods")
+        min_available = pdb["spec"].get("minAvailable")
+        for d in hits:
+            name = d["metadata"]["name"]
+            floor = least.get(name, d["spec"].get("replicas", 1))
+            if isinstance(min_available, int) and min_available >= floor:
+                errors.append(f"PodDisruptionBudget/{pdb_name}: minAvailable {min_available} with as few as {floor} replicas of {name} blocks every node drain (use maxUnavailable)")
+            if pdb["spec"].get("maxUnavailable") in (0, "0%"):
+                errors.append(f"PodDisruptionBudget/{pdb_name}: maxUnavailable 0 blocks every node drain")
     return checked
 
 

@@ -16,9 +16,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{
-    BackendError, BackendResult, BatchFailures, Bus, BusEntry, Claim, DeadLetterReason, DedupeKey,
-    DedupeStore, FencingToken, PublishFailures, Queue, QueueStats, Receipt, ReceivedMessage,
-    StateRecord, StateStore, WriteOutcome,
+    ApplyOutcome, BackendError, BackendResult, BatchFailures, Bus, BusEntry, Claim,
+    DeadLetterReason, DedupeKey, DedupeStore, EventWrite, FencingToken, PublishFailures, Queue,
+    QueueStats, Receipt, ReceivedMessage, StateRecord, StateStore, WriteOutcome,
 };
 
 /// A backend whose calls fail at the given rate.
@@ -138,18 +138,15 @@ impl<T: DedupeStore> DedupeStore for Faulty<T> {
             .await
     }
 
-    async fn complete(
+    async fn renew(
         &self,
         key: &DedupeKey,
         token: &FencingToken,
         now_ms: i64,
-        retention: Duration,
+        lease: Duration,
     ) -> BackendResult<()> {
-        self.call(
-            "dedupe.complete",
-            self.inner.complete(key, token, now_ms, retention),
-        )
-        .await
+        self.call("dedupe.renew", self.inner.renew(key, token, now_ms, lease))
+            .await
     }
 
     async fn release(&self, key: &DedupeKey, token: &FencingToken) -> BackendResult<()> {
@@ -159,6 +156,10 @@ impl<T: DedupeStore> DedupeStore for Faulty<T> {
 }
 
 impl<T: StateStore> StateStore for Faulty<T> {
+    async fn apply(&self, write: &EventWrite<'_>) -> BackendResult<ApplyOutcome> {
+        self.call("state.apply", self.inner.apply(write)).await
+    }
+
     async fn put_if_newer(&self, record: &StateRecord) -> BackendResult<WriteOutcome> {
         self.call("state.put", self.inner.put_if_newer(record))
             .await

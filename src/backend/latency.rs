@@ -17,9 +17,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{
-    BackendError, BackendResult, BatchFailures, Claim, DeadLetterReason, DedupeKey, DedupeStore,
-    FencingToken, Queue, QueueStats, Receipt, ReceivedMessage, StateRecord, StateStore,
-    WriteOutcome,
+    ApplyOutcome, BackendError, BackendResult, BatchFailures, Claim, DeadLetterReason, DedupeKey,
+    DedupeStore, EventWrite, FencingToken, Queue, QueueStats, Receipt, ReceivedMessage,
+    StateRecord, StateStore, WriteOutcome,
 };
 
 /// The operations whose calls [`Latent`] counts.
@@ -37,28 +37,41 @@ pub enum Op {
     Send,
     /// `DedupeStore::claim`.
     Claim,
-    /// `DedupeStore::complete`.
-    Complete,
+    /// `DedupeStore::renew`.
+    Renew,
     /// `DedupeStore::release`.
     Release,
     /// `StateStore::put_if_newer`.
     Put,
+    /// `StateStore::apply`.
+    Apply,
     /// State reads (`get`, `by_customer`, `export`).
     Read,
 }
 
 impl Op {
     /// Every operation, in counting order.
-    pub const ALL: [Op; 10] = [
+    pub const ALL: [Op; 11] = [
         Op::Receive,
         Op::Delete,
         Op::ChangeVisibility,
         Op::DeadLetter,
         Op::Send,
         Op::Claim,
-        Op::Complete,
+        Op::Renew,
         Op::Release,
         Op::Put,
+        Op::Apply,
+        Op::Read,
+    ];
+
+    /// The dedupe and state store operations: the round trips to the database.
+    pub const STORE: [Op; 6] = [
+        Op::Claim,
+        Op::Renew,
+        Op::Release,
+        Op::Put,
+        Op::Apply,
         Op::Read,
     ];
 
@@ -211,15 +224,15 @@ impl<T: DedupeStore> DedupeStore for Latent<T> {
         self.inner.claim(key, now_ms, lease).await
     }
 
-    async fn complete(
+    async fn renew(
         &self,
         key: &DedupeKey,
         token: &FencingToken,
         now_ms: i64,
-        retention: Duration,
+        lease: Duration,
     ) -> BackendResult<()> {
-        self.delay(Op::Complete).await;
-        self.inner.complete(key, token, now_ms, retention).await
+        self.delay(Op::Renew).await;
+        self.inner.renew(key, token, now_ms, lease).await
     }
 
     async fn release(&self, key: &DedupeKey, token: &FencingToken) -> BackendResult<()> {
@@ -229,6 +242,11 @@ impl<T: DedupeStore> DedupeStore for Latent<T> {
 }
 
 impl<T: StateStore> StateStore for Latent<T> {
+    async fn apply(&self, write: &EventWrite<'_>) -> BackendResult<ApplyOutcome> {
+        self.delay(Op::Apply).await;
+        self.inner.apply(write).await
+    }
+
     async fn put_if_newer(&self, record: &StateRecord) -> BackendResult<WriteOutcome> {
         self.delay(Op::Put).await;
         self.inner.put_if_newer(record).await
@@ -334,15 +352,15 @@ impl<T: DedupeStore> DedupeStore for Capacity<T> {
         self.inner.claim(key, now_ms, lease).await
     }
 
-    async fn complete(
+    async fn renew(
         &self,
         key: &DedupeKey,
         token: &FencingToken,
         now_ms: i64,
-        retention: Duration,
+        lease: Duration,
     ) -> BackendResult<()> {
-        let _place = self.gate.enter("dedupe.complete")?;
-        self.inner.complete(key, token, now_ms, retention).await
+        let _place = self.gate.enter("dedupe.renew")?;
+        self.inner.renew(key, token, now_ms, lease).await
     }
 
     async fn release(&self, key: &DedupeKey, token: &FencingToken) -> BackendResult<()> {
@@ -352,6 +370,11 @@ impl<T: DedupeStore> DedupeStore for Capacity<T> {
 }
 
 impl<T: StateStore> StateStore for Capacity<T> {
+    async fn apply(&self, write: &EventWrite<'_>) -> BackendResult<ApplyOutcome> {
+        let _place = self.gate.enter("state.apply")?;
+        self.inner.apply(write).await
+    }
+
     async fn put_if_newer(&self, record: &StateRecord) -> BackendResult<WriteOutcome> {
         let _place = self.gate.enter("state.put")?;
         self.inner.put_if_newer(record).await

@@ -1,5 +1,5 @@
 //! In-memory backends for tests and benchmarks: the same semantics as the SQLite and AWS
-//! backends (checked by `tests/conformance/`), nothing durable.
+//! backends (checked by `tests/it/conformance/`), nothing durable.
 //!
 //! Each store is one mutex around plain collections; the critical sections are short and
 //! never held across an `.await`, which keeps them fast enough for the 50,000 events/s
@@ -18,9 +18,9 @@ use tokio::time::Instant;
 use super::dead_letter::{DeadLetterOps, RedriveProgress, strip_reason};
 pub use super::dead_letter::{DlqMessage, RedriveFilter};
 use super::{
-    Archive, BackendError, BackendResult, BatchFailures, Claim, DeadLetterReason, DedupeKey,
-    DedupeStore, FencingToken, Queue, QueueSpec, QueueStats, Receipt, ReceivedMessage, StateRecord,
-    StateStore, WriteOutcome, dlq_attributes,
+    ApplyOutcome, Archive, BackendError, BackendResult, BatchFailures, Claim, DeadLetterReason,
+    DedupeKey, DedupeStore, EventWrite, FencingToken, Marker, Queue, QueueSpec, QueueStats,
+    Receipt, ReceivedMessage, StateRecord, StateStore, WriteOutcome, blocked_by, dlq_attributes,
 };
 
 /// The most messages one receive or batch call takes (the SQS limit).
@@ -604,7 +604,7 @@ impl Queue for MemoryQueue {
 }
 
 // ---------------------------------------------------------------------------------------
-// Dedupe
+// Dedupe and state
 // ---------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone)]
@@ -613,12 +613,68 @@ enum DedupeEntry {
     Done { until_ms: i64 },
 }
 
-/// An in-memory dedupe store: one map under one lock, so every claim is atomic.
+type StateKey = (String, String, String);
+
+/// The applied-markers, claims and records of one store, under one lock: an apply takes
+/// it once for the marker and every record, which makes it atomic.
+#[derive(Debug, Default)]
+struct StoreData {
+    ledger: HashMap<DedupeKey, DedupeEntry>,
+    records: BTreeMap<StateKey, StateRecord>,
+    /// (tenant, customer, kind, id) for `by_customer`.
+    by_customer: BTreeSet<(String, String, String, String)>,
+}
+
+type SharedData = std::sync::Arc<Mutex<StoreData>>;
+
+impl StoreData {
+    /// Whether `key` may be taken now: absent, applied past retention, or a claim whose
+    /// lease ended. Otherwise what blocks it.
+    fn blocker(&self, key: &DedupeKey, now_ms: i64) -> Option<ApplyOutcome> {
+        match self.ledger.get(key) {
+            Some(DedupeEntry::InProgress { until_ms, .. }) if *until_ms >= now_ms => {
+                Some(blocked_by(false, *until_ms))
+            }
+            Some(DedupeEntry::Done { until_ms }) if *until_ms >= now_ms => {
+                Some(blocked_by(true, *until_ms))
+            }
+            _ => None,
+        }
+    }
+
+    fn holds(&self, key: &DedupeKey, token: &FencingToken) -> bool {
+        matches!(self.ledger.get(key), Some(DedupeEntry::InProgress { token: t, .. }) if t == token)
+    }
+
+    fn put_if_newer(&mut self, record: &StateRecord) -> WriteOutcome {
+        let key = (
+            record.tenant.clone(),
+            record.kind.clone(),
+            record.id.clone(),
+        );
+        if let Some(existing) = self.records.get(&key) {
+            if !record.supersedes(existing) {
+                return WriteOutcome::Stale;
+            }
+            if let Some(old) = customer_index_key(existing) {
+                self.by_customer.remove(&old);
+            }
+        }
+        if let Some(new) = customer_index_key(record) {
+            self.by_customer.insert(new);
+        }
+        self.records.insert(key, record.clone());
+        WriteOutcome::Written
+    }
+}
+
+/// An in-memory dedupe store: claims in the map an apply of its [`MemoryState`] writes
+/// markers to (see [`MemoryDedupe::state`]), so every claim is atomic with applies.
 #[derive(Debug)]
 pub struct MemoryDedupe {
-    entries: Mutex<HashMap<DedupeKey, DedupeEntry>>,
+    data: SharedData,
     /// Tokens are this store's random prefix and a counter: unique per claim without a
-    /// random draw per claim (the benchmark's hot path).
+    /// random draw per claim.
     token_prefix: String,
     next_token: AtomicU64,
     /// [`super::ReconcileStore`] checkpoints by (tenant, name).
@@ -635,16 +691,24 @@ impl MemoryDedupe {
     /// An empty store.
     pub fn new() -> Self {
         MemoryDedupe {
-            entries: Mutex::new(HashMap::new()),
+            data: SharedData::default(),
             token_prefix: uuid::Uuid::new_v4().simple().to_string(),
             next_token: AtomicU64::new(1),
             checkpoints: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// How many keys are stored (claims and completions, expired ones included).
+    /// The state store whose applies write their markers where this store claims: the
+    /// pair a worker with lease handlers needs.
+    pub fn state(&self) -> MemoryState {
+        MemoryState {
+            data: std::sync::Arc::clone(&self.data),
+        }
+    }
+
+    /// How many keys are stored (claims and markers, expired ones included).
     pub fn len(&self) -> usize {
-        lock(&self.entries).len()
+        lock(&self.data).ledger.len()
     }
 
     /// Whether no key is stored.
@@ -659,21 +723,17 @@ fn lease_end(now_ms: i64, d: Duration) -> i64 {
 
 impl DedupeStore for MemoryDedupe {
     async fn claim(&self, key: &DedupeKey, now_ms: i64, lease: Duration) -> BackendResult<Claim> {
-        let mut g = lock(&self.entries);
-        match g.get(key) {
-            Some(DedupeEntry::InProgress { until_ms, .. }) if *until_ms >= now_ms => {
-                return Ok(Claim::InProgressElsewhere {
-                    until_ms: *until_ms,
-                });
+        let mut g = lock(&self.data);
+        match g.blocker(key, now_ms) {
+            Some(ApplyOutcome::HeldElsewhere { until_ms }) => {
+                return Ok(Claim::InProgressElsewhere { until_ms });
             }
-            Some(DedupeEntry::Done { until_ms }) if *until_ms >= now_ms => {
-                return Ok(Claim::AlreadyDone);
-            }
-            _ => {}
+            Some(_) => return Ok(Claim::AlreadyDone),
+            None => {}
         }
         let n = self.next_token.fetch_add(1, Ordering::Relaxed);
         let token = FencingToken(format!("{}-{n}", self.token_prefix));
-        g.insert(
+        g.ledger.insert(
             key.clone(),
             DedupeEntry::InProgress {
                 token: token.clone(),
@@ -683,31 +743,33 @@ impl DedupeStore for MemoryDedupe {
         Ok(Claim::Claimed(token))
     }
 
-    async fn complete(
+    async fn renew(
         &self,
         key: &DedupeKey,
         token: &FencingToken,
         now_ms: i64,
-        retention: Duration,
+        lease: Duration,
     ) -> BackendResult<()> {
-        let mut g = lock(&self.entries);
-        match g.get_mut(key) {
-            Some(e) if matches!(&*e, DedupeEntry::InProgress { token: t, .. } if t == token) => {
-                *e = DedupeEntry::Done {
-                    until_ms: lease_end(now_ms, retention),
-                };
-                Ok(())
-            }
-            _ => Err(BackendError::LeaseLost {
-                operation: "dedupe_complete",
-            }),
+        let mut g = lock(&self.data);
+        if !g.holds(key, token) {
+            return Err(BackendError::LeaseLost {
+                operation: "dedupe_renew",
+            });
         }
+        g.ledger.insert(
+            key.clone(),
+            DedupeEntry::InProgress {
+                token: token.clone(),
+                until_ms: lease_end(now_ms, lease),
+            },
+        );
+        Ok(())
     }
 
     async fn release(&self, key: &DedupeKey, token: &FencingToken) -> BackendResult<()> {
-        let mut g = lock(&self.entries);
-        if matches!(g.get(key), Some(DedupeEntry::InProgress { token: t, .. }) if t == token) {
-            g.remove(key);
+        let mut g = lock(&self.data);
+        if g.holds(key, token) {
+            g.ledger.remove(key);
         }
         Ok(())
     }
@@ -716,7 +778,7 @@ impl DedupeStore for MemoryDedupe {
 impl super::ReconcileStore for MemoryDedupe {
     async fn was_applied(&self, key: &DedupeKey, now_ms: i64) -> BackendResult<bool> {
         Ok(matches!(
-            lock(&self.entries).get(key),
+            lock(&self.data).ledger.get(key),
             Some(DedupeEntry::Done { until_ms }) if *until_ms >= now_ms
         ))
     }
@@ -743,28 +805,16 @@ impl super::ReconcileStore for MemoryDedupe {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// State
-// ---------------------------------------------------------------------------------------
-
-type StateKey = (String, String, String);
-
-#[derive(Debug, Default)]
-struct StateInner {
-    records: BTreeMap<StateKey, StateRecord>,
-    /// (tenant, customer, kind, id) for `by_customer`.
-    by_customer: BTreeSet<(String, String, String, String)>,
-}
-
 /// An in-memory state store; `export` and `by_customer` come out in key order because the
 /// maps are ordered.
 #[derive(Debug, Default)]
 pub struct MemoryState {
-    inner: Mutex<StateInner>,
+    data: SharedData,
 }
 
 impl MemoryState {
-    /// An empty store.
+    /// An empty store, with its own markers (see [`MemoryDedupe::state`] for one that
+    /// shares them with a dedupe store).
     pub fn new() -> Self {
         Self::default()
     }
@@ -777,35 +827,45 @@ fn customer_index_key(r: &StateRecord) -> Option<(String, String, String, String
 }
 
 impl StateStore for MemoryState {
-    async fn put_if_newer(&self, record: &StateRecord) -> BackendResult<WriteOutcome> {
-        let key = (
-            record.tenant.clone(),
-            record.kind.clone(),
-            record.id.clone(),
+    async fn apply(&self, write: &EventWrite<'_>) -> BackendResult<ApplyOutcome> {
+        let mut g = lock(&self.data);
+        match write.marker {
+            Marker::IfAbsent => {
+                if let Some(blocked) = g.blocker(write.key, write.now_ms) {
+                    return Ok(blocked);
+                }
+            }
+            Marker::Fenced(token) => {
+                if !g.holds(write.key, token) {
+                    return Err(BackendError::LeaseLost {
+                        operation: "state_apply",
+                    });
+                }
+            }
+            Marker::Overwrite => {}
+        }
+        g.ledger.insert(
+            write.key.clone(),
+            DedupeEntry::Done {
+                until_ms: lease_end(write.now_ms, write.retention),
+            },
         );
-        let mut g = lock(&self.inner);
-        if let Some(existing) = g.records.get(&key) {
-            if !record.supersedes(existing) {
-                return Ok(WriteOutcome::Stale);
-            }
-            if let Some(old) = customer_index_key(existing) {
-                g.by_customer.remove(&old);
-            }
-        }
-        if let Some(new) = customer_index_key(record) {
-            g.by_customer.insert(new);
-        }
-        g.records.insert(key, record.clone());
-        Ok(WriteOutcome::Written)
+        Ok(ApplyOutcome::Applied(
+            write.records.iter().map(|r| g.put_if_newer(r)).collect(),
+        ))
+    }
+
+    async fn put_if_newer(&self, record: &StateRecord) -> BackendResult<WriteOutcome> {
+        Ok(lock(&self.data).put_if_newer(record))
     }
 
     async fn get(&self, tenant: &str, kind: &str, id: &str) -> BackendResult<Option<StateRecord>> {
         let key = (tenant.to_owned(), kind.to_owned(), id.to_owned());
-        Ok(lock(&self.inner).records.get(&key).cloned())
+        Ok(lock(&self.data).records.get(&key).cloned())
     }
 
     async fn by_customer(&self, tenant: &str, customer: &str) -> BackendResult<Vec<StateRecord>> {
-        let g = lock(&self.inner);
+        let g = lock(&self.data);
         let from = (
             tenant.to_owned(),
             customer.to_owned(),
@@ -821,7 +881,7 @@ impl StateStore for MemoryState {
     }
 
     async fn export(&self, tenant: Option<&str>) -> BackendResult<Vec<StateRecord>> {
-        let g = lock(&self.inner);
+        let g = lock(&self.data);
         Ok(match tenant {
             None => g.records.values().cloned().collect(),
             Some(t) => g

@@ -3,7 +3,7 @@
 //!
 //! Three implementations sit behind them: [`memory`] (tests and benches), [`sqlite`] (the
 //! embedded default) and [`aws`] (SQS, DynamoDB, EventBridge). The code above these traits
-//! is the same for all three; `tests/conformance/` checks each against one suite.
+//! is the same for all three; `tests/it/conformance/` checks each against one suite.
 
 pub mod aws;
 pub mod dead_letter;
@@ -228,7 +228,7 @@ impl DedupeKey {
     }
 }
 
-/// Proof of holding a dedupe claim; complete and release succeed only with it.
+/// Proof of holding a dedupe claim: a fenced apply, renew and release succeed only with it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FencingToken(pub String);
 
@@ -248,7 +248,7 @@ impl Default for FencingToken {
 /// The answer to a dedupe claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// We hold the claim until the lease ends; apply, then complete with the token.
+    /// We hold the claim until the lease ends; apply with [`Marker::Fenced`] and the token.
     Claimed(FencingToken),
     /// The event was already applied by this handler: acknowledge it as a duplicate.
     AlreadyDone,
@@ -256,11 +256,16 @@ pub enum Claim {
     InProgressElsewhere { until_ms: i64 },
 }
 
-/// Remembers which (tenant, handler, event) have been applied, with leases so that a
-/// crashed worker's claim expires and another can take over.
+/// Leases on dedupe keys, for the handlers whose work reaches outside the store (see
+/// [`crate::handlers::Handler::acts_outside_store`]): the claim keeps a second worker
+/// from running the outside effect while the first still runs it. Handlers that only
+/// write state need no lease: [`StateStore::apply`] alone makes them exactly-once.
+///
+/// The claims live where [`StateStore::apply`] keeps its applied-markers (the same table
+/// or map), so a claim sees events already applied and a fenced apply sees the claim.
 pub trait DedupeStore: Send + Sync + 'static {
     /// Claim `key`. Succeeds if absent, if in progress with a lease that ended before
-    /// `now_ms`, or if completed and past retention. Expiry is compared here, in code,
+    /// `now_ms`, or if applied and past retention. Expiry is compared here, in code,
     /// never left to a TTL sweeper.
     fn claim(
         &self,
@@ -269,18 +274,18 @@ pub trait DedupeStore: Send + Sync + 'static {
         lease: Duration,
     ) -> impl Future<Output = BackendResult<Claim>> + Send;
 
-    /// Mark `key` applied, kept until `now_ms + retention`. Fails with
-    /// [`BackendError::LeaseLost`] unless `token` still holds the claim.
-    fn complete(
+    /// Extend a held claim to `now_ms + lease` (the heartbeat of a running handler).
+    /// Fails with [`BackendError::LeaseLost`] unless `token` still holds the claim.
+    fn renew(
         &self,
         key: &DedupeKey,
         token: &FencingToken,
         now_ms: i64,
-        retention: Duration,
+        lease: Duration,
     ) -> impl Future<Output = BackendResult<()>> + Send;
 
     /// Give up a claim without applying, so another attempt can claim at once. A release
-    /// with a stale token does nothing.
+    /// with a stale token, or of a key already applied, does nothing.
     fn release(
         &self,
         key: &DedupeKey,
@@ -316,6 +321,60 @@ pub trait ReconcileStore: Send + Sync + 'static {
         name: &str,
         value: Option<&str>,
     ) -> impl Future<Output = BackendResult<()>> + Send;
+}
+
+/// What an apply requires of the event's applied-marker (the dedupe record of its key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marker<'a> {
+    /// The usual case: the marker must be absent (or past retention, or an abandoned
+    /// claim whose lease ended). A marker already there makes the apply a
+    /// [`ApplyOutcome::Duplicate`] that writes nothing.
+    IfAbsent,
+    /// Reprocessing: write the marker whatever it holds, and the records newer-wins.
+    Overwrite,
+    /// A lease handler's apply: only while `token` still holds the claim (fencing). A
+    /// lost claim fails with [`BackendError::LeaseLost`] and writes nothing.
+    Fenced(&'a FencingToken),
+}
+
+/// One handler's share of one event: its applied-marker and its state records, to be
+/// committed together or not at all.
+#[derive(Debug, Clone, Copy)]
+pub struct EventWrite<'a> {
+    /// The dedupe key the marker is stored under.
+    pub key: &'a DedupeKey,
+    /// What the marker must be for the write to go ahead.
+    pub marker: Marker<'a>,
+    /// Now, ms since the epoch: expiry of older markers and claims is compared with it.
+    pub now_ms: i64,
+    /// How long the marker is kept from now.
+    pub retention: Duration,
+    /// The records, each written only if it [supersedes](StateRecord::supersedes) the
+    /// stored one. At most one per (tenant, kind, id).
+    pub records: &'a [StateRecord],
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// The marker is written, and with it every record that was not stale: one entry
+    /// per record of the [`EventWrite`], in order.
+    Applied(Vec<WriteOutcome>),
+    /// The marker was already there: the event is applied, nothing was written.
+    Duplicate,
+    /// A lease handler's claim on the key is held until this time (ms since the epoch);
+    /// nothing was written.
+    HeldElsewhere { until_ms: i64 },
+}
+
+/// The failed condition of a marker that is not absent, as the backends report it:
+/// applied already, or claimed by a lease that has not ended.
+pub(crate) fn blocked_by(done: bool, until_ms: i64) -> ApplyOutcome {
+    if done {
+        ApplyOutcome::Duplicate
+    } else {
+        ApplyOutcome::HeldElsewhere { until_ms }
+    }
 }
 
 /// One piece of billing state: the latest known version of one Stripe object for a tenant.
@@ -359,6 +418,16 @@ pub enum WriteOutcome {
 
 /// Billing state per tenant, written only by conditional "newer wins" upserts.
 pub trait StateStore: Send + Sync + 'static {
+    /// Apply one handler's share of an event: the applied-marker (as `write.marker`
+    /// requires) and each record's "newer wins" upsert, committed together (one SQLite
+    /// transaction, one DynamoDB `TransactWriteItems`). A stale record is skipped, not an
+    /// error. A crash at any point leaves the event either applied or not applied at all,
+    /// so no lease is needed to apply it exactly once.
+    fn apply(
+        &self,
+        write: &EventWrite<'_>,
+    ) -> impl Future<Output = BackendResult<ApplyOutcome>> + Send;
+
     /// Store `record` if no record with its key exists or it
     /// [supersedes](StateRecord::supersedes) the stored one; one atomic step, no
     /// read-modify-write race.
@@ -515,14 +584,14 @@ impl<T: DedupeStore> DedupeStore for Arc<T> {
         (**self).claim(key, now_ms, lease).await
     }
 
-    async fn complete(
+    async fn renew(
         &self,
         key: &DedupeKey,
         token: &FencingToken,
         now_ms: i64,
-        retention: Duration,
+        lease: Duration,
     ) -> BackendResult<()> {
-        (**self).complete(key, token, now_ms, retention).await
+        (**self).renew(key, token, now_ms, lease).await
     }
 
     async fn release(&self, key: &DedupeKey, token: &FencingToken) -> BackendResult<()> {
@@ -531,6 +600,10 @@ impl<T: DedupeStore> DedupeStore for Arc<T> {
 }
 
 impl<T: StateStore> StateStore for Arc<T> {
+    async fn apply(&self, write: &EventWrite<'_>) -> BackendResult<ApplyOutcome> {
+        (**self).apply(write).await
+    }
+
     async fn put_if_newer(&self, record: &StateRecord) -> BackendResult<WriteOutcome> {
         (**self).put_if_newer(record).await
     }

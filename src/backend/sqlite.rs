@@ -32,9 +32,9 @@ use super::memory::{
     check_batch, check_max, invalid_receipt, reason_attributes, redrive_reason, wall_ms,
 };
 use super::{
-    Archive, BackendError, BackendResult, BatchFailures, Claim, DeadLetterReason, DedupeKey,
-    DedupeStore, FencingToken, Queue, QueueSpec, QueueStats, Receipt, ReceivedMessage, StateRecord,
-    StateStore, WriteOutcome,
+    ApplyOutcome, Archive, BackendError, BackendResult, BatchFailures, Claim, DeadLetterReason,
+    DedupeKey, DedupeStore, EventWrite, FencingToken, Marker, Queue, QueueSpec, QueueStats,
+    Receipt, ReceivedMessage, StateRecord, StateStore, WriteOutcome, blocked_by,
 };
 
 /// How often a long poll looks for messages sent by other processes.
@@ -313,6 +313,35 @@ fn migrate(conn: &mut Connection) -> BackendResult<()> {
     tx.commit().map_err(|e| db_error(op, e))
 }
 
+/// Open an existing database file for reading only: no file is created and nothing is
+/// written. A reader of a WAL database needs its `-shm` index, which SQLite creates next to
+/// the file; in a directory this process may not write (a read-only mount, another user's
+/// data) it cannot, so the file is then opened `immutable`: read as it is, without locks,
+/// which is exact when nobody can be writing it (no writer without a `-wal` file there).
+fn connect_read_only(path: &Path) -> rusqlite::Result<Connection> {
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    match conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)) {
+        Ok(_) => Ok(conn),
+        Err(_) => {
+            // Percent-encode the path for the URI; `immutable` skips the `-shm` file.
+            let mut uri = String::from("file:");
+            for byte in path.to_string_lossy().bytes() {
+                match byte {
+                    b'?' | b'#' | b'%' => uri.push_str(&format!("%{byte:02X}")),
+                    _ => uri.push(char::from(byte)),
+                }
+            }
+            uri.push_str("?immutable=1");
+            let conn = Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)?;
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            Ok(conn)
+        }
+    }
+}
+
 impl SqliteDb {
     /// Open (or create) the database at `path`, set WAL, `synchronous=NORMAL` and the busy
     /// timeout, and bring the schema to [`SCHEMA_VERSION`]. Blocking: call it at start-up.
@@ -324,6 +353,47 @@ impl SqliteDb {
         reader
             .pragma_update(None, "query_only", "ON")
             .map_err(|e| db_error(op, e))?;
+        SqliteDb::start(path, writer, reader)
+    }
+
+    /// Open the existing database at `path` read-only, for the commands that only look
+    /// (`queues`, `dlq list`, `state export`, ...): no file is created, no migration runs,
+    /// and a read-only directory works. Every write fails as permanent. A missing file, or
+    /// one of another schema version, is an error. Blocking: call it at start-up.
+    pub fn open_read_only(path: &Path) -> Result<SqliteDb, BackendError> {
+        let op = "sqlite_open";
+        let reader = connect_read_only(path).map_err(|e| db_error(op, e))?;
+        let version: i64 = reader
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| db_error(op, e))?;
+        let problem = match version {
+            SCHEMA_VERSION => None,
+            0 => Some("is not a stripe-worker database (no schema)".to_owned()),
+            v if v > SCHEMA_VERSION => Some(format!(
+                "has schema version {v}, newer than this build's {SCHEMA_VERSION}"
+            )),
+            v => Some(format!(
+                "has schema version {v}, older than this build's {SCHEMA_VERSION} (`run` \
+                 migrates it)"
+            )),
+        };
+        if let Some(problem) = problem {
+            return Err(BackendError::Permanent {
+                operation: op,
+                message: format!("{} {problem}", path.display()),
+            });
+        }
+        let writer = connect_read_only(path).map_err(|e| db_error(op, e))?;
+        SqliteDb::start(path, writer, reader)
+    }
+
+    /// Start the writer thread on `writer` and wrap both connections.
+    fn start(
+        path: &Path,
+        writer: Connection,
+        reader: Connection,
+    ) -> Result<SqliteDb, BackendError> {
+        let op = "sqlite_open";
         let (jobs, queue) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("sqlite-writer".to_owned())
@@ -955,7 +1025,8 @@ impl Queue for SqliteQueue {
 // Dedupe
 // ---------------------------------------------------------------------------------------
 
-/// Dedupe claims in a [`SqliteDb`]: each claim is one conditional upsert.
+/// Dedupe claims in a [`SqliteDb`], in the table [`SqliteState::apply`] writes its
+/// markers to: each claim is one conditional upsert.
 #[derive(Debug, Clone)]
 pub struct SqliteDedupe {
     db: SqliteDb,
@@ -968,6 +1039,52 @@ impl SqliteDedupe {
     }
 }
 
+/// Take `key` for a claim (`token` set) or as applied (`token` `None`), valid until
+/// `until`, if it is absent or its lease or retention (both kept in `until_ms`) ended
+/// before `now_ms`: one statement, so no race between look and set. `None` if taken,
+/// else what holds it: (applied, until).
+fn take_key(
+    conn: &Connection,
+    key: &str,
+    token: Option<&str>,
+    until: i64,
+    now_ms: i64,
+) -> rusqlite::Result<Option<(bool, i64)>> {
+    let took = conn
+        .prepare_cached(
+            "INSERT INTO dedupe (key, done, token, until_ms) VALUES (?1, ?2 IS NULL, ?2, ?3)
+             ON CONFLICT (key) DO UPDATE
+               SET done = excluded.done, token = excluded.token, until_ms = excluded.until_ms
+               WHERE dedupe.until_ms < ?4",
+        )?
+        .execute(params![key, token, until, now_ms])?;
+    if took == 1 {
+        return Ok(None);
+    }
+    conn.prepare_cached("SELECT done, until_ms FROM dedupe WHERE key = ?1")?
+        .query_row(params![key], |r| Ok((r.get::<_, bool>(0)?, r.get(1)?)))
+        .optional()
+}
+
+/// Turn the claim held with `token` into the applied-marker (or, with `renew`, extend its
+/// lease): whether the token still held it.
+fn settle_claim(
+    conn: &Connection,
+    key: &str,
+    token: &str,
+    until: i64,
+    done: bool,
+) -> rusqlite::Result<bool> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE dedupe SET done = ?4, token = CASE WHEN ?4 THEN NULL ELSE token END,
+                               until_ms = ?3
+             WHERE key = ?1 AND done = 0 AND token = ?2",
+        )?
+        .execute(params![key, token, until, done])?;
+    Ok(changed == 1)
+}
+
 impl DedupeStore for SqliteDedupe {
     async fn claim(&self, key: &DedupeKey, now_ms: i64, lease: Duration) -> BackendResult<Claim> {
         let key = key.storage_key();
@@ -977,24 +1094,7 @@ impl DedupeStore for SqliteDedupe {
         let answer = self
             .db
             .write("dedupe_claim", move |conn| {
-                // Take the key if absent, or if its lease or retention ended before now
-                // (both kept in until_ms): one statement, so no race between look and set.
-                let took = conn
-                    .prepare_cached(
-                        "INSERT INTO dedupe (key, done, token, until_ms) VALUES (?1, 0, ?2, ?3)
-                         ON CONFLICT (key) DO UPDATE
-                           SET done = 0, token = excluded.token, until_ms = excluded.until_ms
-                           WHERE dedupe.until_ms < ?4",
-                    )?
-                    .execute(params![key, t, until, now_ms])?;
-                let answer = if took == 1 {
-                    None
-                } else {
-                    conn.prepare_cached("SELECT done, until_ms FROM dedupe WHERE key = ?1")?
-                        .query_row(params![key], |r| Ok((r.get::<_, bool>(0)?, r.get(1)?)))
-                        .optional()?
-                };
-                Ok(answer)
+                take_key(conn, &key, Some(&t), until, now_ms)
             })
             .await?;
         Ok(match answer {
@@ -1004,31 +1104,27 @@ impl DedupeStore for SqliteDedupe {
         })
     }
 
-    async fn complete(
+    async fn renew(
         &self,
         key: &DedupeKey,
         token: &FencingToken,
         now_ms: i64,
-        retention: Duration,
+        lease: Duration,
     ) -> BackendResult<()> {
         let key = key.storage_key();
         let token = token.0.clone();
-        let until = now_ms.saturating_add(to_i64(retention));
-        let changed = self
+        let until = now_ms.saturating_add(to_i64(lease));
+        let held = self
             .db
-            .write("dedupe_complete", move |conn| {
-                conn.prepare_cached(
-                    "UPDATE dedupe SET done = 1, token = NULL, until_ms = ?3
-                     WHERE key = ?1 AND done = 0 AND token = ?2",
-                )?
-                .execute(params![key, token, until])
+            .write("dedupe_renew", move |conn| {
+                settle_claim(conn, &key, &token, until, false)
             })
             .await?;
-        if changed == 1 {
+        if held {
             Ok(())
         } else {
             Err(BackendError::LeaseLost {
-                operation: "dedupe_complete",
+                operation: "dedupe_renew",
             })
         }
     }
@@ -1155,38 +1251,106 @@ fn decode_all(operation: &'static str, raw: Vec<RawRecord>) -> BackendResult<Vec
         .collect()
 }
 
+/// A record ready for the upsert: its document serialised.
+type RecordRow = (StateRecord, String);
+
+fn record_row(operation: &'static str, record: &StateRecord) -> BackendResult<RecordRow> {
+    let doc = serde_json::to_string(&record.doc).map_err(|e| BackendError::Permanent {
+        operation,
+        message: format!("doc does not serialise: {e}"),
+    })?;
+    Ok((record.clone(), doc))
+}
+
+/// Newer wins in one statement (StateRecord::supersedes): SQLite compares TEXT bytewise,
+/// like Rust's str ordering.
+fn upsert_record(conn: &Connection, (r, doc): &RecordRow) -> rusqlite::Result<WriteOutcome> {
+    let changed = conn
+        .prepare_cached(
+            "INSERT INTO state (tenant, kind, id, customer, as_of_ms, tiebreak, doc)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (tenant, kind, id) DO UPDATE SET
+               customer = excluded.customer, as_of_ms = excluded.as_of_ms,
+               tiebreak = excluded.tiebreak, doc = excluded.doc
+             WHERE excluded.as_of_ms > state.as_of_ms
+                OR (excluded.as_of_ms = state.as_of_ms
+                    AND excluded.tiebreak > state.tiebreak)",
+        )?
+        .execute(params![
+            r.tenant, r.kind, r.id, r.customer, r.as_of_ms, r.tiebreak, doc
+        ])?;
+    Ok(if changed == 1 {
+        WriteOutcome::Written
+    } else {
+        WriteOutcome::Stale
+    })
+}
+
+/// What the apply transaction found: [`ApplyOutcome`], or a fenced apply's lost claim.
+enum Applied {
+    Outcome(ApplyOutcome),
+    LeaseLost,
+}
+
 impl StateStore for SqliteState {
-    async fn put_if_newer(&self, record: &StateRecord) -> BackendResult<WriteOutcome> {
-        let doc = serde_json::to_string(&record.doc).map_err(|e| BackendError::Permanent {
-            operation: "state_put",
-            message: format!("doc does not serialise: {e}"),
-        })?;
-        let r = record.clone();
-        let changed = self
+    /// One write request, so one savepoint of a group commit: the marker and the records
+    /// commit together or roll back together.
+    async fn apply(&self, write: &EventWrite<'_>) -> BackendResult<ApplyOutcome> {
+        const OP: &str = "state_apply";
+        let rows = write
+            .records
+            .iter()
+            .map(|r| record_row(OP, r))
+            .collect::<BackendResult<Vec<_>>>()?;
+        let key = write.key.storage_key();
+        let now_ms = write.now_ms;
+        let until = now_ms.saturating_add(to_i64(write.retention));
+        let fence = match write.marker {
+            Marker::IfAbsent => None,
+            Marker::Overwrite => Some(None),
+            Marker::Fenced(token) => Some(Some(token.0.clone())),
+        };
+        let applied = self
             .db
-            .write("state_put", move |conn| {
-                // Newer wins in one statement (StateRecord::supersedes): SQLite compares
-                // TEXT bytewise, like Rust's str ordering.
-                conn.prepare_cached(
-                    "INSERT INTO state (tenant, kind, id, customer, as_of_ms, tiebreak, doc)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT (tenant, kind, id) DO UPDATE SET
-                       customer = excluded.customer, as_of_ms = excluded.as_of_ms,
-                       tiebreak = excluded.tiebreak, doc = excluded.doc
-                     WHERE excluded.as_of_ms > state.as_of_ms
-                        OR (excluded.as_of_ms = state.as_of_ms
-                            AND excluded.tiebreak > state.tiebreak)",
-                )?
-                .execute(params![
-                    r.tenant, r.kind, r.id, r.customer, r.as_of_ms, r.tiebreak, doc
-                ])
+            .write(OP, move |conn| {
+                match fence {
+                    None => {
+                        if let Some((done, until_ms)) = take_key(conn, &key, None, until, now_ms)? {
+                            return Ok(Applied::Outcome(blocked_by(done, until_ms)));
+                        }
+                    }
+                    Some(Some(token)) => {
+                        if !settle_claim(conn, &key, &token, until, true)? {
+                            return Ok(Applied::LeaseLost);
+                        }
+                    }
+                    Some(None) => {
+                        conn.prepare_cached(
+                            "INSERT INTO dedupe (key, done, token, until_ms) VALUES (?1, 1, NULL, ?2)
+                             ON CONFLICT (key) DO UPDATE
+                               SET done = 1, token = NULL, until_ms = excluded.until_ms",
+                        )?
+                        .execute(params![key, until])?;
+                    }
+                }
+                let outcomes = rows
+                    .iter()
+                    .map(|row| upsert_record(conn, row))
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(Applied::Outcome(ApplyOutcome::Applied(outcomes)))
             })
             .await?;
-        Ok(if changed == 1 {
-            WriteOutcome::Written
-        } else {
-            WriteOutcome::Stale
-        })
+        match applied {
+            Applied::Outcome(outcome) => Ok(outcome),
+            Applied::LeaseLost => Err(BackendError::LeaseLost { operation: OP }),
+        }
+    }
+
+    async fn put_if_newer(&self, record: &StateRecord) -> BackendResult<WriteOutcome> {
+        let row = record_row("state_put", record)?;
+        self.db
+            .write("state_put", move |conn| upsert_record(conn, &row))
+            .await
     }
 
     async fn get(&self, tenant: &str, kind: &str, id: &str) -> BackendResult<Option<StateRecord>> {

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::local_queue_spec;
 use crate::backend::faults::Faulty;
 use crate::backend::latency::{Capacity, Gate, LatencySpec, Latent, Op};
-use crate::backend::memory::{MemoryDedupe, MemoryQueue, MemoryState};
+use crate::backend::memory::{MemoryDedupe, MemoryQueue};
 use crate::backend::sqlite::{SqliteDb, SqliteDedupe, SqliteQueue, SqliteState};
 use crate::backend::{BackendError, DedupeStore, PerDomain, Queue, StateStore};
 use crate::clock::system_clock;
@@ -109,6 +109,9 @@ pub struct BenchOptions {
     pub data_dir: Option<PathBuf>,
     /// Stop a point when no message has completed for this long.
     pub stall_timeout: Duration,
+    /// `STRIPE_WORKER_*` variables, applied as every command applies them; the options
+    /// above that a point measures (concurrency, pollers, adaptive) win over them.
+    pub config_env: Vec<(String, String)>,
 }
 
 impl Default for BenchOptions {
@@ -128,6 +131,7 @@ impl Default for BenchOptions {
             seed: 42,
             data_dir: None,
             stall_timeout: Duration::from_secs(30),
+            config_env: Vec::new(),
         }
     }
 }
@@ -276,7 +280,9 @@ pub async fn run(
         let point = match options.backend {
             BenchBackend::Memory => {
                 let queues = PerDomain::from_fn(|d| MemoryQueue::new(local_queue_spec(d, &config)));
-                let stores = (Arc::new(MemoryDedupe::new()), Arc::new(MemoryState::new()));
+                let dedupe = MemoryDedupe::new();
+                let state = dedupe.state();
+                let stores = (Arc::new(dedupe), Arc::new(state));
                 run_point(options, &config, &mix, queues, stores).await?
             }
             BenchBackend::Local => {
@@ -324,14 +330,15 @@ fn point_config(
     mix: &mix::Mix,
 ) -> Result<Config, BenchError> {
     let mut config = Config::default();
+    // Short long-polls, so pollers of a drained queue give their permits back soon.
+    config.worker.wait_time_secs = 1;
+    crate::config::apply_env(&mut config, options.config_env.iter().cloned())?;
     let w = &mut config.worker;
     w.max_in_flight = concurrency;
     w.max_in_flight_per_queue = concurrency;
     w.pollers_per_queue = options
         .pollers
         .unwrap_or_else(|| default_pollers(concurrency));
-    // Short long-polls, so pollers of a drained queue give their permits back soon.
-    w.wait_time_secs = 1;
     if let Some(adaptive) = options.adaptive {
         w.adaptive_concurrency = true;
         w.min_in_flight_per_queue = adaptive.min_in_flight.min(concurrency);
@@ -472,7 +479,7 @@ where
     let store_calls = {
         let d = dedupe.inner().counts();
         let s = state.inner().counts();
-        [Op::Claim, Op::Complete, Op::Release, Op::Put, Op::Read]
+        Op::STORE
             .iter()
             .map(|&op| d.get(op) + s.get(op))
             .sum::<u64>()
@@ -487,9 +494,8 @@ where
     let waited = |counts: &crate::backend::latency::CallCounts, ops: &[Op]| -> Duration {
         ops.iter().map(|&op| counts.waited(op)).sum()
     };
-    let store_ops = [Op::Claim, Op::Complete, Op::Release, Op::Put, Op::Read];
     let store_waited =
-        waited(dedupe.inner().counts(), &store_ops) + waited(state.inner().counts(), &store_ops);
+        waited(dedupe.inner().counts(), &Op::STORE) + waited(state.inner().counts(), &Op::STORE);
     let (mut receive_waited, mut receives, mut settle_waited) =
         (Duration::ZERO, 0u64, Duration::ZERO);
     for d in Domain::ALL {

@@ -2,16 +2,18 @@
 //! backend the arguments name and runs the body on it.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    BackendArgs, BackendKind, Command, DemoArgs, ExportArgs, IngestArgs, IngressOptions,
-    PublishArgs, RunArgs, SetupArgs, StateCommand, StatusArgs, StripeApiOptions,
+    BackendArgs, BackendKind, Command, ConfigCommand, DemoArgs, ExportArgs, IngestArgs,
+    IngressOptions, PublishArgs, RunArgs, SetupArgs, StateCommand, StatusArgs, StripeApiOptions,
 };
 use crate::app::{cancel_when_idle, open_local};
 use crate::backend::{Backend, Bus, BusEntry, DedupeStore, Queue, ReconcileStore, StateStore};
@@ -33,22 +35,47 @@ fn load_config(args: &BackendArgs) -> anyhow::Result<Config> {
     Ok(Config::load(args.config.as_deref(), std::env::vars())?)
 }
 
-/// Open the backend `$args` names with `$config`, bind it to `$backend`, evaluate `$body`.
+/// How a command opens the embedded backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Access {
+    /// Create the data directory and database if needed, migrate (`run`, `publish`, ...).
+    Create,
+    /// Work on what an earlier run left, writing (`dlq redrive`, `replay`): the data
+    /// directory must exist.
+    Existing,
+    /// Only look (`queues`, `dlq list`, `state export`, `status`): the data directory must
+    /// exist and is opened read-only.
+    ReadOnly,
+}
+
+/// Open the embedded backend in `args.data_dir` as `access` says.
+pub(super) fn open_embedded(
+    args: &BackendArgs,
+    config: &Config,
+    access: Access,
+) -> anyhow::Result<crate::app::LocalBackend> {
+    let dir = &args.data_dir;
+    let opened = match access {
+        Access::Create => open_local(dir, config, system_clock()),
+        Access::Existing => {
+            crate::app::existing_database(dir).and_then(|_| open_local(dir, config, system_clock()))
+        }
+        Access::ReadOnly => crate::app::open_local_read_only(dir, config, system_clock()),
+    };
+    opened.with_context(|| format!("opening the embedded backend in {}", dir.display()))
+}
+
+/// Open the backend `$args` names with `$config` (the embedded one as `$access` says), bind
+/// it to `$backend`, evaluate `$body`.
 macro_rules! with_backend {
-    ($args:expr, $config:expr, |$backend:ident| $body:expr) => {
+    ($args:expr, $config:expr, $access:expr, |$backend:ident| $body:expr) => {
         match $args.backend {
             BackendKind::Local => {
-                let $backend =
-                    open_local(&$args.data_dir, $config, system_clock()).with_context(|| {
-                        format!(
-                            "opening the embedded backend in {}",
-                            $args.data_dir.display()
-                        )
-                    })?;
+                let $backend = open_embedded(&$args, $config, $access)?;
                 $body.await
             }
             BackendKind::Aws => {
-                let sdk = crate::backend::aws::load_sdk_config().await;
+                let sdk = super::aws::sdk_config($config.aws.sdk_timeouts()).await?;
                 let names = crate::backend::aws::AwsNames::new($args.prefix.clone());
                 let $backend = crate::backend::aws::connect(&sdk, &names, &Default::default())
                     .await
@@ -71,29 +98,30 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo(args).await,
         Command::Run(args) => {
             let config = load_config(&args.backend)?;
-            with_backend!(args.backend, &config, |backend| run_worker(
+            with_backend!(args.backend, &config, Access::Create, |backend| run_worker(
                 backend, &config, &args
             ))
         }
-        Command::Ingest(args) => {
-            let config = load_config(&args.backend)?;
-            with_backend!(args.backend, &config, |backend| ingest(
-                backend, &config, &args
-            ))
-        }
+        Command::Ingest(args) => ingest(&load_config(&args.backend)?, &args).await,
         Command::Publish(args) => {
             let config = load_config(&args.backend)?;
-            with_backend!(args.backend, &config, |backend| publish(backend, &args))
+            with_backend!(args.backend, &config, Access::Create, |backend| publish(
+                backend, &args
+            ))
         }
         Command::Status(args) => {
             let config = load_config(&args.backend)?;
-            with_backend!(args.backend, &config, |backend| status(backend, &args))
+            with_backend!(args.backend, &config, Access::ReadOnly, |backend| status(
+                backend, &args
+            ))
         }
         Command::State {
             command: StateCommand::Export(args),
         } => {
             let config = load_config(&args.backend)?;
-            with_backend!(args.backend, &config, |backend| export(backend, &args))
+            with_backend!(args.backend, &config, Access::ReadOnly, |backend| export(
+                backend, &args
+            ))
         }
         Command::Setup(args) => setup(args).await,
         Command::Routes(args) => super::routes::run_routes(args, &mut stdout),
@@ -101,54 +129,70 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => super::bench::run_bench(args).await,
         Command::Queues(args) => {
             let config = load_config(&args.backend)?;
-            with_backend!(args.backend, &config, |backend| super::ops::queues(
-                backend, &args
-            ))
+            with_backend!(args.backend, &config, Access::ReadOnly, |backend| {
+                super::ops::queues(backend, &args)
+            })
         }
         Command::Dlq { command } => {
+            if let Some(code) = command.refusal() {
+                return Ok(code);
+            }
             let config = load_config(command.backend())?;
-            with_backend!(command.backend(), &config, |backend| super::ops::dlq(
-                backend, &config, &command
-            ))
+            with_backend!(command.backend(), &config, command.access(), |backend| {
+                super::ops::dlq(backend, &config, &command)
+            })
         }
         Command::Replay(args) => super::ops::replay(&args, &load_config(&args.backend)?).await,
         Command::Backfill(args) => {
             let config = load_config(&args.backend)?;
-            with_backend!(args.backend, &config, |backend| super::ops::backfill(
-                backend, &args
-            ))
+            with_backend!(args.backend, &config, Access::Create, |backend| {
+                super::ops::backfill(backend, &config.tenants, &args)
+            })
         }
         Command::Import(args) => {
             let config = load_config(&args.backend)?;
-            with_backend!(args.backend, &config, |backend| super::reconcile::import(
-                backend, &args
-            ))
+            with_backend!(args.backend, &config, Access::Create, |backend| {
+                super::reconcile::import(backend, &config.tenants, &args)
+            })
         }
         Command::Verify(args) => {
             let config = load_config(&args.backend)?;
-            with_backend!(args.backend, &config, |backend| super::reconcile::verify(
-                backend, &args
-            ))
+            // Only a repair writes: a plain verify opens the store read-only.
+            let access = if args.repair {
+                Access::Existing
+            } else {
+                Access::ReadOnly
+            };
+            with_backend!(args.backend, &config, access, |backend| {
+                super::reconcile::verify(backend, &config.tenants, &args)
+            })
         }
         Command::Sweep(args) => {
             let config = load_config(&args.backend)?;
-            with_backend!(args.backend, &config, |backend| super::reconcile::sweep(
-                backend, &config, &args
-            ))
+            with_backend!(args.backend, &config, Access::Create, |backend| {
+                super::reconcile::sweep(backend, &config, &args)
+            })
         }
         Command::Healthcheck(args) => super::health::healthcheck(args).await,
+        Command::Config {
+            command: ConfigCommand::Check(args),
+        } => super::config_check::config_check(args),
+        Command::Completions { shell } => {
+            let mut command = <super::Cli as clap::CommandFactory>::command();
+            // Into a buffer first: `generate` panics when its writer fails (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "stripe-worker", &mut script);
+            stdout.write_all(&script)?;
+            stdout.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
-        (0.0..=0.5).contains(&args.fault_rate),
-        "--fault-rate must be between 0 and 0.5"
-    );
-    anyhow::ensure!(args.tenants >= 1, "--tenants must be at least 1");
     let report = run_demo(DemoOptions {
         events: args.events,
-        tenants: args.tenants,
+        tenants: usize::from(args.tenants),
         seed: args.seed,
         data_dir: args.data_dir,
         fault_rate: args.fault_rate,
@@ -156,12 +200,14 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         chunk_events: args
             .chunk_events
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        config_env: std::env::vars().collect(),
     })
     .await?;
+    let mut out = std::io::stdout().lock();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        print!("{}", render_summary(&report));
+        write!(out, "{}", render_summary(&report))?;
     }
     Ok(if report.state_matches {
         ExitCode::SUCCESS
@@ -204,7 +250,7 @@ async fn run_worker<Q: Queue, D: DedupeStore + ReconcileStore, S: StateStore, B:
     args: &RunArgs,
 ) -> anyhow::Result<ExitCode> {
     let stats = Arc::new(WorkerStats::default());
-    let api = stripe_api(&args.stripe_api)?;
+    let api = stripe_api(&args.stripe_api, config)?;
     let processor = Arc::new(Processor::new(
         standard_handlers(),
         Arc::clone(&backend.dedupe),
@@ -230,7 +276,17 @@ async fn run_worker<Q: Queue, D: DedupeStore + ReconcileStore, S: StateStore, B:
         ));
     }
     let ingress = if args.ingest {
-        let server = start_ingress(&backend, config, &args.ingress, shutdown.clone()).await?;
+        // In one process with the worker, the ingress is ready when the queues answer.
+        let ready =
+            super::health::ready_check(Arc::clone(&backend.queues), Domain::Subscription, None);
+        let server = start_ingress(
+            Arc::clone(&backend.bus),
+            ready,
+            config,
+            &args.ingress,
+            shutdown.clone(),
+        )
+        .await?;
         Some(tokio::spawn(server))
     } else {
         None
@@ -250,9 +306,17 @@ async fn run_worker<Q: Queue, D: DedupeStore + ReconcileStore, S: StateStore, B:
                     .unwrap_or(Domain::Subscription),
                 Some(Arc::clone(&pollers_running)),
             );
+            let metrics = args.prometheus.then(|| {
+                super::prometheus::router(
+                    Arc::clone(&stats),
+                    Arc::clone(&backend.queues),
+                    settings.domains.clone(),
+                )
+            });
             Some(tokio::spawn(super::health::serve_admin(
                 listener,
                 ready,
+                metrics,
                 shutdown.clone(),
             )))
         }
@@ -284,7 +348,16 @@ async fn run_worker<Q: Queue, D: DedupeStore + ReconcileStore, S: StateStore, B:
         }
         None => None,
     };
-    tracing::info!(domains = ?settings.domains, "worker started");
+    tracing::info!("{}", start_line(&args.backend, config, &settings));
+    if args.progress_secs > 0 {
+        tokio::spawn(super::progress::report_progress(
+            Arc::clone(&backend.queues),
+            settings.domains.clone(),
+            Arc::clone(&stats),
+            Duration::from_secs(args.progress_secs),
+            shutdown.clone(),
+        ));
+    }
     pollers_running.store(true, std::sync::atomic::Ordering::Release);
     let pool = run_pool(
         Arc::clone(&backend.queues),
@@ -321,12 +394,66 @@ async fn run_worker<Q: Queue, D: DedupeStore + ReconcileStore, S: StateStore, B:
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `run` says at start: where it works, for whom, and the limits it works within.
+fn start_line(backend: &BackendArgs, config: &Config, settings: &PoolSettings) -> String {
+    let location = match backend.backend {
+        BackendKind::Local => format!("backend local, data dir {}", backend.data_dir.display()),
+        BackendKind::Aws => format!("backend aws, prefix {}", backend.prefix),
+    };
+    // The known tenants, as `TenantConfig::is_known` defines them.
+    let t = &config.tenants;
+    let tenants: std::collections::BTreeSet<&str> = t
+        .default_tenant
+        .iter()
+        .chain(&t.tenants)
+        .chain(t.destinations.values())
+        .chain(t.accounts.values())
+        .map(String::as_str)
+        .collect();
+    let tenants = if tenants.is_empty() {
+        "tenants none (every event will be dead-lettered as unknown_tenant)".to_owned()
+    } else {
+        format!("tenants {}", Vec::from_iter(tenants).join(","))
+    };
+    let domains: Vec<&str> = settings.domains.iter().map(|d| d.as_str()).collect();
+    let adaptive = if settings.adaptive.enabled {
+        format!(
+            "adaptive on (from {} per queue)",
+            config.worker.min_in_flight_per_queue
+        )
+    } else {
+        "adaptive off".to_owned()
+    };
+    format!(
+        "worker started: {location}; {tenants}; domains {}; in flight {} per queue, {} in \
+         all; {} pollers per queue, batch {}; visibility {}s; lease {}s; {adaptive}",
+        domains.join(","),
+        settings.max_in_flight_per_queue,
+        settings.max_in_flight,
+        settings.pollers_per_queue,
+        settings.receive_batch_size,
+        settings.visibility_timeout.as_secs(),
+        config.dedupe.lease_secs,
+    )
+}
+
 async fn publish<Q: Queue, D, S, B: Bus>(
     backend: Backend<Q, D, S, B>,
     args: &PublishArgs,
 ) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.file)
-        .with_context(|| format!("reading {}", args.file.display()))?;
+    // The argument group makes one of the two present.
+    let file = args.file.as_ref().or(args.input.as_ref());
+    let file = file.map_or(Path::new("-"), PathBuf::as_path);
+    let text = if file == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    let name = if file == Path::new("-") {
+        "<stdin>".to_owned()
+    } else {
+        file.display().to_string()
+    };
     let mut invalid = 0usize;
     let mut entries: Vec<BusEntry> = Vec::new();
     let mut sent_raw = 0usize;
@@ -351,20 +478,29 @@ async fn publish<Q: Queue, D, S, B: Bus>(
             Ok(entry) => entries.push(entry),
             Err(error) => {
                 invalid += 1;
-                eprintln!(
-                    "{}:{line_no}: not a valid EventBridge envelope: {error}",
-                    args.file.display()
-                );
+                eprintln!("{name}:{line_no}: not a valid EventBridge envelope: {error}");
             }
         }
     }
     publish_chunks(backend.bus.as_ref(), &entries).await?;
-    match args.to_queue {
-        Some(domain) => println!("sent {sent_raw} messages to the {domain} queue"),
-        None => println!(
+    let mut out = std::io::stdout().lock();
+    match (args.to_queue, args.json) {
+        (Some(domain), false) => writeln!(out, "sent {sent_raw} messages to the {domain} queue")?,
+        (Some(domain), true) => writeln!(
+            out,
+            "{}",
+            serde_json::json!({"sent": sent_raw, "queue": domain.as_str()})
+        )?,
+        (None, false) => writeln!(
+            out,
             "published {} events; {invalid} invalid lines skipped",
             entries.len()
-        ),
+        )?,
+        (None, true) => writeln!(
+            out,
+            "{}",
+            serde_json::json!({"published": entries.len(), "invalid": invalid})
+        )?,
     }
     Ok(if invalid == 0 {
         ExitCode::SUCCESS
@@ -383,7 +519,7 @@ async fn status<Q, D, S: StateStore, B>(
         .await?;
     if records.is_empty() {
         eprintln!(
-            "no billing state for customer {} of tenant {}",
+            "error: no billing state for customer {} of tenant {}",
             args.customer, args.tenant
         );
         return Ok(ExitCode::from(1));
@@ -403,69 +539,103 @@ async fn export<Q, D, S: StateStore, B>(
     args: &ExportArgs,
 ) -> anyhow::Result<ExitCode> {
     let records = backend.state.export(args.tenant.as_deref()).await?;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&export_document(&records))?
-    );
+    if let Some(tenant) = &args.tenant
+        && records.is_empty()
+    {
+        eprintln!("error: no billing state for tenant {tenant}");
+        return Ok(ExitCode::from(1));
+    }
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &export_document(&records))?;
+    writeln!(out)?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// The Stripe API client (thin events, ties, scheduled sweeps), when any tenant has an
 /// API key.
-fn stripe_api(options: &StripeApiOptions) -> anyhow::Result<Option<Arc<StripeApiClient>>> {
-    let config = options.client_config()?;
-    if config.keys.is_empty() {
+fn stripe_api(
+    options: &StripeApiOptions,
+    config: &Config,
+) -> anyhow::Result<Option<Arc<StripeApiClient>>> {
+    let api = options.api_config(&config.tenants)?;
+    if api.keys.is_empty() {
         tracing::info!(
             "no Stripe API key configured: thin events will be dead-lettered as no_hydrator"
         );
         return Ok(None);
     }
-    Ok(Some(Arc::new(StripeApiClient::new(config)?)))
+    Ok(Some(Arc::new(StripeApiClient::new(api)?)))
 }
 
-/// Bind the ingress and return the server future, which ends after `shutdown` once its
-/// in-flight requests are answered.
-async fn start_ingress<Q: Queue, D, S, B: Bus>(
-    backend: &Backend<Q, D, S, B>,
+/// Bind the ingress on `bus` and return the server future, which ends after `shutdown`
+/// once its in-flight requests are answered.
+async fn start_ingress<B: Bus>(
+    bus: Arc<B>,
+    ready: crate::ingress::ReadyCheck,
     config: &Config,
     options: &IngressOptions,
     shutdown: CancellationToken,
-) -> anyhow::Result<impl std::future::Future<Output = std::io::Result<()>> + use<Q, D, S, B>> {
-    let mut ingress = IngressConfig::from_env(options.webhook_secrets_dir.as_deref())?;
+) -> anyhow::Result<impl std::future::Future<Output = std::io::Result<()>> + use<B>> {
+    let mut ingress =
+        IngressConfig::from_env(options.webhook_secrets_dir.as_deref(), &config.tenants)?;
     ingress.listen = options.listen;
     ingress.tolerance = Duration::from_secs(options.tolerance_secs);
     ingress.max_body_bytes = options.max_body_bytes;
+    ingress.header_read_timeout = Duration::from_secs(options.header_read_timeout_secs);
+    ingress.body_read_timeout = Duration::from_secs(options.body_read_timeout_secs);
     ingress.styles = options
         .publish_styles
         .parse()
         .map_err(|e| anyhow::anyhow!("--publish-styles: {e}"))?;
-    if let Some(tenant) = &config.tenants.default_tenant {
-        ingress.default_tenant = tenant.clone();
-    }
-    let ready = super::health::ready_check(Arc::clone(&backend.queues), Domain::Subscription, None);
-    let state =
-        IngressState::new(ingress.clone(), Arc::clone(&backend.bus))?.with_ready_check(ready);
+    let state = IngressState::new(ingress.clone(), bus)?.with_ready_check(ready);
     let listener = tokio::net::TcpListener::bind(ingress.listen)
         .await
         .with_context(|| format!("listening on {}", ingress.listen))?;
     Ok(serve(listener, state, shutdown))
 }
 
-async fn ingest<Q: Queue, D, S, B: Bus>(
-    backend: Backend<Q, D, S, B>,
-    config: &Config,
-    args: &IngestArgs,
-) -> anyhow::Result<ExitCode> {
+/// `ingest`: the ingress alone. On AWS it connects to the event bus only (no queue or
+/// table), so the module's ingress policy (`events:PutEvents`, `events:DescribeEventBus`
+/// for readiness) is all it needs; on the embedded backend the bus writes into the SQLite
+/// queues, so those are what readiness checks.
+async fn ingest(config: &Config, args: &IngestArgs) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
-    start_ingress(&backend, config, &args.ingress, shutdown)
-        .await?
-        .await?;
+    let server = match args.backend.backend {
+        BackendKind::Local => {
+            let backend =
+                open_local(&args.backend.data_dir, config, system_clock()).with_context(|| {
+                    format!(
+                        "opening the embedded backend in {}",
+                        args.backend.data_dir.display()
+                    )
+                })?;
+            let ready =
+                super::health::ready_check(Arc::clone(&backend.queues), Domain::Subscription, None);
+            start_ingress(backend.bus, ready, config, &args.ingress, shutdown)
+                .await?
+                .boxed()
+        }
+        BackendKind::Aws => {
+            use crate::backend::aws::{AwsNames, connect_bus, load_sdk_config_with};
+            let sdk = load_sdk_config_with(config.aws.sdk_timeouts()).await;
+            let bus = Arc::new(connect_bus(
+                &sdk,
+                &AwsNames::new(args.backend.prefix.clone()),
+                &Default::default(),
+            ));
+            let ready = super::health::bus_ready_check(Arc::clone(&bus));
+            start_ingress(bus, ready, config, &args.ingress, shutdown)
+                .await?
+                .boxed()
+        }
+    };
+    server.await?;
     Ok(ExitCode::SUCCESS)
 }
 
 async fn setup(args: SetupArgs) -> anyhow::Result<ExitCode> {
-    use crate::backend::aws::{AwsNames, SetupOptions, load_sdk_config, setup};
+    use crate::backend::aws::{AwsNames, SetupOptions, setup};
     anyhow::ensure!(
         args.backend == BackendKind::Aws,
         "setup creates AWS resources: pass --backend aws (the embedded backend needs no setup)"
@@ -477,7 +647,7 @@ async fn setup(args: SetupArgs) -> anyhow::Result<ExitCode> {
         ..SetupOptions::default()
     };
     let patterns = crate::backend::PerDomain::from_fn(crate::routing::domain_pattern);
-    let sdk = load_sdk_config().await;
+    let sdk = super::aws::sdk_config(config.aws.sdk_timeouts()).await?;
     let report = setup(
         &sdk,
         &AwsNames::new(args.prefix.clone()),
@@ -486,6 +656,6 @@ async fn setup(args: SetupArgs) -> anyhow::Result<ExitCode> {
     )
     .await
     .with_context(|| format!("setting up AWS resources with prefix `{}`", args.prefix))?;
-    println!("{report}");
+    writeln!(std::io::stdout(), "{report}")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -66,18 +66,40 @@ pub fn ready_check<Q: Queue>(
     })
 }
 
-/// Serve `/healthz` and `/readyz` on `listener` until `shutdown`; `/readyz` answers 503
-/// from the moment shutdown starts.
+/// Readiness of the ingress alone on AWS: the event bus answers `DescribeEventBus` (the
+/// ingress role's one read, next to `PutEvents`).
+pub fn bus_ready_check(bus: Arc<crate::backend::aws::EventBridgeBus>) -> ReadyCheck {
+    Arc::new(move || {
+        let bus = Arc::clone(&bus);
+        Box::pin(async move { bus.describe().await.map_err(|e| e.to_string()) })
+    })
+}
+
+/// Serve `/healthz` and `/readyz` (and `metrics`' routes, e.g. Prometheus `/metrics`) on
+/// `listener` until `shutdown`; `/readyz` answers 503 from the moment shutdown starts.
 pub async fn serve_admin(
     listener: tokio::net::TcpListener,
     ready: ReadyCheck,
+    metrics: Option<axum::Router>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "admin endpoints listening (/healthz, /readyz)");
+        let routes = if metrics.is_some() {
+            "/healthz, /readyz, /metrics"
+        } else {
+            "/healthz, /readyz"
+        };
+        tracing::info!(%addr, "admin endpoints listening ({routes})");
     }
-    let app = probe_router(Some(ready), shutdown.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let mut app = probe_router(Some(ready), shutdown.clone());
+    if let Some(metrics) = metrics {
+        app = app.merge(metrics);
+    }
+    crate::ingress::server::serve_router(
+        listener,
+        app,
+        crate::ingress::config::DEFAULT_HEADER_READ_TIMEOUT,
+        shutdown,
+    )
+    .await
 }

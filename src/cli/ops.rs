@@ -12,6 +12,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
+use super::commands::Access;
 use super::{BackendArgs, BackendKind, StripeApiOptions};
 use crate::backend::{Backend, Bus, DeadLetterOps, Queue, RedriveFilter};
 use crate::clock::now_ms;
@@ -20,7 +21,7 @@ use crate::domain::Domain;
 use crate::ops::{backfill, dlq, parse_time, queues, replay};
 
 /// The exit code after Ctrl-C (128 + SIGINT), as shells report it.
-pub const INTERRUPTED: u8 = 130;
+pub const INTERRUPTED: u8 = super::exit::INTERRUPTED;
 
 /// `queues` options.
 #[derive(Debug, Args)]
@@ -47,6 +48,29 @@ pub enum DlqCommand {
 }
 
 impl DlqCommand {
+    /// How the subcommand opens the embedded backend: listing and showing only look.
+    pub(super) fn access(&self) -> Access {
+        match self {
+            DlqCommand::List(_) | DlqCommand::Show(_) => Access::ReadOnly,
+            DlqCommand::Redrive(_) | DlqCommand::Purge(_) => Access::Existing,
+        }
+    }
+
+    /// A usage error to refuse before anything is opened: a purge without `--yes`.
+    pub(super) fn refusal(&self) -> Option<ExitCode> {
+        match self {
+            DlqCommand::Purge(args) if !args.yes => {
+                eprintln!(
+                    "error: a purge deletes every message in the {} dead-letter queue and \
+                     cannot be undone: pass --yes",
+                    args.domain
+                );
+                Some(ExitCode::from(super::exit::USAGE))
+            }
+            _ => None,
+        }
+    }
+
     /// The backend arguments of whichever subcommand this is.
     pub fn backend(&self) -> &BackendArgs {
         match self {
@@ -283,13 +307,8 @@ pub async fn dlq<Q: Queue + DeadLetterOps, D, S, B>(
             print(&report, args.json)?;
         }
         DlqCommand::Purge(args) => {
-            if !args.yes {
-                eprintln!(
-                    "error: a purge deletes every message in the {} dead-letter queue and \
-                     cannot be undone: pass --yes",
-                    args.domain
-                );
-                return Ok(ExitCode::from(2));
+            if let Some(code) = command.refusal() {
+                return Ok(code);
             }
             let queue = backend.queues.get(args.domain);
             let report = match interruptible(
@@ -320,17 +339,7 @@ pub async fn replay(args: &ReplayArgs, config: &Config) -> anyhow::Result<ExitCo
     let progress = bar("{spinner} replaying {wide_bar} {pos}/{len}");
     let outcome = match args.backend.backend {
         BackendKind::Local => {
-            let backend = crate::app::open_local(
-                &args.backend.data_dir,
-                config,
-                crate::clock::system_clock(),
-            )
-            .with_context(|| {
-                format!(
-                    "opening the embedded backend in {}",
-                    args.backend.data_dir.display()
-                )
-            })?;
+            let backend = super::commands::open_embedded(&args.backend, config, Access::Existing)?;
             interruptible(
                 async {
                     Ok(replay::replay_local(&backend.bus, &request, now_ms(), &progress).await?)
@@ -341,7 +350,7 @@ pub async fn replay(args: &ReplayArgs, config: &Config) -> anyhow::Result<ExitCo
             .await?
         }
         BackendKind::Aws => {
-            let sdk = crate::backend::aws::load_sdk_config().await;
+            let sdk = super::aws::sdk_config(config.aws.sdk_timeouts()).await?;
             let client = aws_sdk_eventbridge::Client::new(&sdk);
             let names = crate::backend::aws::AwsNames::new(args.backend.prefix.clone());
             interruptible(
@@ -374,10 +383,11 @@ pub async fn replay(args: &ReplayArgs, config: &Config) -> anyhow::Result<ExitCo
 /// `backfill`.
 pub async fn backfill<Q, D, S, B: Bus>(
     backend: Backend<Q, D, S, B>,
+    tenants: &crate::tenant::TenantConfig,
     args: &BackfillArgs,
 ) -> anyhow::Result<ExitCode> {
     let since = parse_time(&args.since).context("--since")?;
-    let api = args.stripe_api.client_for(&args.tenant)?;
+    let api = args.stripe_api.client_for(tenants, &args.tenant)?;
     let progress = bar("{spinner} backfill: {pos} events published");
     let outcome = interruptible(
         async {

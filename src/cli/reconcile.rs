@@ -17,7 +17,8 @@ use crate::ops::parse_time;
 use crate::reconcile::import::Reconciler;
 use crate::reconcile::kinds::{ListedKind, Projector, select};
 use crate::reconcile::sweep::Sweeper;
-use crate::reconcile::verify::{DIFFERENCES_EXIT_CODE, VerifyOptions};
+use crate::reconcile::verify::VerifyOptions;
+use crate::tenant::TenantConfig;
 
 /// `import` options.
 #[derive(Debug, Args)]
@@ -94,10 +95,11 @@ fn kinds(names: &[String]) -> anyhow::Result<Vec<&'static ListedKind>> {
 /// `import`.
 pub async fn import<Q, D: ReconcileStore, S: StateStore, B>(
     backend: Backend<Q, D, S, B>,
+    tenants: &TenantConfig,
     args: &ImportArgs,
 ) -> anyhow::Result<ExitCode> {
     let kinds = kinds(&args.kinds)?;
-    let api = args.stripe_api.client_for(&args.tenant)?;
+    let api = args.stripe_api.client_for(tenants, &args.tenant)?;
     let projector = Projector::default();
     let reconciler = Reconciler {
         api: &api,
@@ -122,14 +124,15 @@ pub async fn import<Q, D: ReconcileStore, S: StateStore, B>(
     }
 }
 
-/// `verify`: exit 0 when equal, [`DIFFERENCES_EXIT_CODE`] when the state differs (also
+/// `verify`: exit 0 when equal, [`super::exit::DIFFERENCES`] when the state differs (also
 /// after a repair, which fixed what it reports).
 pub async fn verify<Q, D: ReconcileStore, S: StateStore, B>(
     backend: Backend<Q, D, S, B>,
+    tenants: &TenantConfig,
     args: &VerifyArgs,
 ) -> anyhow::Result<ExitCode> {
     let kinds = kinds(&args.kinds)?;
-    let api = args.stripe_api.client_for(&args.tenant)?;
+    let api = args.stripe_api.client_for(tenants, &args.tenant)?;
     let projector = Projector::default();
     let reconciler = Reconciler {
         api: &api,
@@ -158,7 +161,7 @@ pub async fn verify<Q, D: ReconcileStore, S: StateStore, B>(
             Ok(if report.equal() {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::from(DIFFERENCES_EXIT_CODE)
+                ExitCode::from(super::exit::DIFFERENCES)
             })
         }
         Err(code) => Ok(code),
@@ -177,8 +180,9 @@ pub async fn sweep<Q, D: ReconcileStore, S, B: Bus>(
         "tenant `{}` is not configured: the worker would dead-letter its events as unknown_tenant",
         args.tenant
     );
+    let tenants = &config.tenants;
     let sweeper = Sweeper {
-        api: Arc::new(args.stripe_api.client_for(&args.tenant)?),
+        api: Arc::new(args.stripe_api.client_for(tenants, &args.tenant)?),
         dedupe: Arc::clone(&backend.dedupe),
         bus: Arc::clone(&backend.bus),
         handlers: standard_handlers(),

@@ -3,7 +3,7 @@
 //!
 //! Output goes to the writer passed in (so tests capture it); problems with the user's
 //! files go to stderr and exit with [`EXIT_BAD_INPUT`]; only a failure to write the output
-//! is returned as an error.
+//! is returned as an error. `pattern test` exits like `grep`: 0 on a match, 1 on none.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -20,7 +20,7 @@ use crate::routing::{Router, domain_for_event_type, domain_pattern, routing_tabl
 
 /// Exit code for unreadable files, invalid JSON, an invalid pattern or an event of unknown
 /// shape (the usage-error code, as the AWS CLI uses for a rejected pattern).
-pub const EXIT_BAD_INPUT: u8 = 2;
+pub const EXIT_BAD_INPUT: u8 = super::exit::USAGE;
 
 /// `stripe-worker routes [--format table|json] [test --event FILE]`
 #[derive(Debug, Clone, Args)]
@@ -31,6 +31,9 @@ pub struct RoutesArgs {
     /// How to print the routing table: rows, or the EventBridge pattern of each domain.
     #[arg(long, value_enum, default_value_t = RoutesFormat::Table)]
     pub format: RoutesFormat,
+    /// Print the EventBridge patterns as JSON (the same as `--format json`).
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
 }
 
 /// Subcommands of `routes`.
@@ -124,9 +127,14 @@ pub enum InputError {
 
 /// Run `routes`: print the table, the patterns, or where one event lands.
 pub fn run_routes(args: RoutesArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let format = if args.json {
+        RoutesFormat::Json
+    } else {
+        args.format
+    };
     match args.command {
         None => {
-            match args.format {
+            match format {
                 RoutesFormat::Table => write_table(out)?,
                 RoutesFormat::Json => {
                     serde_json::to_writer_pretty(&mut *out, &DomainPatterns)?;
@@ -151,13 +159,21 @@ pub fn run_routes(args: RoutesArgs, out: &mut impl Write) -> anyhow::Result<Exit
     }
 }
 
-/// Run `pattern`: print whether the event matches the pattern.
+/// Exit code of `pattern test` when the event does not match (as `grep` finding nothing).
+pub const EXIT_NO_MATCH: u8 = 1;
+
+/// Run `pattern`: print whether the event matches the pattern; exit 0 on a match and
+/// [`EXIT_NO_MATCH`] on none, so scripts can test it like `grep`.
 pub fn run_pattern(args: PatternArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let PatternCommand::Test(test) = args.command;
     match test_pattern_files(&test.pattern, &test.event) {
         Ok(matched) => {
             writeln!(out, "{matched}")?;
-            Ok(ExitCode::SUCCESS)
+            Ok(if matched {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_NO_MATCH)
+            })
         }
         Err(err) => Ok(bad_input(&err)),
     }
@@ -326,6 +342,7 @@ mod tests {
         assert_eq!(lines.len(), routing_table().len() + 2);
         let (_, explicit) = routes(&["--format", "table"]);
         assert_eq!(explicit, out);
+        assert_eq!(routes(&["--json"]), routes(&["--format", "json"]));
     }
 
     #[test]
@@ -400,7 +417,7 @@ mod tests {
         );
         assert_eq!(
             pattern_test(no.path(), &event),
-            (ExitCode::SUCCESS, "false\n".to_owned())
+            (ExitCode::from(EXIT_NO_MATCH), "false\n".to_owned())
         );
         // The installed customer rule matches the partner fixture.
         let customer = json_file(&domain_pattern(Domain::Customer));

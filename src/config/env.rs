@@ -1,5 +1,10 @@
 //! The environment layer: `STRIPE_WORKER_<KEY>` overrides `<key>` in whichever section
 //! defines it. Key names are unique across sections, so no section appears in the name.
+//!
+//! Lists and maps have a one-line form, so that a deployment without a config file (an
+//! ECS task definition) can set every key: a list is comma-separated
+//! (`STRIPE_WORKER_TENANTS=acme,globex`), a map is comma-separated `key=value` pairs
+//! (`STRIPE_WORKER_DESTINATIONS=ed_123=acme,ed_456=globex`).
 
 use super::{Config, ConfigError};
 
@@ -15,6 +20,15 @@ const CLI_VARIABLES: &[&str] = &[
     "STRIPE_KEYS_DIR",
     "STRIPE_API_RATE",
     "SWEEP_EVERY",
+    "STRIPE_API_BASE",
+    "PUBLISH_STYLES",
+    "TOLERANCE_SECS",
+    "MAX_BODY_BYTES",
+    "HEADER_READ_TIMEOUT_SECS",
+    "BODY_READ_TIMEOUT_SECS",
+    "ADMIN_LISTEN",
+    "PROMETHEUS",
+    "PROGRESS_SECS",
     "TEST_AWS",
 ];
 
@@ -47,7 +61,12 @@ pub fn apply_env(
         if let Some((section, _)) = OPTIONAL_STRING_KEYS.iter().find(|(_, k)| *k == key)
             && let Some(table) = tree.get_mut(*section).and_then(|s| s.as_table_mut())
         {
-            table.insert(key, toml::Value::String(value.trim().to_owned()));
+            // Empty is unset: a template (an ECS task definition) may leave it blank.
+            if value.trim().is_empty() {
+                table.remove(&key);
+            } else {
+                table.insert(key, toml::Value::String(value.trim().to_owned()));
+            }
             changed = true;
             continue;
         }
@@ -65,17 +84,26 @@ pub fn apply_env(
             name: name.clone(),
             message,
         })?;
+        // Checked per variable, so a value of the right kind but out of the key's type
+        // (`-1` for a count) is blamed on its own variable.
+        typed(&tree).map_err(|e| ConfigError::Env {
+            name: name.clone(),
+            message: format!("`{}`: {}", value.trim(), e.message().trim()),
+        })?;
         changed = true;
     }
     if changed {
-        *config = tree
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Env {
-                name: ENV_PREFIX.to_owned(),
-                message: e.to_string(),
-            })?;
+        *config = typed(&tree).map_err(|e| ConfigError::Env {
+            name: ENV_PREFIX.to_owned(),
+            message: e.message().trim().to_owned(),
+        })?;
     }
     Ok(())
+}
+
+/// The configuration a tree of values describes.
+fn typed(tree: &toml::Table) -> Result<Config, toml::de::Error> {
+    tree.clone().try_into()
 }
 
 /// Parse `raw` as a value of the same type as `current`.
@@ -95,8 +123,60 @@ fn parse_like(current: &toml::Value, raw: &str) -> Result<toml::Value, String> {
             .map(toml::Value::Boolean)
             .map_err(|_| format!("`{raw}` is not true or false")),
         toml::Value::String(_) => Ok(toml::Value::String(raw.to_owned())),
+        toml::Value::Array(_) => Ok(toml::Value::Array(
+            list_items(raw)
+                .map(|item| toml::Value::String(item.to_owned()))
+                .collect(),
+        )),
+        toml::Value::Table(_) => list_items(raw)
+            .map(|pair| match pair.split_once('=') {
+                Some((key, value)) if !key.trim().is_empty() && !value.trim().is_empty() => Ok((
+                    key.trim().to_owned(),
+                    toml::Value::String(value.trim().to_owned()),
+                )),
+                _ => Err(format!("`{pair}` is not a `key=value` pair")),
+            })
+            .collect::<Result<toml::Table, _>>()
+            .map(toml::Value::Table),
         _ => Err("this key can only be set in the config file".to_owned()),
     }
+}
+
+/// The non-empty, trimmed items of a comma-separated value.
+fn list_items(raw: &str) -> impl Iterator<Item = &str> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+}
+
+/// The value of the variable `name`, else of its deprecated alias `old` (with a warning
+/// naming the new one), from `vars`.
+pub fn with_deprecated_alias(
+    name: &str,
+    old: &str,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Option<String> {
+    let (mut current, mut deprecated) = (None, None);
+    for (key, value) in vars {
+        if key == name {
+            current = Some(value);
+        } else if key == old {
+            deprecated = Some(value);
+        }
+    }
+    if deprecated.is_some() {
+        tracing::warn!(
+            variable = old,
+            replacement = name,
+            "deprecated environment variable: use {name}{}",
+            if current.is_some() {
+                " (set too, and used)"
+            } else {
+                ""
+            }
+        );
+    }
+    current.or(deprecated)
 }
 
 #[cfg(test)]
@@ -134,6 +214,66 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("not a whole number"), "{err}");
+    }
+
+    #[test]
+    fn a_negative_count_names_its_variable() {
+        let mut config = Config::default();
+        let err = apply_env(&mut config, env(&[("STRIPE_WORKER_MAX_IN_FLIGHT", "-1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("STRIPE_WORKER_MAX_IN_FLIGHT"), "{err}");
+        assert!(err.contains("`-1`"), "{err}");
+    }
+
+    #[test]
+    fn lists_and_maps_have_a_one_line_form() {
+        let mut config = Config::default();
+        apply_env(
+            &mut config,
+            env(&[
+                ("STRIPE_WORKER_TENANTS", "acme, globex,"),
+                ("STRIPE_WORKER_DESTINATIONS", "ed_1=acme,ed_2 = globex"),
+                ("STRIPE_WORKER_ACCOUNTS", "acct_9=globex"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.tenants.tenants, ["acme", "globex"]);
+        assert_eq!(config.tenants.destinations["ed_1"], "acme");
+        assert_eq!(config.tenants.destinations["ed_2"], "globex");
+        assert_eq!(config.tenants.accounts["acct_9"], "globex");
+        apply_env(
+            &mut config,
+            env(&[("STRIPE_WORKER_DEFAULT_TENANT", "acme")]),
+        )
+        .unwrap();
+        apply_env(&mut config, env(&[("STRIPE_WORKER_DEFAULT_TENANT", " ")])).unwrap();
+        assert_eq!(config.tenants.default_tenant, None, "empty is unset");
+        let err = apply_env(&mut config, env(&[("STRIPE_WORKER_ACCOUNTS", "acct_9")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("STRIPE_WORKER_ACCOUNTS") && err.contains("key=value"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_deprecated_alias_is_read_when_the_new_name_is_unset() {
+        let old = env(&[("OLD_NAME", "a")]);
+        assert_eq!(
+            with_deprecated_alias("NEW_NAME", "OLD_NAME", old).as_deref(),
+            Some("a")
+        );
+        let both = env(&[("OLD_NAME", "a"), ("NEW_NAME", "b")]);
+        assert_eq!(
+            with_deprecated_alias("NEW_NAME", "OLD_NAME", both).as_deref(),
+            Some("b")
+        );
+        assert_eq!(
+            with_deprecated_alias("NEW_NAME", "OLD_NAME", env(&[])),
+            None
+        );
     }
 
     #[test]

@@ -14,13 +14,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::tenant::TenantConfig;
 
-pub use env::apply_env;
+pub use env::{apply_env, with_deprecated_alias};
 
 /// A configuration problem, reported at start with the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("reading config file {path}: {source}")]
+    /// The file could not be read (the OS error is the source, shown once after this).
+    #[error("cannot read config file {path}")]
     Read {
         path: String,
         #[source]
@@ -37,6 +37,9 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
 }
 
+/// The fewest receives a message may have before the DLQ: one crash and one retry.
+pub const MIN_RECEIVE_COUNT: u32 = 3;
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -51,6 +54,43 @@ pub struct Config {
     pub tenants: TenantConfig,
     /// Fetching objects from the Stripe API.
     pub hydrate: HydrateConfig,
+    /// AWS SDK call limits.
+    pub aws: AwsConfig,
+}
+
+/// AWS SDK call limits (see [`crate::backend::aws::SdkTimeouts`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsConfig {
+    /// Establishing a connection to an AWS endpoint, milliseconds.
+    pub aws_connect_timeout_ms: u64,
+    /// Waiting for a response, milliseconds; more than the long poll (`wait_time_secs`).
+    pub aws_read_timeout_ms: u64,
+    /// One SDK call with its retries, milliseconds.
+    pub aws_operation_timeout_ms: u64,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        let d = crate::backend::aws::SdkTimeouts::default();
+        let ms = |t: Duration| u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
+        AwsConfig {
+            aws_connect_timeout_ms: ms(d.connect),
+            aws_read_timeout_ms: ms(d.read),
+            aws_operation_timeout_ms: ms(d.operation),
+        }
+    }
+}
+
+impl AwsConfig {
+    /// The SDK timeouts these settings give.
+    pub fn sdk_timeouts(&self) -> crate::backend::aws::SdkTimeouts {
+        crate::backend::aws::SdkTimeouts {
+            connect: Duration::from_millis(self.aws_connect_timeout_ms),
+            read: Duration::from_millis(self.aws_read_timeout_ms),
+            operation: Duration::from_millis(self.aws_operation_timeout_ms),
+        }
+    }
 }
 
 /// Worker pool and queue behaviour.
@@ -71,7 +111,8 @@ pub struct WorkerConfig {
     /// heartbeat (every half of it).
     pub visibility_timeout_secs: u64,
     /// Receives before a failing message goes to the DLQ (the redrive policy's
-    /// `maxReceiveCount`).
+    /// `maxReceiveCount`). A crash of the worker processing a message costs it the one
+    /// receive, so a message survives `max_receive_count - 1` crashes.
     pub max_receive_count: u32,
     /// On SIGTERM, how long in-flight messages may take to finish before they are released.
     pub shutdown_grace_secs: u64,
@@ -110,8 +151,11 @@ impl Default for WorkerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DedupeConfig {
-    /// How long a claim holds before another worker may take it over (a crashed worker's
-    /// claim ends this long after it was made).
+    /// For handlers that act outside the store only (none of the built-in ones): how long
+    /// a claim holds before another worker may take it over. Renewed every third of it
+    /// while the handler runs, so a crashed worker's claim ends at most this long after
+    /// the crash. At most half the visibility timeout, so it has ended by the time the
+    /// message is visible again.
     pub lease_secs: u64,
     /// How long an applied event is remembered. Stripe retries webhooks for 3 days, so at
     /// least 7 days are required.
@@ -121,7 +165,7 @@ pub struct DedupeConfig {
 impl Default for DedupeConfig {
     fn default() -> Self {
         DedupeConfig {
-            lease_secs: 60,
+            lease_secs: 15,
             retention_days: 7,
         }
     }
@@ -228,17 +272,34 @@ impl Config {
                 "must be 1 to 43200 (the SQS limit)",
             );
         }
-        if w.max_in_flight_per_queue == 0 || w.max_in_flight == 0 {
-            return invalid("max_in_flight", "in-flight limits must be at least 1");
+        if w.max_in_flight_per_queue == 0 {
+            return invalid("max_in_flight_per_queue", "must be at least 1");
         }
-        if w.min_in_flight_per_queue == 0 || w.min_in_flight_per_queue > w.max_in_flight_per_queue {
+        if w.max_in_flight == 0 {
+            return invalid("max_in_flight", "must be at least 1");
+        }
+        // Only adaptive concurrency reads the floor: without it a small
+        // max_in_flight_per_queue is fine whatever the (unused) floor says.
+        if w.adaptive_concurrency
+            && (w.min_in_flight_per_queue == 0
+                || w.min_in_flight_per_queue > w.max_in_flight_per_queue)
+        {
             return invalid(
                 "min_in_flight_per_queue",
-                "must be at least 1 and at most max_in_flight_per_queue",
+                "must be at least 1 and at most max_in_flight_per_queue when \
+                 adaptive_concurrency is on",
             );
         }
-        if w.max_receive_count == 0 {
-            return invalid("max_receive_count", "must be at least 1");
+        if w.max_receive_count < MIN_RECEIVE_COUNT {
+            return Err(ConfigError::Invalid {
+                key: "max_receive_count",
+                message: format!(
+                    "is {}, must be at least {MIN_RECEIVE_COUNT}: each crash of a worker costs \
+                     the messages it held one receive, and a healthy message must survive a \
+                     crash and a retry",
+                    w.max_receive_count
+                ),
+            });
         }
         if self.dedupe.retention_days < 7 {
             return invalid(
@@ -248,6 +309,35 @@ impl Config {
         }
         if self.dedupe.lease_secs == 0 {
             return invalid("lease_secs", "must be at least 1");
+        }
+        if self.dedupe.lease_secs * 2 > w.visibility_timeout_secs {
+            return Err(ConfigError::Invalid {
+                key: "lease_secs",
+                message: format!(
+                    "lease_secs ({}) must be at most half of visibility_timeout_secs ({}): a \
+                     crashed worker's claim must end before its message is visible again \
+                     (visibility is extended every half timeout), or every crash costs the \
+                     message a second receive; lower lease_secs or raise \
+                     visibility_timeout_secs",
+                    self.dedupe.lease_secs, w.visibility_timeout_secs
+                ),
+            });
+        }
+        let a = &self.aws;
+        if a.aws_connect_timeout_ms == 0 {
+            return invalid("aws_connect_timeout_ms", "must be at least 1");
+        }
+        if a.aws_read_timeout_ms <= w.wait_time_secs * 1000 {
+            return invalid(
+                "aws_read_timeout_ms",
+                "must be longer than the long poll (wait_time_secs): a receive waits that long for its answer",
+            );
+        }
+        if a.aws_operation_timeout_ms < a.aws_connect_timeout_ms + a.aws_read_timeout_ms {
+            return invalid(
+                "aws_operation_timeout_ms",
+                "must be at least aws_connect_timeout_ms + aws_read_timeout_ms (one attempt)",
+            );
         }
         let r = &self.retry;
         if !(r.multiplier >= 1.0 && r.multiplier.is_finite()) {
@@ -315,9 +405,42 @@ mod tests {
     }
 
     #[test]
+    fn the_adaptive_floor_only_binds_with_adaptive_concurrency() {
+        let mut config = Config::default();
+        config.worker.max_in_flight_per_queue = 2;
+        config.validate().unwrap();
+        config.worker.adaptive_concurrency = true;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("min_in_flight_per_queue"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_names_it_and_shows_the_os_error_once() {
+        let err = Config::load(Some(Path::new("/nonexistent/c.toml")), Vec::new()).unwrap_err();
+        let shown = format!("{:#}", anyhow::Error::from(err));
+        assert_eq!(
+            shown.matches("No such file").count(),
+            1,
+            "the OS error once: {shown}"
+        );
+        assert!(shown.contains("/nonexistent/c.toml"), "{shown}");
+    }
+
+    #[test]
     fn out_of_range_values_name_their_key() {
         type Breaker = fn(&mut Config);
-        let cases: [(&str, Breaker); 7] = [
+        let cases: [(&str, Breaker); 13] = [
+            ("max_receive_count", |c| c.worker.max_receive_count = 2),
+            ("lease_secs", |c| c.dedupe.lease_secs = 16),
+            ("visibility_timeout_secs", |c| {
+                c.worker.visibility_timeout_secs = 20
+            }),
+            ("aws_read_timeout_ms", |c| {
+                c.aws.aws_read_timeout_ms = 20_000
+            }),
+            ("aws_operation_timeout_ms", |c| {
+                c.aws.aws_operation_timeout_ms = 1
+            }),
             ("receive_batch_size", |c| c.worker.receive_batch_size = 11),
             ("wait_time_secs", |c| c.worker.wait_time_secs = 21),
             ("retention_days", |c| c.dedupe.retention_days = 3),
@@ -326,10 +449,15 @@ mod tests {
             }),
             ("multiplier", |c| c.retry.multiplier = 0.5),
             ("min_in_flight_per_queue", |c| {
+                c.worker.adaptive_concurrency = true;
                 c.worker.min_in_flight_per_queue = 0
             }),
             ("min_in_flight_per_queue", |c| {
+                c.worker.adaptive_concurrency = true;
                 c.worker.min_in_flight_per_queue = c.worker.max_in_flight_per_queue + 1
+            }),
+            ("max_in_flight_per_queue", |c| {
+                c.worker.max_in_flight_per_queue = 0
             }),
         ];
         for (key, break_it) in cases {

@@ -48,6 +48,9 @@ pub struct DemoOptions {
     /// chunk with tenants of its own, so memory stays flat however long the run; `None`
     /// is one chunk.
     pub chunk_events: Option<usize>,
+    /// `STRIPE_WORKER_*` variables, applied over the demo's own worker settings as every
+    /// command applies them (the demo's tenants are its own whatever they say).
+    pub config_env: Vec<(String, String)>,
 }
 
 impl Default for DemoOptions {
@@ -60,6 +63,7 @@ impl Default for DemoOptions {
             fault_rate: 0.02,
             progress: true,
             chunk_events: None,
+            config_env: Vec::new(),
         }
     }
 }
@@ -134,7 +138,10 @@ pub async fn run_demo(options: DemoOptions) -> anyhow::Result<DemoReport> {
     let mut config = Config::default();
     config.worker.wait_time_secs = 1;
     config.worker.visibility_timeout_secs = 10;
+    // At most half the visibility timeout, as validation requires.
+    config.dedupe.lease_secs = 5;
     config.retry.visibility_backoff_base_secs = 1;
+    crate::config::apply_env(&mut config, options.config_env.iter().cloned())?;
     config.tenants.tenants = tenants.clone();
     for tenant in &tenants {
         for style in ["snapshot", "thin"] {
@@ -196,13 +203,18 @@ pub async fn run_demo(options: DemoOptions) -> anyhow::Result<DemoReport> {
         PoolSettings::from_config(&config),
         shutdown.clone(),
     ));
-    let progress = progress_bar(options.progress, 0);
+    let progress = progress_bar(options.progress);
+    crate::telemetry::stderr::set_progress_bar(&progress);
     let ticker = tokio::spawn({
         let stats = Arc::clone(&stats);
         let progress = progress.clone();
         async move {
             loop {
-                progress.set_position(stats.snapshot().received);
+                // Messages that reached their end (a redelivery is one message, not two),
+                // never past the length: the bar ends at 100%.
+                let s = stats.snapshot();
+                let done = s.applied + s.duplicates + s.ignored + s.dead_lettered;
+                progress.set_position(done.min(progress.length().unwrap_or(0)));
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -231,6 +243,9 @@ pub async fn run_demo(options: DemoOptions) -> anyhow::Result<DemoReport> {
         drop(stream.events);
         let extra = if chunk == 0 { poison.len() } else { 0 };
         progress.inc_length((entries.len() + extra) as u64);
+        if chunk == 0 {
+            progress.set_style(counting_style());
+        }
 
         let publish_started = Instant::now();
         publish_chunks(backend.bus.as_ref(), &entries).await?;
@@ -266,6 +281,7 @@ pub async fn run_demo(options: DemoOptions) -> anyhow::Result<DemoReport> {
     pool.await?;
     ticker.abort();
     progress.finish_and_clear();
+    crate::telemetry::stderr::clear_progress_bar();
     let elapsed = started.elapsed();
 
     let worker = stats.snapshot();
@@ -419,18 +435,28 @@ pub async fn publish_all<B: Bus>(bus: &B, entries: &[BusEntry]) -> anyhow::Resul
     anyhow::bail!("{} entries still failing after 5 attempts", pending.len())
 }
 
-fn progress_bar(enabled: bool, total: u64) -> indicatif::ProgressBar {
+/// The demo's bar: a spinner while the first chunk is generated (its length is not known
+/// yet, so no "0/0"), then [`counting_style`]. Hidden when not asked for; indicatif hides
+/// it too when stderr is not a terminal.
+fn progress_bar(enabled: bool) -> indicatif::ProgressBar {
     if !enabled {
         return indicatif::ProgressBar::hidden();
     }
-    let bar = indicatif::ProgressBar::new(total);
+    let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} processed {pos}/{len} messages {wide_bar} {per_sec} ETA {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template("{spinner} generating and publishing events")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
+    bar.enable_steady_tick(Duration::from_millis(120));
     bar
+}
+
+/// The bar once messages are counted.
+fn counting_style() -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(
+        "{spinner} processed {pos}/{len} messages {wide_bar} {per_sec} ETA {eta}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
 }
 
 /// The summary for a terminal.

@@ -14,7 +14,7 @@ pub const NAME: &str = "customer";
 /// and `setup_intent` records.
 ///
 /// [`Handler::handles`] is true exactly for the event types that produce a record, so
-/// the worker never spends a dedupe claim on an event that changes nothing:
+/// the worker never spends an apply on an event that changes nothing:
 /// - `customer.created|updated|deleted` → `customer`: `id`, `email`, `name`, `deleted`,
 ///   `default_payment_method`, `created`. A deleted customer keeps only its id and
 ///   `deleted: true` (Stripe itself serves only that stub once a customer is gone, so a

@@ -12,6 +12,8 @@ pub mod kinds;
 pub mod payment;
 pub mod subscription;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -43,8 +45,33 @@ pub struct HandlerError {
     pub message: String,
 }
 
-/// A domain handler. Implementations must be pure: the same event type and object
-/// always give the same changes.
+/// Why a handler's effect outside the store failed, and whether another try may succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{handler}: {message}")]
+pub struct EffectError {
+    /// The handler's name.
+    pub handler: String,
+    /// What went wrong.
+    pub message: String,
+    /// Whether a later attempt may succeed (the message is retried), or never (it goes
+    /// to the DLQ with this reason).
+    pub retryable: bool,
+}
+
+/// A handler's effect outside the store, run before its changes are written.
+pub type Effect<'a> = Pin<Box<dyn Future<Output = Result<(), EffectError>> + Send + 'a>>;
+
+/// A domain handler. Its [`changes`](Handler::changes) must be pure: the same event type
+/// and object always give the same changes.
+///
+/// A handler that only shapes state (every built-in one) needs nothing more: the worker
+/// writes its changes and the event's applied-marker in one transaction, so a crash can
+/// never apply it twice. A handler that also acts on another system says so with
+/// [`acts_outside_store`](Handler::acts_outside_store): the worker then holds a lease on
+/// the event while [`effect`](Handler::effect) runs (renewed while it runs, released when
+/// it stops), and writes its changes only while it still holds the lease. The effect may
+/// still run twice after a crash (a lease cannot undo what reached the other system), so
+/// it must be idempotent there, e.g. by sending the event id as an idempotency key.
 pub trait Handler: Send + Sync + 'static {
     /// A stable name; part of the dedupe key, so renaming it re-applies old events.
     fn name(&self) -> &str;
@@ -58,6 +85,19 @@ pub trait Handler: Send + Sync + 'static {
     /// The changes that `object` (the event's object, or the hydrated current object)
     /// implies for an event of `event_type`.
     fn changes(&self, event_type: &str, object: &Value) -> Result<Vec<StateChange>, HandlerError>;
+
+    /// Whether this handler acts outside the store (see [`Handler::effect`]); false for
+    /// pure projections, which need no lease.
+    fn acts_outside_store(&self) -> bool {
+        false
+    }
+
+    /// The handler's effect outside the store for this event, run under the event's
+    /// lease before the changes are written. Only called when
+    /// [`acts_outside_store`](Handler::acts_outside_store) says so.
+    fn effect<'a>(&'a self, _event_type: &'a str, _object: &'a Value) -> Effect<'a> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// The built-in handlers: subscription, payment and customer.

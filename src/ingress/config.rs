@@ -9,8 +9,9 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::secrets::{self, DEFAULT_TENANT, SecretsError, TenantSecrets};
+use super::secrets::{self, SecretsError, TenantSecrets};
 use super::signature::DEFAULT_TOLERANCE;
+use crate::tenant::{IMPLICIT_DEFAULT_TENANT, TenantConfig};
 
 /// The default listen address: loopback only, so exposing the ingress is a decision.
 pub const DEFAULT_LISTEN: SocketAddr =
@@ -19,6 +20,13 @@ pub const DEFAULT_LISTEN: SocketAddr =
 /// The default body limit: 1 MiB. Stripe events are far smaller (EventBridge caps an
 /// entry at 256 KiB); anything larger is not a Stripe event.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// How long a client may take to send its request headers, and then its body. Stripe
+/// sends a few kilobytes at once; a client slower than this is broken or hostile, and
+/// each one holds a connection and a task until it is dropped.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// See [`DEFAULT_HEADER_READ_TIMEOUT`].
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the ingress configuration is not usable. Always permanent.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +45,20 @@ pub enum ConfigError {
     /// A tenant id is not usable in a path.
     #[error("tenant id `{0}` is not valid (1-64 characters of A-Z a-z 0-9 _ . -)")]
     InvalidTenant(String),
+    /// Tenants the ingress would accept but the worker's tenant configuration does not
+    /// know: their events would be answered 200 and then dead-lettered `unknown_tenant`.
+    #[error(
+        "webhook secrets for tenant(s) {} that the tenant configuration does not know \
+         (known: {}): the worker would dead-letter their events as unknown_tenant. List them \
+         in STRIPE_WORKER_TENANTS (or `tenants` in the config file), the same on the ingress \
+         and the worker",
+        .unknown.join(", "),
+        if .known.is_empty() { "none".to_owned() } else { .known.join(", ") }
+    )]
+    UnknownToWorker {
+        unknown: Vec<String>,
+        known: Vec<String>,
+    },
     /// A numeric setting is out of range.
     #[error("{setting}: {message}")]
     OutOfRange {
@@ -147,12 +169,17 @@ pub struct IngressConfig {
     pub max_body_bytes: usize,
     /// Which entries each verified event becomes.
     pub styles: PublishStyles,
-    /// The tenant of `POST /webhooks/stripe` (no tenant in the path).
-    pub default_tenant: String,
+    /// The tenant of `POST /webhooks/stripe` (no tenant in the path); `None`: that route
+    /// answers 404.
+    pub default_tenant: Option<String>,
     /// Each tenant's active webhook secrets; more than one while rolling a secret.
     pub tenants: TenantSecrets,
     /// Re-sending of entries the bus did not accept.
     pub publish_retry: PublishRetry,
+    /// A connection that does not deliver a request's headers in this time is closed.
+    pub header_read_timeout: Duration,
+    /// A request whose body does not arrive in this time is answered 408.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for IngressConfig {
@@ -162,31 +189,64 @@ impl Default for IngressConfig {
             tolerance: DEFAULT_TOLERANCE,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             styles: PublishStyles::default(),
-            default_tenant: DEFAULT_TENANT.to_owned(),
+            default_tenant: Some(IMPLICIT_DEFAULT_TENANT.to_owned()),
             tenants: TenantSecrets::new(),
             publish_retry: PublishRetry::default(),
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
         }
     }
 }
 
 impl IngressConfig {
-    /// Defaults, with tenants' secrets from the process environment and, when given, a
-    /// secrets directory (see [`secrets`] for the layout). Validated.
-    pub fn from_env(secrets_dir: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::from_vars(std::env::vars(), secrets_dir)
+    /// Defaults, with the tenants of `tenants` and their secrets from the process
+    /// environment and, when given, a secrets directory (see [`secrets`] for the layout).
+    /// Validated, and checked against `tenants` ([`IngressConfig::check_tenants`]).
+    pub fn from_env(
+        secrets_dir: Option<&Path>,
+        tenants: &TenantConfig,
+    ) -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars(), secrets_dir, tenants)
     }
 
     /// [`IngressConfig::from_env`] over a given environment (for tests and tools).
     pub fn from_vars(
         vars: impl IntoIterator<Item = (String, String)>,
         secrets_dir: Option<&Path>,
+        tenants: &TenantConfig,
     ) -> Result<Self, ConfigError> {
+        let default_tenant = tenants.default_tenant();
         let config = IngressConfig {
-            tenants: secrets::load_webhook_secrets(vars, secrets_dir)?,
+            tenants: secrets::load_webhook_secrets(vars, secrets_dir, default_tenant)?,
+            default_tenant: default_tenant.map(str::to_owned),
             ..IngressConfig::default()
         };
         config.validate()?;
+        config.check_tenants(tenants)?;
         Ok(config)
+    }
+
+    /// Check that the worker, running with `tenants`, accepts every tenant this ingress
+    /// accepts: the ingress answers 404 for any other, never 200 for an event the worker
+    /// would dead-letter.
+    pub fn check_tenants(&self, tenants: &TenantConfig) -> Result<(), ConfigError> {
+        let unknown: Vec<String> = self
+            .tenants
+            .keys()
+            .filter(|t| !tenants.is_known(t))
+            .cloned()
+            .collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        Err(ConfigError::UnknownToWorker {
+            unknown,
+            known: tenants
+                .known_tenants()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        })
     }
 
     /// Check the settings once, before serving.
@@ -202,8 +262,10 @@ impl IngressConfig {
                 return Err(ConfigError::EmptyTenant(tenant.clone()));
             }
         }
-        if !secrets::is_valid_tenant_id(&self.default_tenant) {
-            return Err(ConfigError::InvalidTenant(self.default_tenant.clone()));
+        if let Some(default) = &self.default_tenant
+            && !secrets::is_valid_tenant_id(default)
+        {
+            return Err(ConfigError::InvalidTenant(default.clone()));
         }
         if self.max_body_bytes == 0 {
             return Err(ConfigError::OutOfRange {
@@ -214,6 +276,12 @@ impl IngressConfig {
         if self.tolerance.is_zero() {
             return Err(ConfigError::OutOfRange {
                 setting: "tolerance",
+                message: "must be positive".into(),
+            });
+        }
+        if self.header_read_timeout.is_zero() || self.body_read_timeout.is_zero() {
+            return Err(ConfigError::OutOfRange {
+                setting: "read timeouts",
                 message: "must be positive".into(),
             });
         }
@@ -243,22 +311,69 @@ mod tests {
         assert!(!PublishStyles::Thin.snapshot() && PublishStyles::Thin.thin());
     }
 
+    fn var(name: &str, value: &str) -> Vec<(String, String)> {
+        vec![(name.to_owned(), value.to_owned())]
+    }
+
     #[test]
     fn from_vars_loads_and_validates() {
-        let cfg = IngressConfig::from_vars(
-            [(
-                "STRIPE_WEBHOOK_SECRET".to_owned(),
-                "whsec_a,whsec_b".to_owned(),
-            )],
-            None,
-        )
-        .expect("valid");
-        assert_eq!(cfg.tenants["default"].len(), 2);
+        let none = TenantConfig::default();
+        let cfg =
+            IngressConfig::from_vars(var("STRIPE_WEBHOOK_SECRET", "whsec_a,whsec_b"), None, &none)
+                .expect("valid");
+        assert_eq!(cfg.tenants[IMPLICIT_DEFAULT_TENANT].len(), 2);
+        assert_eq!(cfg.default_tenant.as_deref(), Some(IMPLICIT_DEFAULT_TENANT));
         assert_eq!(cfg.listen, DEFAULT_LISTEN);
         assert!(matches!(
-            IngressConfig::from_vars(Vec::new(), None),
+            IngressConfig::from_vars(Vec::new(), None, &none),
             Err(ConfigError::NoTenants)
         ));
+    }
+
+    #[test]
+    fn the_unsuffixed_secret_is_the_configured_default_tenants() {
+        let acme = TenantConfig {
+            default_tenant: Some("acme".into()),
+            ..TenantConfig::default()
+        };
+        let cfg = IngressConfig::from_vars(var("STRIPE_WEBHOOK_SECRET", "whsec_a"), None, &acme)
+            .expect("valid");
+        assert_eq!(cfg.tenants.keys().collect::<Vec<_>>(), ["acme"]);
+        assert_eq!(cfg.default_tenant.as_deref(), Some("acme"));
+    }
+
+    #[test]
+    fn tenants_the_worker_would_not_accept_fail_the_start() {
+        let acme = TenantConfig {
+            tenants: vec!["acme".into()],
+            ..TenantConfig::default()
+        };
+        IngressConfig::from_vars(var("STRIPE_WEBHOOK_SECRET_ACME", "whsec_a"), None, &acme)
+            .expect("a known tenant");
+        let err =
+            IngressConfig::from_vars(var("STRIPE_WEBHOOK_SECRET_GLOBEX", "whsec_a"), None, &acme)
+                .expect_err("globex is unknown to the worker")
+                .to_string();
+        assert!(
+            err.contains("globex")
+                && err.contains("known: acme")
+                && err.contains("STRIPE_WORKER_TENANTS"),
+            "{err}"
+        );
+        // With tenants configured and no default, the unsuffixed secret has no tenant.
+        let err = IngressConfig::from_vars(var("STRIPE_WEBHOOK_SECRET", "whsec_a"), None, &acme)
+            .expect_err("no default tenant")
+            .to_string();
+        assert!(err.contains("default_tenant"), "{err}");
+        // Nothing configured: only the implicit default tenant is accepted.
+        let err = IngressConfig::from_vars(
+            var("STRIPE_WEBHOOK_SECRET_ACME", "whsec_a"),
+            None,
+            &TenantConfig::default(),
+        )
+        .expect_err("acme is not configured")
+        .to_string();
+        assert!(err.contains("known: default"), "{err}");
     }
 
     #[test]

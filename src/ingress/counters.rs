@@ -33,11 +33,13 @@ pub enum RejectReason {
     UnknownTenant,
     /// The bus did not accept every entry after retries. 503, so Stripe retries.
     PublishFailed,
+    /// The body did not arrive within the body read timeout. 408.
+    BodyTimeout,
 }
 
 impl RejectReason {
     /// Every reason, in counter order.
-    pub const ALL: [RejectReason; 12] = [
+    pub const ALL: [RejectReason; 13] = [
         RejectReason::MissingSignature,
         RejectReason::MalformedSignature,
         RejectReason::NoV1Signature,
@@ -50,6 +52,7 @@ impl RejectReason {
         RejectReason::Envelope,
         RejectReason::UnknownTenant,
         RejectReason::PublishFailed,
+        RejectReason::BodyTimeout,
     ];
 
     /// The bounded label used in metrics and in the `reason` of error answers.
@@ -67,6 +70,7 @@ impl RejectReason {
             RejectReason::Envelope => "envelope_error",
             RejectReason::UnknownTenant => "unknown_tenant",
             RejectReason::PublishFailed => "publish_failed",
+            RejectReason::BodyTimeout => "body_read_timeout",
         }
     }
 
@@ -76,6 +80,7 @@ impl RejectReason {
             RejectReason::PayloadTooLarge => 413,
             RejectReason::UnknownTenant => 404,
             RejectReason::PublishFailed => 503,
+            RejectReason::BodyTimeout => 408,
             _ => 400,
         }
     }
@@ -95,6 +100,7 @@ impl RejectReason {
             }
             RejectReason::UnknownTenant => "unknown tenant",
             RejectReason::PublishFailed => "temporarily unavailable",
+            RejectReason::BodyTimeout => "body not received in time",
         }
     }
 

@@ -2,13 +2,19 @@
 //! secrets from the environment or from a directory of mounted secret files.
 //!
 //! Sources, as deployments provide them:
-//! - `STRIPE_WEBHOOK_SECRET`: the default tenant's secrets, comma-separated while an
-//!   endpoint secret is being rolled (Stripe keeps the old one valid for up to 24 hours);
+//! - `STRIPE_WEBHOOK_SECRET`: the secrets of the configured default tenant
+//!   ([`crate::tenant::TenantConfig::default_tenant`]), comma-separated while an endpoint
+//!   secret is being rolled (Stripe keeps the old one valid for up to 24 hours);
 //! - `STRIPE_WEBHOOK_SECRET_<TENANT>`: another tenant's secrets; the tenant id is the
 //!   suffix lower-cased (`STRIPE_WEBHOOK_SECRET_ACME_EU` is tenant `acme_eu`);
 //! - a directory with one file per tenant, `<dir>/<tenant>`, one secret per line: the
 //!   layout Kubernetes secret volumes and ECS secret files give. Names starting with `.`
 //!   are skipped (Kubernetes keeps its `..data` bookkeeping there).
+//!
+//! A value may also be a Secrets Manager JSON secret holding the value under a known key
+//! (`{"webhook_signing_secret": "whsec_..."}`, as the design notes store it); any other
+//! JSON is refused at start, naming the key expected, rather than used as a secret that
+//! then fails every signature.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,11 +23,22 @@ use std::path::{Path, PathBuf};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-/// The tenant that `POST /webhooks/stripe` (no tenant in the path) belongs to.
-pub const DEFAULT_TENANT: &str = "default";
-
 /// The environment variable holding the default tenant's webhook secrets.
 pub const SECRET_ENV: &str = "STRIPE_WEBHOOK_SECRET";
+
+/// The key of a Secrets Manager JSON webhook secret.
+pub const SECRET_JSON_KEY: &str = "webhook_signing_secret";
+
+/// Where a value's tenant comes from, and how values are unwrapped.
+#[derive(Debug, Clone, Copy)]
+pub struct TenantValues<'a> {
+    /// The variable of the default tenant; `<base_var>_<TENANT>` for the others.
+    pub base_var: &'a str,
+    /// The key holding the value in a JSON secret.
+    pub json_key: &'a str,
+    /// The tenant of `base_var` (`None`: setting it is an error).
+    pub default_tenant: Option<&'a str>,
+}
 
 /// Why webhook secrets could not be loaded. Always a configuration problem: permanent.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +51,24 @@ pub enum SecretsError {
         "{source_name}: tenant id `{tenant}` is not valid (1-64 characters of A-Z a-z 0-9 _ . -, not starting with .)"
     )]
     InvalidTenant { source_name: String, tenant: String },
+    /// A webhook secret that does not have Stripe's `whsec_` prefix.
+    #[error("{source_name}: not a Stripe webhook signing secret (they start with `whsec_`)")]
+    NotWhsec { source_name: String },
+    /// A JSON secret without the expected key.
+    #[error(
+        "{source_name}: a JSON secret must be an object with the value under \"{json_key}\" \
+         (or, on ECS, select the key in valueFrom: <secret-arn>:{json_key}::)"
+    )]
+    JsonSecret {
+        source_name: String,
+        json_key: String,
+    },
+    /// The default tenant's variable is set, but no default tenant is configured.
+    #[error(
+        "{source_name} belongs to the default tenant, but none is configured: set default_tenant \
+         (STRIPE_WORKER_DEFAULT_TENANT) or name the tenant ({source_name}_<TENANT>)"
+    )]
+    NoDefaultTenant { source_name: String },
     /// A source names a tenant but holds no secret.
     #[error("{source_name}: no webhook secret for tenant `{tenant}`")]
     NoSecrets { source_name: String, tenant: String },
@@ -78,6 +113,11 @@ impl WebhookSecret {
                 source_name: source_name.to_owned(),
             });
         }
+        if !secret.starts_with("whsec_") {
+            return Err(SecretsError::NotWhsec {
+                source_name: source_name.to_owned(),
+            });
+        }
         // HMAC accepts keys of any length, so this cannot fail; map it anyway rather than
         // unwrap, to keep the no-panic rule without exceptions.
         let mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).map_err(|_| {
@@ -117,35 +157,33 @@ pub fn is_valid_tenant_id(tenant: &str) -> bool {
 pub type TenantSecrets = BTreeMap<String, Vec<WebhookSecret>>;
 
 /// Load per-tenant values (one or more per tenant) from environment variables named
-/// `base_var` (default tenant) and `<base_var>_<TENANT>`, and from `dir/<tenant>` files.
+/// `base_var` (the default tenant) and `<base_var>_<TENANT>`, and from `dir/<tenant>` files.
 ///
 /// `vars` is the environment (pass `std::env::vars()`), so tests can hand in their own.
 /// Environment values are comma-separated; files hold one value per line, blank lines and
-/// lines starting with `#` ignored. A tenant configured in two places is an error. Values
-/// come back trimmed, each with the name of its source (for error messages); callers
-/// validate them.
+/// lines starting with `#` ignored; either may instead be a JSON secret (see the module
+/// docs). A tenant configured in two places is an error. Values come back trimmed, each
+/// with the name of its source (for error messages); callers validate them.
 pub fn load_tenant_values(
-    base_var: &str,
+    spec: TenantValues<'_>,
     vars: impl IntoIterator<Item = (String, String)>,
     dir: Option<&Path>,
 ) -> Result<BTreeMap<String, (String, Vec<String>)>, SecretsError> {
-    let prefix = format!("{base_var}_");
+    let prefix = format!("{}_", spec.base_var);
     let mut out: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
     let mut from_env: Vec<(String, String, Vec<String>)> = Vec::new();
     for (name, value) in vars {
-        let tenant = if name == base_var {
-            DEFAULT_TENANT.to_owned()
+        let tenant = if name == spec.base_var {
+            match spec.default_tenant {
+                Some(tenant) => tenant.to_owned(),
+                None => return Err(SecretsError::NoDefaultTenant { source_name: name }),
+            }
         } else if let Some(suffix) = name.strip_prefix(&prefix) {
             suffix.to_ascii_lowercase()
         } else {
             continue;
         };
-        let values = value
-            .split(',')
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned)
-            .collect();
+        let values = split_values(&value, ',', spec.json_key, &name)?;
         from_env.push((tenant, name, values));
     }
     // Sorted so that errors name the same variable whatever order the environment had.
@@ -159,25 +197,62 @@ pub fn load_tenant_values(
                 path: path.clone(),
                 source,
             })?;
-            let values = text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_owned)
-                .collect();
-            insert_tenant(&mut out, tenant, path.display().to_string(), values)?;
+            let source_name = path.display().to_string();
+            let values = split_values(&text, '\n', spec.json_key, &source_name)?;
+            insert_tenant(&mut out, tenant, source_name, values)?;
         }
     }
     Ok(out)
 }
 
-/// Load webhook secrets per tenant from `STRIPE_WEBHOOK_SECRET`,
-/// `STRIPE_WEBHOOK_SECRET_<TENANT>` and an optional directory (see the module docs).
+/// The values in `raw`: `separator`-separated (blank items and `#` comments dropped), or,
+/// when `raw` is a JSON object, those of its `json_key` member (a string, itself
+/// comma-separated, or an array of strings).
+fn split_values(
+    raw: &str,
+    separator: char,
+    json_key: &str,
+    source_name: &str,
+) -> Result<Vec<String>, SecretsError> {
+    let items = |text: &str, separator: char| -> Vec<String> {
+        text.split(separator)
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && !v.starts_with('#'))
+            .map(str::to_owned)
+            .collect()
+    };
+    if !raw.trim_start().starts_with('{') {
+        return Ok(items(raw, separator));
+    }
+    let refused = || SecretsError::JsonSecret {
+        source_name: source_name.to_owned(),
+        json_key: json_key.to_owned(),
+    };
+    let json: serde_json::Value = serde_json::from_str(raw).map_err(|_| refused())?;
+    match json.get(json_key) {
+        Some(serde_json::Value::String(value)) => Ok(items(value, ',')),
+        Some(serde_json::Value::Array(values)) => values
+            .iter()
+            .map(|v| v.as_str().map(|s| s.trim().to_owned()).ok_or_else(refused))
+            .collect(),
+        _ => Err(refused()),
+    }
+}
+
+/// Load webhook secrets per tenant from `STRIPE_WEBHOOK_SECRET` (the secrets of
+/// `default_tenant`), `STRIPE_WEBHOOK_SECRET_<TENANT>` and an optional directory (see the
+/// module docs).
 pub fn load_webhook_secrets(
     vars: impl IntoIterator<Item = (String, String)>,
     dir: Option<&Path>,
+    default_tenant: Option<&str>,
 ) -> Result<TenantSecrets, SecretsError> {
-    load_tenant_values(SECRET_ENV, vars, dir)?
+    let spec = TenantValues {
+        base_var: SECRET_ENV,
+        json_key: SECRET_JSON_KEY,
+        default_tenant,
+    };
+    load_tenant_values(spec, vars, dir)?
         .into_iter()
         .map(|(tenant, (source_name, values))| {
             let secrets = values
@@ -278,10 +353,20 @@ mod tests {
         assert!(WebhookSecret::new(" whsec_ok\n").is_ok());
     }
 
+    const DEFAULT: Option<&str> = Some("default");
+
+    fn webhook_values(default_tenant: Option<&'static str>) -> TenantValues<'static> {
+        TenantValues {
+            base_var: SECRET_ENV,
+            json_key: SECRET_JSON_KEY,
+            default_tenant,
+        }
+    }
+
     #[test]
     fn env_default_and_named_tenants() {
         let got = load_tenant_values(
-            SECRET_ENV,
+            webhook_values(DEFAULT),
             vars(&[
                 ("STRIPE_WEBHOOK_SECRET", "whsec_a, whsec_b"),
                 ("STRIPE_WEBHOOK_SECRET_ACME_EU", "whsec_c"),
@@ -301,7 +386,7 @@ mod tests {
         std::fs::write(dir.path().join("acme"), "whsec_1\n\n# old\nwhsec_2\n").expect("write");
         std::fs::write(dir.path().join(".hidden"), "whsec_x\n").expect("write");
         std::fs::create_dir(dir.path().join("..data")).expect("mkdir");
-        let got = load_webhook_secrets(vars(&[]), Some(dir.path())).expect("loads");
+        let got = load_webhook_secrets(vars(&[]), Some(dir.path()), DEFAULT).expect("loads");
         assert_eq!(got.len(), 1);
         assert_eq!(got["acme"].len(), 2);
     }
@@ -313,26 +398,110 @@ mod tests {
         let err = load_webhook_secrets(
             vars(&[("STRIPE_WEBHOOK_SECRET_ACME", "whsec_2")]),
             Some(dir.path()),
+            DEFAULT,
         )
         .expect_err("duplicate");
         assert!(matches!(err, SecretsError::DuplicateTenant { .. }));
 
-        let err = load_webhook_secrets(vars(&[("STRIPE_WEBHOOK_SECRET", " , ")]), None)
+        let err = load_webhook_secrets(vars(&[("STRIPE_WEBHOOK_SECRET", " , ")]), None, DEFAULT)
             .expect_err("empty");
         assert!(matches!(err, SecretsError::NoSecrets { .. }));
 
-        let err = load_webhook_secrets(vars(&[("STRIPE_WEBHOOK_SECRET_", "whsec_1")]), None)
-            .expect_err("empty tenant");
+        let err = load_webhook_secrets(
+            vars(&[("STRIPE_WEBHOOK_SECRET_", "whsec_1")]),
+            None,
+            DEFAULT,
+        )
+        .expect_err("empty tenant");
         assert!(matches!(err, SecretsError::InvalidTenant { .. }));
     }
 
     #[test]
     fn errors_never_contain_the_secret() {
-        let err =
-            load_webhook_secrets(vars(&[("STRIPE_WEBHOOK_SECRET", "whsec_top secret")]), None)
-                .expect_err("whitespace");
+        let err = load_webhook_secrets(
+            vars(&[("STRIPE_WEBHOOK_SECRET", "whsec_top secret")]),
+            None,
+            DEFAULT,
+        )
+        .expect_err("whitespace");
         assert!(!err.to_string().contains("secret\""));
         assert!(!err.to_string().contains("top"));
+    }
+
+    #[test]
+    fn the_unsuffixed_variable_belongs_to_the_configured_default_tenant() {
+        let got = load_webhook_secrets(
+            vars(&[("STRIPE_WEBHOOK_SECRET", "whsec_a")]),
+            None,
+            Some("acme"),
+        )
+        .expect("loads");
+        assert_eq!(got.keys().collect::<Vec<_>>(), ["acme"]);
+        // The same tenant named twice (unsuffixed and suffixed) is a conflict, not a guess.
+        let err = load_webhook_secrets(
+            vars(&[
+                ("STRIPE_WEBHOOK_SECRET", "whsec_a"),
+                ("STRIPE_WEBHOOK_SECRET_ACME", "whsec_b"),
+            ]),
+            None,
+            Some("acme"),
+        )
+        .expect_err("duplicate");
+        assert!(matches!(err, SecretsError::DuplicateTenant { .. }), "{err}");
+        let err = load_webhook_secrets(vars(&[("STRIPE_WEBHOOK_SECRET", "whsec_a")]), None, None)
+            .expect_err("no default tenant");
+        assert!(
+            err.to_string().contains("STRIPE_WORKER_DEFAULT_TENANT"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secrets_manager_json_secrets_are_read_or_refused_clearly() {
+        let json = r#"{"webhook_signing_secret":"whsec_json_1"}"#;
+        let got = load_tenant_values(
+            webhook_values(DEFAULT),
+            vars(&[("STRIPE_WEBHOOK_SECRET_ACME", json)]),
+            None,
+        )
+        .expect("loads");
+        assert_eq!(got["acme"].1, ["whsec_json_1"]);
+        // In a mounted file too, and with a roll in progress (two values).
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("globex"),
+            r#"{"webhook_signing_secret": "whsec_new, whsec_old", "note": "x"}"#,
+        )
+        .expect("write");
+        let got = load_webhook_secrets(vars(&[]), Some(dir.path()), DEFAULT).expect("loads");
+        assert_eq!(got["globex"].len(), 2);
+        for refused in [
+            r#"{"signing_secret":"whsec_1"}"#,
+            r#"{"webhook_signing_secret":"#,
+            r#"{"webhook_signing_secret":7}"#,
+        ] {
+            let err = load_webhook_secrets(
+                vars(&[("STRIPE_WEBHOOK_SECRET_ACME", refused)]),
+                None,
+                DEFAULT,
+            )
+            .expect_err(refused)
+            .to_string();
+            assert!(
+                err.contains("STRIPE_WEBHOOK_SECRET_ACME")
+                    && err.contains("webhook_signing_secret"),
+                "{err}"
+            );
+            assert!(!err.contains("whsec_1"), "{err}");
+        }
+        // Anything that is not a signing secret is refused at start, not at every webhook.
+        let err = load_webhook_secrets(
+            vars(&[("STRIPE_WEBHOOK_SECRET", "sk_test_123")]),
+            None,
+            DEFAULT,
+        )
+        .expect_err("not whsec");
+        assert!(matches!(err, SecretsError::NotWhsec { .. }), "{err}");
     }
 
     #[test]

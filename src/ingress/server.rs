@@ -34,10 +34,15 @@ pub use crate::clock::Clock;
 use crate::clock::system_clock;
 use crate::event::envelope::{webhook_snapshot_entry, webhook_thin_entry};
 use crate::telemetry::metrics::{self, time_backend};
-use crate::telemetry::trace::{MESSAGING_SYSTEM_EVENTBRIDGE, continue_trace, traceparent_of};
+use crate::telemetry::trace::{MESSAGING_SYSTEM_EVENTBRIDGE, link_trace, traceparent_of};
 
 /// The event-bus source of webhook entries (the publish span's destination).
 const WEBHOOK_DESTINATION: &str = "stripe.webhook";
+
+/// How long `/readyz` waits for its check. A frozen backend must make the probe answer
+/// 503 with a logged reason, not hang: under the probes' own timeouts (2 s in k8s/, 3 s
+/// for `healthcheck` on ECS), so the answer arrives before the prober gives up.
+pub const READY_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// A readiness probe: `Ok` when the bus can take entries, `Err(why)` otherwise. `why` is
 /// logged, never sent to the client.
@@ -47,11 +52,13 @@ pub type ReadyCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + S
 /// and optional readiness and clock hooks. Build with [`IngressState::new`].
 pub struct IngressState<B> {
     tenants: HashMap<Box<str>, Box<[WebhookSecret]>>,
-    default_tenant: Box<str>,
+    default_tenant: Option<Box<str>>,
     tolerance: std::time::Duration,
     max_body_bytes: usize,
     styles: PublishStyles,
     publish_retry: PublishRetry,
+    header_read_timeout: std::time::Duration,
+    body_read_timeout: std::time::Duration,
     bus: Arc<B>,
     counters: Arc<IngressCounters>,
     ready: Option<ReadyCheck>,
@@ -69,11 +76,13 @@ impl<B: Bus> IngressState<B> {
                 .into_iter()
                 .map(|(t, s)| (t.into_boxed_str(), s.into_boxed_slice()))
                 .collect(),
-            default_tenant: config.default_tenant.into_boxed_str(),
+            default_tenant: config.default_tenant.map(String::into_boxed_str),
             tolerance: config.tolerance,
             max_body_bytes: config.max_body_bytes,
             styles: config.styles,
             publish_retry: config.publish_retry,
+            header_read_timeout: config.header_read_timeout,
+            body_read_timeout: config.body_read_timeout,
             bus,
             counters: Arc::new(IngressCounters::default()),
             ready: None,
@@ -139,7 +148,8 @@ struct Probes {
 }
 
 /// Serve the ingress on `listener` until `shutdown` is cancelled, then stop accepting,
-/// let in-flight requests finish (their publishes included) and return.
+/// let in-flight requests finish (their publishes included) and return. A connection
+/// that does not deliver a request's headers within the header read timeout is closed.
 pub async fn serve<B: Bus>(
     listener: tokio::net::TcpListener,
     state: IngressState<B>,
@@ -148,10 +158,64 @@ pub async fn serve<B: Bus>(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, tenants = state.tenants.len(), styles = %state.styles, "webhook ingress listening");
     }
+    let header_read_timeout = state.header_read_timeout;
     let app = router(state, shutdown.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    serve_router(listener, app, header_read_timeout, shutdown).await
+}
+
+/// Serve `app` on `listener` with HTTP/1.1, a header read timeout and graceful shutdown
+/// (what `axum::serve` does, plus the timeout, which it has no setting for).
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    header_read_timeout: std::time::Duration,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                }
+                _ = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+    Ok(())
 }
 
 async fn healthz() -> Response {
@@ -165,11 +229,18 @@ async fn readyz(State(shared): State<Arc<Probes>>) -> Response {
             r#"{"status":"shutting_down"}"#,
         );
     }
-    if let Some(check) = &shared.ready
-        && let Err(why) = check().await
-    {
-        tracing::warn!(%why, "not ready");
-        return json_answer(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not_ready"}"#);
+    if let Some(check) = &shared.ready {
+        let why = match tokio::time::timeout(READY_CHECK_TIMEOUT, check()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(why)) => Some(why),
+            Err(_) => Some(format!(
+                "the readiness check did not answer within {READY_CHECK_TIMEOUT:?}"
+            )),
+        };
+        if let Some(why) = why {
+            tracing::warn!(%why, "not ready");
+            return json_answer(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not_ready"}"#);
+        }
     }
     json_answer(StatusCode::OK, r#"{"status":"ready"}"#)
 }
@@ -180,14 +251,9 @@ async fn webhook_default<B: Bus>(
     body: Body,
 ) -> Response {
     let state = &shared.state;
-    traced(
-        state,
-        "/webhooks/stripe",
-        &state.default_tenant,
-        &headers,
-        body,
-    )
-    .await
+    // No default tenant: an empty name is no tenant's, so the answer is 404.
+    let tenant = state.default_tenant.as_deref().unwrap_or_default();
+    traced(state, "/webhooks/stripe", tenant, &headers, body).await
 }
 
 async fn webhook_tenant<B: Bus>(
@@ -200,8 +266,9 @@ async fn webhook_tenant<B: Bus>(
     traced(state, "/webhooks/stripe/{tenant}", &tenant, &headers, body).await
 }
 
-/// Handle a webhook inside its server span (the root of the event's trace, or a child of
-/// the caller's `traceparent`), and answer.
+/// Handle a webhook inside its server span, and answer. The span is the root of the
+/// event's trace: a caller's `traceparent` is only linked (see [`link_trace`]); the
+/// webhook is public, so its trace context is not trusted.
 async fn traced<B: Bus>(
     state: &IngressState<B>,
     route: &'static str,
@@ -222,11 +289,20 @@ async fn traced<B: Bus>(
         stripe.event.id = Empty,
         stripe.event.type = Empty,
     );
-    continue_trace(&span, incoming_traceparent(headers));
-    let (status, response) = match handle(state, tenant, headers, body)
-        .instrument(span.clone())
-        .await
-    {
+    link_trace(&span, incoming_traceparent(headers));
+    let outcome = async {
+        match precheck(state, tenant, headers) {
+            Ok(secrets) => handle(state, tenant, secrets, headers, body).await,
+            Err(reason) => {
+                // Read (and drop) the body the client is sending before answering: closing
+                // a connection with unread data makes the kernel reset it, and the client
+                // sees "broken pipe" or "connection reset" instead of this 4xx.
+                discard_body(body, state.max_body_bytes, state.body_read_timeout).await;
+                Err(reason)
+            }
+        }
+    };
+    let (status, response) = match outcome.instrument(span.clone()).await {
         Ok(()) => (200, accepted()),
         Err(reason) => {
             span.record("stripe_worker.reason", reason.as_str());
@@ -263,31 +339,74 @@ fn json_answer(status: StatusCode, body: &'static str) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-async fn handle<B: Bus>(
-    state: &IngressState<B>,
+/// The checks that need no body, cheapest first: the tenant (its secrets), a signature
+/// header, a declared length within the limit.
+fn precheck<'s, B>(
+    state: &'s IngressState<B>,
     tenant: &str,
     headers: &HeaderMap,
-    body: Body,
-) -> Result<(), RejectReason> {
-    let received_at_ms = (state.clock)();
+) -> Result<&'s [WebhookSecret], RejectReason> {
     let Some(secrets) = state.tenants.get(tenant) else {
         tracing::debug!(reason = "unknown_tenant", "webhook rejected");
         return Err(RejectReason::UnknownTenant);
     };
+    tracing::Span::current().record("stripe_worker.tenant", tenant);
+    if headers
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_none()
+    {
+        return Err(RejectReason::MissingSignature);
+    }
+    if content_length(headers).is_some_and(|n| n > state.max_body_bytes as u64) {
+        return Err(RejectReason::PayloadTooLarge);
+    }
+    Ok(secrets)
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Read and drop up to `limit` bytes of `body` within `timeout`, so that the client can
+/// finish sending and read the answer. A larger or slower body is left: the connection is
+/// then closed after the answer, which bounds what a hostile client costs.
+async fn discard_body(body: Body, limit: usize, timeout: std::time::Duration) {
+    let mut stream = body.into_data_stream();
+    let mut read = 0usize;
+    let _ = tokio::time::timeout(timeout, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            read = read.saturating_add(chunk.len());
+            if read > limit {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+async fn handle<B: Bus>(
+    state: &IngressState<B>,
+    tenant: &str,
+    secrets: &[WebhookSecret],
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(), RejectReason> {
+    let received_at_ms = (state.clock)();
     let span = tracing::Span::current();
-    span.record("stripe_worker.tenant", tenant);
     let sig_header = headers
         .get(SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
         .ok_or(RejectReason::MissingSignature)?;
-    let content_length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if content_length.is_some_and(|n| n > state.max_body_bytes as u64) {
-        return Err(RejectReason::PayloadTooLarge);
-    }
-    let body = read_body(body, state.max_body_bytes, content_length).await?;
+    let body = tokio::time::timeout(
+        state.body_read_timeout,
+        read_body(body, state.max_body_bytes, content_length(headers)),
+    )
+    .await
+    .map_err(|_| RejectReason::BodyTimeout)??;
 
     let now_unix = received_at_ms.div_euclid(1000);
     if let Err(e) = signature::verify(sig_header, &body, secrets, now_unix, state.tolerance) {
@@ -320,12 +439,10 @@ async fn handle<B: Bus>(
         messaging.batch.message_count = Empty,
         stripe.event.id = event["id"].as_str(),
     );
-    // The worker continues the trace from the publish span when export is on; otherwise
-    // the caller's own trace context (if any) is passed along unchanged.
-    let own_traceparent = traceparent_of(&publish_span);
-    let traceparent = own_traceparent
-        .as_deref()
-        .or_else(|| incoming_traceparent(headers));
+    // The worker continues the trace from the publish span when export is on. A caller's
+    // trace context is never passed on: it is not ours to trust.
+    let traceparent = traceparent_of(&publish_span);
+    let traceparent = traceparent.as_deref();
 
     let mut entries: Vec<BusEntry> = Vec::with_capacity(2);
     let build = |e: Result<BusEntry, _>| {

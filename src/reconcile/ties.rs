@@ -2,7 +2,7 @@
 //! by time, so two events for one object in the same second carry equal as-ofs and the
 //! ordered upsert can only break the tie by a rule (the larger dedupe id), which is right
 //! half the time. When a write meets the stored record of a *different* event at the same
-//! as-of, [`put_resolving_ties`] asks the source of truth: it fetches the object and
+//! as-of, [`resolve_tie`] asks the source of truth: it fetches the object and
 //! stores that version instead.
 //!
 //! The fetched version keeps the tied as-of, with a tiebreak that sorts after every event
@@ -18,7 +18,7 @@
 use serde_json::Value;
 
 use super::kinds::listed;
-use crate::backend::{BackendError, StateRecord, StateStore, WriteOutcome};
+use crate::backend::{BackendError, StateRecord, StateStore};
 use crate::clock::Clock;
 use crate::event::ObjectRef;
 use crate::event::envelope::api_path;
@@ -47,33 +47,33 @@ fn could_tie(record: &StateRecord) -> bool {
     record.as_of_ms.rem_euclid(1000) == 0
 }
 
-/// Write `record` newest-wins, resolving a same-second tie with another event by storing
-/// the object fetched from the Stripe API (see the module docs). Errors are the store's
-/// and, when a tie is fetched, the fetch's.
-pub async fn put_resolving_ties<S, E>(
+/// The record to write for `record`: itself, or, when it ties at the same second with
+/// the stored record of another event, the object fetched from the Stripe API (see the
+/// module docs). Errors are the store's and, when a tie is fetched, the fetch's.
+pub async fn resolve_tie<S, E>(
     state: &S,
     record: &StateRecord,
     tie: &Tie<'_>,
-) -> Result<WriteOutcome, E>
+) -> Result<StateRecord, E>
 where
     S: StateStore,
     E: From<BackendError> + From<HydrateError>,
 {
     if !could_tie(record) {
-        return Ok(state.put_if_newer(record).await?);
+        return Ok(record.clone());
     }
     let stored = state.get(&record.tenant, &record.kind, &record.id).await?;
     let tied = stored
         .as_ref()
         .is_some_and(|s| s.as_of_ms == record.as_of_ms && s.tiebreak != record.tiebreak);
     if !tied {
-        return Ok(state.put_if_newer(record).await?);
+        return Ok(record.clone());
     }
     match fetched_record(record, tie).await? {
         Some(fetched) => {
             metrics::get().state_tie("fetched");
-            tracing::debug!(kind = %record.kind, id = %record.id, "same-second tie: stored the fetched object");
-            Ok(state.put_if_newer(&fetched).await?)
+            tracing::debug!(kind = %record.kind, id = %record.id, "same-second tie: storing the fetched object");
+            Ok(fetched)
         }
         None => {
             metrics::get().state_tie("unresolved");
@@ -84,7 +84,7 @@ where
                 "same-second tie between two events and no way to fetch the object: \
                  the larger event id wins, which may be the older state"
             );
-            Ok(state.put_if_newer(record).await?)
+            Ok(record.clone())
         }
     }
 }

@@ -24,9 +24,6 @@ use crate::handlers::kinds;
 use crate::hydrate::HydrateError;
 use crate::ops::OpsError;
 
-/// The exit code of `verify` when the state differs from Stripe.
-pub const DIFFERENCES_EXIT_CODE: u8 = 3;
-
 /// The `field` of a difference about a whole record.
 pub const WHOLE_RECORD: &str = "*";
 

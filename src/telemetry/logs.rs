@@ -43,9 +43,16 @@ impl JsonWithTrace {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        let span = ctx.lookup_current()?;
+        // The subscriber's current span, not the log layer's: the traced spans are at debug,
+        // below the production log level, so the log layer's own view (`ctx`) filters them
+        // out; the registry still tracks them for the OpenTelemetry layer.
         let dispatch = self.dispatch.0.get()?.upgrade()?;
-        let context = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
+        let current = dispatch.current_span();
+        let id = current
+            .id()
+            .cloned()
+            .or_else(|| ctx.lookup_current().map(|s| s.id()))?;
+        let context = tracing_opentelemetry::get_otel_context(&id, &dispatch)?;
         let otel = context.span();
         let span_context = otel.span_context();
         span_context.is_valid().then(|| {

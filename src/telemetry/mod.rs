@@ -6,7 +6,14 @@
 //! `..._METRICS_ENDPOINT`) nothing is exported and nothing complains. The SDK itself reads
 //! `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER(_ARG)`,
 //! `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_EXPORTER_OTLP_HEADERS`, `..._TIMEOUT` and
-//! `..._COMPRESSION`; `OTEL_EXPORTER_OTLP_PROTOCOL` picks gRPC (default) or HTTP/protobuf.
+//! `..._COMPRESSION`; `OTEL_EXPORTER_OTLP_PROTOCOL` (or per signal
+//! `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` / `..._METRICS_PROTOCOL`) picks gRPC (default) or
+//! HTTP/protobuf.
+//!
+//! As the specification asks, values are case-insensitive, and a value this build does not
+//! know (a typo, `http/json`) is warned about and ignored, never fatal: telemetry must not
+//! keep the service, or `healthcheck`, from starting. An exporter that cannot be built
+//! leaves that signal off, with a warning.
 //!
 //! Filters are per layer: `RUST_LOG` filters the log lines only; the OpenTelemetry layer
 //! always takes this crate's spans (at debug and above, where the per-message spans are)
@@ -18,10 +25,12 @@
 
 mod logs;
 pub mod metrics;
+pub mod stderr;
 pub mod trace;
 
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
@@ -55,9 +64,6 @@ pub enum LogFormat {
 /// Why telemetry could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
-    /// `OTEL_EXPORTER_OTLP_PROTOCOL` names a protocol this build does not speak.
-    #[error("OTEL_EXPORTER_OTLP_PROTOCOL `{0}` is not supported: use `grpc` or `http/protobuf`")]
-    UnsupportedProtocol(String),
     /// An exporter could not be built (bad endpoint, no async runtime for gRPC).
     #[error("building the OTLP {signal} exporter: {message}")]
     Exporter {
@@ -87,8 +93,12 @@ pub struct TelemetryConfig {
     pub traces: bool,
     /// Export metrics.
     pub metrics: bool,
-    /// The transport.
+    /// The transport of traces.
     pub protocol: Protocol,
+    /// The transport of metrics.
+    pub metrics_protocol: Protocol,
+    /// Values of `OTEL_*` variables that were ignored, to be logged once logging is up.
+    pub warnings: Vec<String>,
     /// An endpoint that overrides the environment's (tests point it at their receiver);
     /// `None` lets the SDK read the `OTEL_EXPORTER_OTLP_*ENDPOINT` variables.
     pub endpoint: Option<String>,
@@ -103,6 +113,8 @@ impl TelemetryConfig {
             traces: false,
             metrics: false,
             protocol: Protocol::Grpc,
+            metrics_protocol: Protocol::Grpc,
+            warnings: Vec::new(),
             endpoint: None,
             metric_interval: None,
         }
@@ -114,41 +126,85 @@ impl TelemetryConfig {
             traces: true,
             metrics: true,
             protocol: Protocol::Grpc,
+            metrics_protocol: Protocol::Grpc,
+            warnings: Vec::new(),
             endpoint: Some(endpoint.into()),
             metric_interval: None,
         }
     }
 
-    /// What the standard `OTEL_*` variables among `vars` ask for.
-    pub fn from_env(
-        vars: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, TelemetryError> {
+    /// What the standard `OTEL_*` variables among `vars` ask for. Never fails: values it
+    /// does not know are ignored and listed in [`TelemetryConfig::warnings`].
+    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Self {
         let vars: std::collections::HashMap<String, String> = vars
             .into_iter()
             .filter(|(k, v)| k.starts_with("OTEL_") && !v.trim().is_empty())
+            .map(|(k, v)| (k, v.trim().to_ascii_lowercase()))
             .collect();
-        let get = |k: &str| vars.get(k).map(|v| v.trim());
-        if get("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-            return Ok(Self::disabled());
+        let get = |k: &str| vars.get(k).map(String::as_str);
+        let mut warnings = Vec::new();
+        match get("OTEL_SDK_DISABLED") {
+            Some("true") => return Self::disabled(),
+            None | Some("false") => {}
+            Some(other) => warnings.push(format!(
+                "OTEL_SDK_DISABLED={other:?} is neither true nor false: ignored"
+            )),
         }
         let general = get("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
-        let wanted = |signal: &str| {
-            let exporter = get(&format!("OTEL_{signal}_EXPORTER"));
+        let mut wanted = |signal: &str| {
+            let name = format!("OTEL_{signal}_EXPORTER");
+            let exporter = match get(&name) {
+                Some("none") => return false,
+                None | Some("otlp") => "otlp",
+                Some(other) => {
+                    warnings.push(format!(
+                        "{name}={other:?} is not supported (otlp or none): using otlp"
+                    ));
+                    "otlp"
+                }
+            };
             let endpoint = get(&format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")).is_some();
-            (general || endpoint) && exporter.is_none_or(|e| e != "none")
+            exporter == "otlp" && (general || endpoint)
         };
-        let protocol = match get("OTEL_EXPORTER_OTLP_PROTOCOL") {
-            None | Some("grpc") => Protocol::Grpc,
-            Some("http/protobuf") => Protocol::HttpProtobuf,
-            Some(other) => return Err(TelemetryError::UnsupportedProtocol(other.to_owned())),
+        let (traces, metrics) = (wanted("TRACES"), wanted("METRICS"));
+        let general_protocol = protocol_var("OTEL_EXPORTER_OTLP_PROTOCOL", get, &mut warnings);
+        let mut protocol_of = |signal: &str| {
+            protocol_var(
+                &format!("OTEL_EXPORTER_OTLP_{signal}_PROTOCOL"),
+                get,
+                &mut warnings,
+            )
+            .or(general_protocol)
+            .unwrap_or(Protocol::Grpc)
         };
-        Ok(TelemetryConfig {
-            traces: wanted("TRACES"),
-            metrics: wanted("METRICS"),
+        let (protocol, metrics_protocol) = (protocol_of("TRACES"), protocol_of("METRICS"));
+        TelemetryConfig {
+            traces,
+            metrics,
             protocol,
+            metrics_protocol,
+            warnings,
             endpoint: None,
             metric_interval: None,
-        })
+        }
+    }
+}
+
+/// The protocol the variable `name` names; `None` when unset or unknown (with a warning).
+fn protocol_var<'a>(
+    name: &str,
+    get: impl Fn(&str) -> Option<&'a str>,
+    warnings: &mut Vec<String>,
+) -> Option<Protocol> {
+    match get(name)? {
+        "grpc" => Some(Protocol::Grpc),
+        "http/protobuf" => Some(Protocol::HttpProtobuf),
+        other => {
+            warnings.push(format!(
+                "{name}={other:?} is not supported (grpc or http/protobuf): ignored"
+            ));
+            None
+        }
     }
 }
 
@@ -161,16 +217,34 @@ pub struct Telemetry {
 }
 
 /// The resource: the SDK's detectors (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`),
-/// with `stripe-worker` as the service name when none is given.
+/// with `stripe-worker` as the service name when none is given, this build's
+/// `service.version`, and a `service.instance.id` unique to the process (replicas of one
+/// service would otherwise export colliding metric series). Attributes given in
+/// `OTEL_RESOURCE_ATTRIBUTES` win.
 fn resource() -> Resource {
-    let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.is_empty())
-        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|v| v.contains("service.name="));
-    let builder = Resource::builder();
-    if named {
-        builder.build()
-    } else {
-        builder.with_service_name(SCOPE).build()
+    let given = std::env::var("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default();
+    let has = |key: &str| {
+        given
+            .split(',')
+            .any(|pair| pair.split('=').next().is_some_and(|k| k.trim() == key))
+    };
+    let named =
+        std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.is_empty()) || has("service.name");
+    let mut builder = Resource::builder();
+    if !named {
+        builder = builder.with_service_name(SCOPE);
     }
+    if !has("service.version") {
+        builder =
+            builder.with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+    }
+    if !has("service.instance.id") {
+        builder = builder.with_attribute(KeyValue::new(
+            "service.instance.id",
+            uuid::Uuid::new_v4().to_string(),
+        ));
+    }
+    builder.build()
 }
 
 impl Telemetry {
@@ -317,7 +391,7 @@ fn metric_exporter(
     config: &TelemetryConfig,
 ) -> Result<opentelemetry_otlp::MetricExporter, opentelemetry_otlp::ExporterBuildError> {
     let builder = opentelemetry_otlp::MetricExporter::builder();
-    match config.protocol {
+    match config.metrics_protocol {
         Protocol::Grpc => {
             let mut b = builder.with_tonic();
             if let Some(endpoint) = &config.endpoint {
@@ -357,6 +431,7 @@ where
     let slot = DispatchSlot::default();
     let logs: Box<dyn Layer<Layered<DispatchSlot, Registry>> + Send + Sync> = match format {
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_ansi(stderr::colour())
             .with_writer(writer)
             .with_filter(filter)
             .boxed(),
@@ -375,17 +450,27 @@ where
 }
 
 /// Start telemetry as the environment asks and install the global subscriber. Call it
-/// inside the Tokio runtime; call [`Telemetry::shutdown`] on the result at exit.
+/// inside the Tokio runtime; call [`Telemetry::shutdown`] on the result at exit. Only a
+/// second global subscriber is an error: `OTEL_*` problems are logged and export stays off.
 pub fn init(format: LogFormat) -> Result<Telemetry, TelemetryError> {
-    let config = TelemetryConfig::from_env(std::env::vars())?;
-    let telemetry = Telemetry::start(&config)?;
+    let config = TelemetryConfig::from_env(std::env::vars());
+    let (telemetry, failure) = match Telemetry::start(&config) {
+        Ok(telemetry) => (telemetry, None),
+        Err(error) => (Telemetry::default(), Some(error)),
+    };
     tracing::subscriber::set_global_default(subscriber(
         &telemetry,
         format,
-        std::io::stderr,
+        stderr::LogStderr,
         log_filter(),
     ))
     .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    if let Some(error) = failure {
+        tracing::warn!(%error, "OpenTelemetry export is off");
+    }
     if !telemetry.install_metrics() {
         tracing::warn!(
             "metric instruments existed before telemetry started; metrics are not exported"
@@ -393,11 +478,12 @@ pub fn init(format: LogFormat) -> Result<Telemetry, TelemetryError> {
     }
     // Export errors inside the SDK are reported through `tracing` (its internal logs) at
     // warn and above, so they show in the logs and never end the process.
-    if config.traces || config.metrics {
+    if telemetry.tracer.is_some() || telemetry.meter.is_some() {
         tracing::info!(
-            traces = config.traces,
-            metrics = config.metrics,
-            protocol = ?config.protocol,
+            traces = telemetry.tracer.is_some(),
+            metrics = telemetry.meter.is_some(),
+            traces_protocol = ?config.protocol,
+            metrics_protocol = ?config.metrics_protocol,
             "OpenTelemetry export on"
         );
     }
@@ -417,7 +503,7 @@ mod tests {
 
     #[test]
     fn no_endpoint_means_no_export() {
-        let config = TelemetryConfig::from_env(vars(&[("OTEL_SERVICE_NAME", "w")])).unwrap();
+        let config = TelemetryConfig::from_env(vars(&[("OTEL_SERVICE_NAME", "w")]));
         assert_eq!(config, TelemetryConfig::disabled());
     }
 
@@ -427,32 +513,53 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
             ("OTEL_METRICS_EXPORTER", "none"),
-        ]))
-        .unwrap();
+        ]));
         assert!(config.traces);
         assert!(!config.metrics);
         assert_eq!(config.protocol, Protocol::HttpProtobuf);
         let only_traces = TelemetryConfig::from_env(vars(&[(
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
             "http://c:4317",
-        )]))
-        .unwrap();
+        )]));
         assert!(only_traces.traces && !only_traces.metrics);
     }
 
     #[test]
-    fn unsupported_protocol_and_disabled_sdk() {
-        let err = TelemetryConfig::from_env(vars(&[
+    fn unknown_values_are_warned_about_and_ignored_never_fatal() {
+        let config = TelemetryConfig::from_env(vars(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
-        ]))
-        .unwrap_err();
-        assert!(matches!(err, TelemetryError::UnsupportedProtocol(p) if p == "http/json"));
+            ("OTEL_TRACES_EXPORTER", "jaeger"),
+            ("OTEL_SDK_DISABLED", "yes"),
+        ]));
+        assert!(config.traces && config.metrics);
+        assert_eq!(config.protocol, Protocol::Grpc);
+        assert_eq!(config.warnings.len(), 3, "{:?}", config.warnings);
+        assert!(config.warnings.iter().any(|w| w.contains("http/json")));
         let off = TelemetryConfig::from_env(vars(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
-            ("OTEL_SDK_DISABLED", "true"),
-        ]))
-        .unwrap();
+            ("OTEL_SDK_DISABLED", "TRUE"),
+        ]));
         assert_eq!(off, TelemetryConfig::disabled());
+    }
+
+    #[test]
+    fn values_are_case_insensitive_and_protocols_per_signal() {
+        let config = TelemetryConfig::from_env(vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "GRPC"),
+            ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "HTTP/Protobuf"),
+            ("OTEL_TRACES_EXPORTER", "OTLP"),
+            ("OTEL_METRICS_EXPORTER", "otlp"),
+        ]));
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        assert!(config.traces && config.metrics);
+        assert_eq!(config.protocol, Protocol::Grpc);
+        assert_eq!(config.metrics_protocol, Protocol::HttpProtobuf);
+        let off = TelemetryConfig::from_env(vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_METRICS_EXPORTER", "None"),
+        ]));
+        assert!(off.traces && !off.metrics);
     }
 }

@@ -51,6 +51,25 @@ pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
     }
 }
 
+/// Link `span` to the remote span `traceparent` names, without making it its parent: for
+/// a caller that is not trusted (the public webhook). Its trace and sampling decision are
+/// not adopted (a caller cannot switch tracing off, nor join our spans to its trace), but
+/// the link keeps its context visible. Must be called before the span is first entered.
+pub fn link_trace(span: &tracing::Span, traceparent: Option<&str>) {
+    let Some(traceparent) = traceparent else {
+        return;
+    };
+    if span.is_disabled() {
+        return;
+    }
+    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let remote = TraceContextPropagator::new().extract(&carrier);
+    let remote = remote.span().span_context().clone();
+    if remote.is_valid() {
+        span.add_link(remote);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

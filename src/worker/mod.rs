@@ -3,6 +3,7 @@
 
 mod acker;
 pub mod adaptive;
+mod lease;
 mod outcome;
 mod pool;
 mod process;

@@ -152,6 +152,9 @@ pub async fn run_pool_with_limits<Q, D, S>(
         hard_stop.cancel();
         tracker.wait().await;
     }
+    // Claims of lease handlers cut short by the hard stop are being released: let them
+    // finish, so the next worker can claim those events at once.
+    processor.finish_releases(RELEASE_GRACE).await;
     // Every poller and task has dropped its sender by now: each acker flushes and ends.
     for acker in ackers {
         if let Err(e) = acker.await {
@@ -160,6 +163,9 @@ pub async fn run_pool_with_limits<Q, D, S>(
     }
     gauge.abort();
 }
+
+/// How long the drain waits for claim releases after the in-flight messages ended.
+const RELEASE_GRACE: Duration = Duration::from_secs(5);
 
 /// How often the `concurrency.limit` gauge is refreshed: adaptive limits move with every
 /// completion, so the gauge samples them rather than recording each change.
@@ -458,11 +464,10 @@ async fn settle<Q: Queue, D: DedupeStore, S: StateStore>(
     }
 }
 
-/// How long to wait before looking again at a message whose event another worker is
-/// applying. The first time it is most likely a duplicate delivered at the same moment,
-/// finished in milliseconds: look again soon. After that, wait for the lease to end (a
-/// crashed worker's claim), so the message does not burn its receives before it can be
-/// claimed and get redriven to the DLQ.
+/// How long to wait before looking again at a message whose event a lease handler holds
+/// a claim on elsewhere. The first time it is most likely a duplicate delivered at the
+/// same moment: look again soon. After that, until the lease ends (a crashed worker's
+/// claim), so a crash costs the message at most one extra receive.
 fn in_progress_backoff(lease_left: Duration, receive_count: u32, retry: &RetryPolicy) -> Duration {
     let wait = if receive_count <= 1 {
         lease_left.min(retry.visibility_backoff(1))
@@ -482,16 +487,27 @@ async fn dead_letter<Q: Queue, D: DedupeStore, S: StateStore>(
 ) {
     match time_backend("queue_dead_letter", queue.dead_letter(message, reason)).await {
         Ok(()) => {
-            processor
+            let worth_a_warning = processor
                 .stats()
                 .record_dead_letter(queue.domain(), &reason.kind);
-            tracing::warn!(
-                queue = queue.name(),
-                message_id = message.message_id,
-                reason = reason.kind,
-                detail = reason.message,
-                "message dead-lettered"
-            );
+            if worth_a_warning {
+                tracing::warn!(
+                    queue = queue.name(),
+                    message_id = message.message_id,
+                    reason = reason.kind,
+                    detail = reason.message,
+                    "message dead-lettered (more for this reason within 10s are logged at \
+                     debug; the counts are in the progress line and the metrics)"
+                );
+            } else {
+                tracing::debug!(
+                    queue = queue.name(),
+                    message_id = message.message_id,
+                    reason = reason.kind,
+                    detail = reason.message,
+                    "message dead-lettered"
+                );
+            }
         }
         Err(error) => tracing::error!(
             queue = queue.name(),

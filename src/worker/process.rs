@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use backon::Retryable;
 use serde_json::Value;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use tracing::field::Empty;
 
 use super::{Outcome, RetryPolicy, WorkerStats};
 use crate::backend::{
-    BackendError, Claim, DedupeKey, DedupeStore, FencingToken, ReceivedMessage, StateRecord,
-    StateStore, WriteOutcome,
+    ApplyOutcome, BackendError, Claim, DedupeKey, DedupeStore, EventWrite, Marker, ReceivedMessage,
+    StateRecord, StateStore, WriteOutcome,
 };
 use crate::clock::Clock;
 use crate::config::{Config, HydrateMode};
@@ -21,6 +22,7 @@ use crate::domain::Domain;
 use crate::event::{EventObject, NormalisedEvent, ObjectRef, decode_message, envelope};
 use crate::handlers::Handler;
 use crate::hydrate::{HydrateError, Hydrator};
+use crate::reconcile::ties::{Tie, resolve_tie};
 use crate::telemetry::metrics::{self, time_backend};
 use crate::telemetry::trace::{MESSAGING_SYSTEM_SQS, continue_trace};
 use crate::tenant::TenantConfig;
@@ -70,7 +72,7 @@ pub fn process_span(queue: &str, message: &ReceivedMessage) -> tracing::Span {
 /// The settings `process_one` needs.
 #[derive(Debug, Clone)]
 pub struct ProcessSettings {
-    /// Dedupe lease per claim.
+    /// Lease per claim, for handlers that act outside the store (renewed while they run).
     pub lease: Duration,
     /// How long applied events are remembered.
     pub retention: Duration,
@@ -106,6 +108,9 @@ pub struct Processor<D, S> {
     settings: ProcessSettings,
     clock: Clock,
     stats: Arc<WorkerStats>,
+    /// Releases of claims whose work was cut short, still running (see
+    /// [`Self::finish_releases`]).
+    releases: TaskTracker,
 }
 
 /// A failed I/O step inside `process_one`.
@@ -174,7 +179,21 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
             settings,
             clock,
             stats,
+            releases: TaskTracker::new(),
         }
+    }
+
+    /// Wait (up to `within`) for the releases of claims whose work was cut short, such as
+    /// by the pool's hard stop, so the next worker can claim those events at once.
+    pub async fn finish_releases(&self, within: Duration) {
+        self.releases.close();
+        if tokio::time::timeout(within, self.releases.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("claim releases still running; their leases will expire instead");
+        }
+        self.releases.reopen();
     }
 
     /// The counters this processor updates.
@@ -193,7 +212,8 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
     }
 
     /// Decode, resolve the tenant, and run every handler of `domain` that acts on the
-    /// event, each at most once per event (dedupe), writing state newest-wins.
+    /// event, each at most once per event (its applied-marker and its state writes commit
+    /// together), writing state newest-wins.
     pub async fn process_one(&self, domain: Domain, message: &ReceivedMessage) -> Outcome {
         let span = process_span(domain.as_str(), message);
         self.process_in(domain, message, &span).await
@@ -298,9 +318,37 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
         }
     }
 
-    /// Claim, apply and complete one handler's share of an event. `Ok(None)` is a duplicate;
-    /// `Err` carries the message's outcome when this handler cannot finish.
+    /// Apply one handler's share of an event. `Ok(None)` is a duplicate; `Err` carries the
+    /// message's outcome when this handler cannot finish.
     async fn apply_once(
+        &self,
+        handler: &dyn Handler,
+        key: &DedupeKey,
+        event: &NormalisedEvent,
+        object: &mut Option<(Value, i64)>,
+        started: tokio::time::Instant,
+    ) -> Result<Option<usize>, Outcome> {
+        if handler.acts_outside_store() {
+            return self
+                .apply_leased(handler, key, event, object, started)
+                .await;
+        }
+        // No claim and no lease: the marker and the records commit together, so a crash
+        // anywhere leaves the event applied (the next receive is a duplicate) or not.
+        let records = self
+            .records_of(handler, key, event, object, started)
+            .await?;
+        let marker = if self.reprocessing(event) {
+            Marker::Overwrite
+        } else {
+            Marker::IfAbsent
+        };
+        self.commit(handler, key, marker, &records, started).await
+    }
+
+    /// [`Self::apply_once`] for a handler that acts outside the store: claim the event,
+    /// keep the claim renewed while the effect runs, and write only while it still holds.
+    async fn apply_leased(
         &self,
         handler: &dyn Handler,
         key: &DedupeKey,
@@ -322,87 +370,70 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
             .map_err(|e| StepError::from(e).into_outcome(handler.name()))?;
         let token = match claim {
             Claim::Claimed(token) => token,
-            Claim::AlreadyDone if !(self.settings.reprocess || wants_reprocess(event)) => {
-                return Ok(None);
+            Claim::AlreadyDone if !self.reprocessing(event) => return Ok(None),
+            // Reprocessing re-applies the state only: the effect happened the first time.
+            Claim::AlreadyDone => {
+                let records = self
+                    .records_of(handler, key, event, object, started)
+                    .await?;
+                return self
+                    .commit(handler, key, Marker::Overwrite, &records, started)
+                    .await;
             }
-            // Reprocessing: re-apply under a token of our own, and leave the entry done.
-            Claim::AlreadyDone => FencingToken::new(),
             Claim::InProgressElsewhere { until_ms } => {
                 return Err(Outcome::InProgressElsewhere { until_ms });
             }
         };
-        // The claim protects this application only while its lease runs: past it another
-        // worker may claim the same key and apply concurrently. So the application gets
-        // the lease minus a margin (for the claim's own round trip and clock skew); if it
-        // runs over, it is abandoned and retried later. State writes are newest-wins, so
-        // a write that lands after the abandon changes nothing the retry would not.
-        let deadline = lease_deadline(lease);
-        let applied = tokio::time::timeout(
-            deadline,
-            self.apply_claimed(handler, key, event, object, started),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(Outcome::RetryLater {
-                kind: "lease_deadline",
-                message: format!(
-                    "handler {} did not finish within {} ms of its {} s dedupe lease",
-                    handler.name(),
-                    deadline.as_millis(),
-                    lease.as_secs()
-                ),
-            })
-        });
-        match applied {
-            Ok(writes) => {
-                let retention = self.settings.retention;
-                let completed = self
-                    .retrying(started, "dedupe_complete", || {
-                        time_backend(
-                            "dedupe_complete",
-                            self.dedupe.complete(key, &token, self.now_ms(), retention),
-                        )
-                    })
-                    .await;
-                match completed {
-                    Ok(()) => {
-                        log_applied(key, writes, false);
-                        Ok(Some(writes))
-                    }
-                    // Reprocessing holds no claim, and a lost lease means another worker
-                    // took over: either way the state writes (idempotent) are done.
-                    Err(BackendError::LeaseLost { .. }) => {
-                        log_applied(key, writes, true);
-                        Ok(Some(writes))
-                    }
-                    Err(e) => Err(StepError::from(e).into_outcome(handler.name())),
-                }
-            }
-            Err(outcome) => {
-                // Let the next attempt claim at once instead of waiting out the lease. If the
-                // release fails the lease simply expires: nothing is lost.
-                if let Err(e) = self
-                    .retrying(started, "dedupe_release", || {
-                        self.dedupe.release(key, &token)
-                    })
+        // Released if this future ends any other way than a commit, dropped by the pool's
+        // hard stop included.
+        let mut held = super::lease::HeldClaim::new(
+            Arc::clone(&self.dedupe),
+            key.clone(),
+            token.clone(),
+            &self.releases,
+        );
+        let work = async {
+            let records = self
+                .records_of(handler, key, event, object, started)
+                .await?;
+            if let Some((object, _)) = object.as_ref() {
+                handler
+                    .effect(&event.event_type, object)
+                    .instrument(tracing::debug_span!(
+                        "effect",
+                        stripe_worker.handler = handler.name()
+                    ))
                     .await
-                {
-                    tracing::warn!(error = %e, "could not release dedupe claim");
-                }
-                Err(outcome)
+                    .map_err(|e| effect_outcome(handler.name(), e))?;
             }
+            self.commit(handler, key, Marker::Fenced(&token), &records, started)
+                .await
+        };
+        let result = tokio::select! {
+            result = work => result,
+            lost = held.keep(lease, &self.clock) => Err(lost),
+        };
+        if result.is_ok() {
+            // Committed: the claim became the applied-marker, nothing left to release.
+            held.disarm();
         }
+        result
     }
 
-    /// Get the object (hydrating if needed), run the handler, write its changes.
-    async fn apply_claimed(
+    /// Whether `event` is to be re-applied even if already applied.
+    fn reprocessing(&self, event: &NormalisedEvent) -> bool {
+        self.settings.reprocess || wants_reprocess(event)
+    }
+
+    /// Get the object (hydrating if needed) and turn it into the handler's records.
+    async fn records_of(
         &self,
         handler: &dyn Handler,
         key: &DedupeKey,
         event: &NormalisedEvent,
         object: &mut Option<(Value, i64)>,
         started: tokio::time::Instant,
-    ) -> Result<usize, Outcome> {
+    ) -> Result<Vec<StateRecord>, Outcome> {
         if object.is_none() {
             *object = Some(
                 self.object_of(&key.tenant, event, started)
@@ -418,69 +449,107 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
             .map_err(|e| {
                 Outcome::dead_letter("handler_error", e.to_string(), Some(handler.name()))
             })?;
-        let write_span = tracing::debug_span!(
-            "state write",
-            otel.kind = "client",
-            stripe_worker.handler = handler.name(),
-            stripe_worker.changes = changes.len() as i64,
-            stripe_worker.written = Empty,
-        );
-        let writes = self
-            .write_changes(changes, key, event, *as_of_ms, started, handler)
-            .instrument(write_span.clone())
-            .await?;
-        write_span.record("stripe_worker.written", writes as i64);
-        Ok(writes)
-    }
-
-    /// Write a handler's changes newest-wins; the number actually written.
-    async fn write_changes(
-        &self,
-        changes: Vec<crate::handlers::StateChange>,
-        key: &DedupeKey,
-        event: &NormalisedEvent,
-        as_of_ms: i64,
-        started: tokio::time::Instant,
-        handler: &dyn Handler,
-    ) -> Result<usize, Outcome> {
-        let mut writes = 0;
+        let mut records: Vec<StateRecord> = Vec::with_capacity(changes.len());
         for change in changes {
-            let record = StateRecord {
+            // One write per record: a record named twice keeps its first version, as two
+            // newer-wins writes of the same version would.
+            if records
+                .iter()
+                .any(|r| r.kind == change.kind && r.id == change.id)
+            {
+                continue;
+            }
+            records.push(StateRecord {
                 tenant: key.tenant.clone(),
                 kind: change.kind,
                 id: change.id,
                 customer: change.customer,
-                as_of_ms,
+                as_of_ms: *as_of_ms,
                 tiebreak: event.dedupe_id.clone(),
                 doc: change.doc,
-            };
-            // Same-second ties with another event's record are resolved by fetching the
-            // object (crate::reconcile::ties).
-            let tie = crate::reconcile::ties::Tie {
-                hydrator: self.hydrator.as_deref(),
-                handler,
-                event_type: &event.event_type,
-                connect_account: event.connect_account.as_deref(),
-                clock: &self.clock,
-            };
-            let written = self
-                .retrying(started, "state_write", || {
+            });
+        }
+        // Same-second ties with another event's record become the object fetched now
+        // (crate::reconcile::ties), decided before the apply so it stays one transaction.
+        let tie = Tie {
+            hydrator: self.hydrator.as_deref(),
+            handler,
+            event_type: &event.event_type,
+            connect_account: event.connect_account.as_deref(),
+            clock: &self.clock,
+        };
+        let mut resolved = Vec::with_capacity(records.len());
+        for record in records {
+            let record = self
+                .retrying(started, "state_read", || {
                     time_backend(
-                        "state_write",
-                        crate::reconcile::ties::put_resolving_ties::<_, StepError>(
-                            self.state.as_ref(),
-                            &record,
-                            &tie,
-                        ),
+                        "state_read",
+                        resolve_tie::<_, StepError>(self.state.as_ref(), &record, &tie),
                     )
                 })
                 .await
                 .map_err(|e| e.into_outcome(handler.name()))?;
-            if written == WriteOutcome::Written {
-                writes += 1;
-            }
+            resolved.push(record);
         }
-        Ok(writes)
+        Ok(resolved)
+    }
+
+    /// Write the marker and the records in one apply; the number of records written.
+    async fn commit(
+        &self,
+        handler: &dyn Handler,
+        key: &DedupeKey,
+        marker: Marker<'_>,
+        records: &[StateRecord],
+        started: tokio::time::Instant,
+    ) -> Result<Option<usize>, Outcome> {
+        let write_span = tracing::debug_span!(
+            "state write",
+            otel.kind = "client",
+            stripe_worker.handler = handler.name(),
+            stripe_worker.changes = records.len() as i64,
+            stripe_worker.written = Empty,
+        );
+        let retention = self.settings.retention;
+        let applied = self
+            .retrying(started, "state_write", || {
+                let write = EventWrite {
+                    key,
+                    marker,
+                    now_ms: self.now_ms(),
+                    retention,
+                    records,
+                };
+                async move { time_backend("state_write", self.state.apply(&write)).await }
+            })
+            .instrument(write_span.clone())
+            .await;
+        match applied {
+            Ok(ApplyOutcome::Applied(outcomes)) => {
+                let writes = outcomes
+                    .iter()
+                    .filter(|o| **o == WriteOutcome::Written)
+                    .count();
+                write_span.record("stripe_worker.written", writes as i64);
+                log_applied(key, writes);
+                Ok(Some(writes))
+            }
+            Ok(ApplyOutcome::Duplicate) => Ok(None),
+            Ok(ApplyOutcome::HeldElsewhere { until_ms }) => {
+                Err(Outcome::InProgressElsewhere { until_ms })
+            }
+            // Another worker took the claim over: its apply is the one that counts, and the
+            // message comes back as a duplicate once it is done.
+            Err(BackendError::LeaseLost { .. }) => Err(Outcome::RetryLater {
+                kind: "lease_lost",
+                message: format!(
+                    "handler {}: the claim on {} was taken over; nothing written",
+                    handler.name(),
+                    key.storage_key()
+                ),
+            }),
+            Err(e) => Err(StepError::from(e).into_outcome(handler.name())),
+        }
     }
 
     /// The object to apply and its as-of: the snapshot and the event's `created`, or the
@@ -554,29 +623,32 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
     }
 }
 
-/// How long an application may run under a dedupe claim of `lease`: the lease less a
-/// tenth (at least 100 ms, at most 5 s) for the claim's round trip and clock skew.
-fn lease_deadline(lease: Duration) -> Duration {
-    let margin = (lease / 10).clamp(Duration::from_millis(100), Duration::from_secs(5));
-    lease.saturating_sub(margin).max(lease / 2)
-}
-
 /// The log target of the one line per applied (tenant, handler, event).
 pub const APPLIED_LOG_TARGET: &str = "stripe_worker::applied";
 
-/// One debug line per (tenant, handler, event) whose application completed: an audit trail
-/// in which a key that shows up twice was applied twice (the reliability tests count them).
-/// `lease_lost` marks an apply whose claim another worker had taken over meanwhile.
-fn log_applied(key: &DedupeKey, writes: usize, lease_lost: bool) {
+/// One debug line per (tenant, handler, event) whose apply committed: an audit trail in
+/// which a key that shows up twice was applied twice (the reliability tests count them).
+fn log_applied(key: &DedupeKey, writes: usize) {
     tracing::debug!(
         target: "stripe_worker::applied",
         tenant = %key.tenant,
         handler = %key.handler,
         dedupe_id = %key.dedupe_id,
         writes,
-        lease_lost,
         "applied"
     );
+}
+
+/// The message's outcome when a handler's effect outside the store failed.
+fn effect_outcome(handler: &str, e: crate::handlers::EffectError) -> Outcome {
+    if e.retryable {
+        Outcome::RetryLater {
+            kind: "effect",
+            message: e.to_string(),
+        }
+    } else {
+        Outcome::dead_letter("effect_error", e.to_string(), Some(handler))
+    }
 }
 
 /// A reference to fetch the current version of a snapshot object.
@@ -594,21 +666,4 @@ fn reference_to(object: &Value) -> Option<ObjectRef> {
         url,
         customer,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_lease_deadline_leaves_a_tenth_between_100_ms_and_5_s() {
-        let s = Duration::from_secs;
-        let ms = Duration::from_millis;
-        assert_eq!(lease_deadline(s(30)), s(27));
-        assert_eq!(lease_deadline(s(60)), s(55));
-        assert_eq!(lease_deadline(s(300)), s(295));
-        assert_eq!(lease_deadline(s(1)), ms(900));
-        // Never less than half the lease, however short.
-        assert_eq!(lease_deadline(ms(150)), ms(75));
-    }
 }

@@ -36,7 +36,14 @@ pub struct WorkerStats {
 struct Reasons {
     dead_letter: BTreeMap<String, u64>,
     ignored: BTreeMap<&'static str, u64>,
+    /// When a dead letter of each reason was last worth a warning.
+    dead_letter_warned: BTreeMap<String, std::time::Instant>,
 }
+
+/// At most one warning per dead-letter reason this often: when every message goes to the
+/// DLQ for one reason (an unknown tenant), a line per message would bury everything else;
+/// the counts are in the stats, the progress line and the metrics.
+pub const DEAD_LETTER_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// A point-in-time copy of [`WorkerStats`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -136,13 +143,24 @@ impl WorkerStats {
     }
 
     /// A dead letter of `domain` with reason code `kind`, counted once it is in the DLQ.
-    pub fn record_dead_letter(&self, domain: Domain, kind: &str) {
+    /// Whether it is worth a warning: the first of its reason in
+    /// [`DEAD_LETTER_WARN_EVERY`] (the others are worth a debug line).
+    pub fn record_dead_letter(&self, domain: Domain, kind: &str) -> bool {
         metrics::get().dead_lettered(domain.as_str(), kind);
-        *self
-            .lock_reasons()
-            .dead_letter
-            .entry(kind.to_owned())
-            .or_default() += 1;
+        let mut reasons = self.lock_reasons();
+        *reasons.dead_letter.entry(kind.to_owned()).or_default() += 1;
+        let now = std::time::Instant::now();
+        match reasons.dead_letter_warned.get_mut(kind) {
+            Some(last) if now.duration_since(*last) < DEAD_LETTER_WARN_EVERY => false,
+            Some(last) => {
+                *last = now;
+                true
+            }
+            None => {
+                reasons.dead_letter_warned.insert(kind.to_owned(), now);
+                true
+            }
+        }
     }
 
     /// Messages in flight now.

@@ -1,5 +1,6 @@
-//! [`DynamoDedupe`] and [`DynamoState`]: the dedupe and state seams on DynamoDB, each one
-//! conditional write per operation (no read-modify-write).
+//! [`DynamoDedupe`] and [`DynamoState`]: the dedupe and state seams on DynamoDB. Claims and
+//! state writes are one conditional write each (no read-modify-write); an event's apply is
+//! one `TransactWriteItems` over both tables.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -7,12 +8,16 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, CancellationReason, ConditionCheck, Put, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem,
+};
 
-use super::error::from_sdk;
+use super::error::{from_code, from_sdk};
 use crate::backend::{
-    BackendError, BackendResult, Claim, DedupeKey, DedupeStore, FencingToken, StateRecord,
-    StateStore, WriteOutcome,
+    ApplyOutcome, BackendError, BackendResult, Claim, DedupeKey, DedupeStore, EventWrite,
+    FencingToken, Marker, StateRecord, StateStore, WriteOutcome, blocked_by,
 };
 
 /// Attribute and index names of the two tables, shared with [`super::setup`].
@@ -53,6 +58,22 @@ use schema::*;
 
 const STATUS_IN_PROGRESS: &str = "in_progress";
 const STATUS_DONE: &str = "done";
+/// The condition under which a key may be taken (claimed, or marked applied): absent, a
+/// claim whose lease ended, or a record past retention.
+const TAKEABLE: &str = "attribute_not_exists(#key) \
+     OR (#status = :in_progress AND #lease < :now) \
+     OR #expires < :now";
+/// The condition of a fenced write: the claim is still ours.
+const HELD: &str = "#token = :token AND #status = :in_progress";
+/// The "newer wins" condition of a state write: absent, strictly later, or same time and
+/// larger tiebreak.
+const NEWER: &str = "attribute_not_exists(#pk) OR #as_of < :as_of \
+     OR (#as_of = :as_of AND #tiebreak < :tiebreak)";
+/// The most items one `TransactWriteItems` may hold (DynamoDB's limit).
+const MAX_TRANSACTION_ITEMS: usize = 100;
+/// What one transaction's items may weigh, estimated, kept well below DynamoDB's 4 MB so
+/// attribute names and expressions fit too.
+const MAX_TRANSACTION_BYTES: usize = 3_000_000;
 /// An abandoned `in_progress` claim stays this long after its lease for diagnosis before
 /// the TTL sweeper may remove it; an expired lease is claimable at once regardless.
 const IN_PROGRESS_KEEP_MS: i64 = 24 * 60 * 60 * 1000;
@@ -100,6 +121,43 @@ where
     super::error::service_code(err) == Some("ConditionalCheckFailedException")
 }
 
+/// The names and values of the [`HELD`] condition for `token`.
+fn held(token: &FencingToken) -> (HashMap<String, String>, HashMap<String, AttributeValue>) {
+    (
+        HashMap::from([
+            ("#token".to_owned(), DEDUPE_TOKEN.to_owned()),
+            ("#status".to_owned(), DEDUPE_STATUS.to_owned()),
+        ]),
+        HashMap::from([
+            (":token".to_owned(), s(&token.0)),
+            (":in_progress".to_owned(), s(STATUS_IN_PROGRESS)),
+        ]),
+    )
+}
+
+/// What a dedupe item that failed the [`TAKEABLE`] condition means: applied already, or
+/// claimed until its lease ends.
+fn blocker(
+    operation: &'static str,
+    item: Option<&HashMap<String, AttributeValue>>,
+) -> BackendResult<ApplyOutcome> {
+    let Some(item) = item else {
+        return Err(BackendError::Transient {
+            operation,
+            message: "condition failed but the blocking item was not returned".to_owned(),
+        });
+    };
+    match get_s(item, DEDUPE_STATUS) {
+        Some(STATUS_DONE) => Ok(blocked_by(true, 0)),
+        Some(STATUS_IN_PROGRESS) => {
+            let until_ms = get_n(item, DEDUPE_LEASE_UNTIL)
+                .ok_or_else(|| corrupt(operation, format!("`{DEDUPE_LEASE_UNTIL}` missing")))?;
+            Ok(blocked_by(false, until_ms))
+        }
+        other => Err(corrupt(operation, format!("unknown status {other:?}"))),
+    }
+}
+
 /// A [`DedupeStore`] on one DynamoDB table with partition key `key` (string).
 ///
 /// A claim is one `PutItem` whose condition admits an absent key, an expired lease or an
@@ -142,11 +200,7 @@ impl DedupeStore for DynamoDedupe {
             .item(DEDUPE_LEASE_UNTIL, n(lease_until))
             .item(DEDUPE_EXPIRES_AT_MS, n(expires_ms))
             .item(TTL_ATTRIBUTE, n(ttl_secs(expires_ms)))
-            .condition_expression(
-                "attribute_not_exists(#key) \
-                 OR (#status = :in_progress AND #lease < :now) \
-                 OR #expires < :now",
-            )
+            .condition_expression(TAKEABLE)
             .expression_attribute_names("#key", DEDUPE_KEY)
             .expression_attribute_names("#status", DEDUPE_STATUS)
             .expression_attribute_names("#lease", DEDUPE_LEASE_UNTIL)
@@ -164,46 +218,38 @@ impl DedupeStore for DynamoDedupe {
             Some(PutItemError::ConditionalCheckFailedException(ccf)) => ccf.item.clone(),
             _ => return Err(from_sdk(OP, err)),
         };
-        let Some(old) = old else {
-            return Err(BackendError::Transient {
-                operation: OP,
-                message: "condition failed but the blocking item was not returned".to_owned(),
-            });
-        };
-        match get_s(&old, DEDUPE_STATUS) {
-            Some(STATUS_DONE) => Ok(Claim::AlreadyDone),
-            Some(STATUS_IN_PROGRESS) => {
-                let until_ms = get_n(&old, DEDUPE_LEASE_UNTIL)
-                    .ok_or_else(|| corrupt(OP, format!("`{DEDUPE_LEASE_UNTIL}` missing")))?;
-                Ok(Claim::InProgressElsewhere { until_ms })
-            }
-            other => Err(corrupt(OP, format!("unknown status {other:?}"))),
-        }
+        Ok(match blocker(OP, old.as_ref())? {
+            ApplyOutcome::HeldElsewhere { until_ms } => Claim::InProgressElsewhere { until_ms },
+            _ => Claim::AlreadyDone,
+        })
     }
 
-    async fn complete(
+    async fn renew(
         &self,
         key: &DedupeKey,
         token: &FencingToken,
         now_ms: i64,
-        retention: Duration,
+        lease: Duration,
     ) -> BackendResult<()> {
-        const OP: &str = "dynamodb.dedupe.complete";
-        let expires_ms = now_ms.saturating_add(duration_ms(retention));
+        const OP: &str = "dynamodb.dedupe.renew";
+        let lease_until = now_ms.saturating_add(duration_ms(lease));
+        let expires_ms = lease_until.saturating_add(IN_PROGRESS_KEEP_MS);
+        let (names, values) = held(token);
         let result = self
             .client
-            .put_item()
+            .update_item()
             .table_name(&self.table)
-            .item(DEDUPE_KEY, s(key.storage_key()))
-            .item(DEDUPE_STATUS, s(STATUS_DONE))
-            .item(DEDUPE_TOKEN, s(&token.0))
-            .item(DEDUPE_EXPIRES_AT_MS, n(expires_ms))
-            .item(TTL_ATTRIBUTE, n(ttl_secs(expires_ms)))
-            // The token alone decides: it changes on every claim, so it still being ours
-            // means nobody took over, even if our lease has run out meanwhile.
-            .condition_expression("#token = :token")
-            .expression_attribute_names("#token", DEDUPE_TOKEN)
-            .expression_attribute_values(":token", s(&token.0))
+            .key(DEDUPE_KEY, s(key.storage_key()))
+            .update_expression("SET #lease = :lease, #expires = :expires, #ttl = :ttl")
+            .condition_expression(HELD)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .expression_attribute_names("#lease", DEDUPE_LEASE_UNTIL)
+            .expression_attribute_names("#expires", DEDUPE_EXPIRES_AT_MS)
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":lease", n(lease_until))
+            .expression_attribute_values(":expires", n(expires_ms))
+            .expression_attribute_values(":ttl", n(ttl_secs(expires_ms)))
             .send()
             .await;
         match result {
@@ -217,16 +263,15 @@ impl DedupeStore for DynamoDedupe {
 
     async fn release(&self, key: &DedupeKey, token: &FencingToken) -> BackendResult<()> {
         const OP: &str = "dynamodb.dedupe.release";
+        let (names, values) = held(token);
         let result = self
             .client
             .delete_item()
             .table_name(&self.table)
             .key(DEDUPE_KEY, s(key.storage_key()))
-            .condition_expression("#token = :token AND #status = :in_progress")
-            .expression_attribute_names("#token", DEDUPE_TOKEN)
-            .expression_attribute_names("#status", DEDUPE_STATUS)
-            .expression_attribute_values(":token", s(&token.0))
-            .expression_attribute_values(":in_progress", s(STATUS_IN_PROGRESS))
+            .condition_expression(HELD)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
             .send()
             .await;
         match result {
@@ -321,18 +366,23 @@ impl crate::backend::ReconcileStore for DynamoDedupe {
 /// `tenant_customer` = `<tenant>#<customer>` (sort key `record`) serves per-customer
 /// reads. The document is stored as a JSON string in `doc`. `by_customer` reads the index
 /// and is eventually consistent; `get` and `export` read consistently.
+///
+/// [`StateStore::apply`] writes the applied-marker into the dedupe table (the one
+/// [`DynamoDedupe`] claims in) in the same `TransactWriteItems` as the records.
 #[derive(Debug, Clone)]
 pub struct DynamoState {
     client: Client,
     table: String,
+    dedupe_table: String,
 }
 
 impl DynamoState {
-    /// The state store on `table`.
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
+    /// The state store on `table`, keeping applied-markers in `dedupe_table`.
+    pub fn new(client: Client, table: impl Into<String>, dedupe_table: impl Into<String>) -> Self {
         DynamoState {
             client,
             table: table.into(),
+            dedupe_table: dedupe_table.into(),
         }
     }
 
@@ -441,41 +491,298 @@ fn sort_records(records: &mut [StateRecord]) {
     records.sort_by(|a, b| (&a.tenant, &a.kind, &a.id).cmp(&(&b.tenant, &b.kind, &b.id)));
 }
 
+/// A record as a state table item, and its estimated size in bytes.
+fn state_item(
+    operation: &'static str,
+    record: &StateRecord,
+) -> BackendResult<(HashMap<String, AttributeValue>, usize)> {
+    let doc = serde_json::to_string(&record.doc).map_err(|e| BackendError::Permanent {
+        operation,
+        message: format!("document does not serialise: {e}"),
+    })?;
+    let size = doc.len() + record.tenant.len() * 2 + record.kind.len() * 2 + record.id.len() * 2;
+    let mut item = HashMap::from([
+        (STATE_PARTITION_KEY.to_owned(), s(&record.tenant)),
+        (
+            STATE_SORT_KEY.to_owned(),
+            s(sort_key(&record.kind, &record.id)),
+        ),
+        ("kind".to_owned(), s(&record.kind)),
+        ("id".to_owned(), s(&record.id)),
+        ("as_of_ms".to_owned(), n(record.as_of_ms)),
+        ("tiebreak".to_owned(), s(&record.tiebreak)),
+        ("doc".to_owned(), s(doc)),
+    ]);
+    if let Some(customer) = &record.customer {
+        item.insert("customer".to_owned(), s(customer));
+        item.insert(
+            STATE_CUSTOMER_KEY.to_owned(),
+            s(customer_key(&record.tenant, customer)),
+        );
+    }
+    Ok((item, size + 256))
+}
+
+/// The [`NEWER`] condition's names and values for `record`.
+fn newer_names_values(
+    record: &StateRecord,
+) -> (HashMap<String, String>, HashMap<String, AttributeValue>) {
+    (
+        HashMap::from([
+            ("#pk".to_owned(), STATE_PARTITION_KEY.to_owned()),
+            ("#as_of".to_owned(), "as_of_ms".to_owned()),
+            ("#tiebreak".to_owned(), "tiebreak".to_owned()),
+        ]),
+        HashMap::from([
+            (":as_of".to_owned(), n(record.as_of_ms)),
+            (":tiebreak".to_owned(), s(&record.tiebreak)),
+        ]),
+    )
+}
+
+fn build_error(operation: &'static str, e: impl std::fmt::Display) -> BackendError {
+    BackendError::Permanent {
+        operation,
+        message: format!("cannot build the request: {e}"),
+    }
+}
+
+/// Items of one `TransactWriteItems`: which record each state put carries (`None` for the
+/// marker or the claim check).
+struct Transaction {
+    items: Vec<TransactWriteItem>,
+    records: Vec<Option<usize>>,
+}
+
+impl DynamoState {
+    /// The marker's put: the dedupe item, marked applied until `retention` from now, with
+    /// the condition `marker` asks for.
+    fn marker_item(&self, write: &EventWrite<'_>) -> BackendResult<TransactWriteItem> {
+        const OP: &str = "dynamodb.state.apply";
+        let expires_ms = write.now_ms.saturating_add(duration_ms(write.retention));
+        let mut put = Put::builder()
+            .table_name(&self.dedupe_table)
+            .item(DEDUPE_KEY, s(write.key.storage_key()))
+            .item(DEDUPE_STATUS, s(STATUS_DONE))
+            .item(DEDUPE_EXPIRES_AT_MS, n(expires_ms))
+            .item(TTL_ATTRIBUTE, n(ttl_secs(expires_ms)));
+        match write.marker {
+            Marker::IfAbsent => {
+                put = put
+                    .condition_expression(TAKEABLE)
+                    .expression_attribute_names("#key", DEDUPE_KEY)
+                    .expression_attribute_names("#status", DEDUPE_STATUS)
+                    .expression_attribute_names("#lease", DEDUPE_LEASE_UNTIL)
+                    .expression_attribute_names("#expires", DEDUPE_EXPIRES_AT_MS)
+                    .expression_attribute_values(":in_progress", s(STATUS_IN_PROGRESS))
+                    .expression_attribute_values(":now", n(write.now_ms))
+                    .return_values_on_condition_check_failure(
+                        ReturnValuesOnConditionCheckFailure::AllOld,
+                    );
+            }
+            Marker::Fenced(token) => {
+                let (names, values) = held(token);
+                put = put
+                    .condition_expression(HELD)
+                    .set_expression_attribute_names(Some(names))
+                    .set_expression_attribute_values(Some(values));
+            }
+            Marker::Overwrite => {}
+        }
+        let put = put.build().map_err(|e| build_error(OP, e))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// A check that `token` still holds the claim, for the leading transactions of a
+    /// fenced apply too large for one (the marker's put carries the check in the last).
+    fn claim_check(
+        &self,
+        key: &DedupeKey,
+        token: &FencingToken,
+    ) -> BackendResult<TransactWriteItem> {
+        let (names, values) = held(token);
+        let check = ConditionCheck::builder()
+            .table_name(&self.dedupe_table)
+            .key(DEDUPE_KEY, s(key.storage_key()))
+            .condition_expression(HELD)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(|e| build_error("dynamodb.state.apply", e))?;
+        Ok(TransactWriteItem::builder().condition_check(check).build())
+    }
+
+    /// The transactions of an apply, in order: the records in transactions within
+    /// DynamoDB's limits, the marker in the last. Almost always one. A larger apply is
+    /// still exactly once: a crash between its transactions leaves newer-wins records
+    /// without the marker, which the retry writes again as no-ops before the marker.
+    fn transactions(
+        &self,
+        write: &EventWrite<'_>,
+        settled: &[Option<WriteOutcome>],
+    ) -> BackendResult<Vec<Transaction>> {
+        const OP: &str = "dynamodb.state.apply";
+        let mut done = Vec::new();
+        let mut current = Transaction {
+            items: Vec::new(),
+            records: Vec::new(),
+        };
+        let mut bytes = 0;
+        for (index, record) in write.records.iter().enumerate() {
+            if settled[index].is_some() {
+                continue;
+            }
+            let (item, size) = state_item(OP, record)?;
+            // Room for this record and the marker (or the claim check) after it.
+            if current.items.len() + 2 > MAX_TRANSACTION_ITEMS
+                || (!current.items.is_empty() && bytes + size > MAX_TRANSACTION_BYTES)
+            {
+                if let Marker::Fenced(token) = write.marker {
+                    current.items.push(self.claim_check(write.key, token)?);
+                    current.records.push(None);
+                }
+                done.push(std::mem::replace(
+                    &mut current,
+                    Transaction {
+                        items: Vec::new(),
+                        records: Vec::new(),
+                    },
+                ));
+                bytes = 0;
+            }
+            let (names, values) = newer_names_values(record);
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression(NEWER)
+                .set_expression_attribute_names(Some(names))
+                .set_expression_attribute_values(Some(values))
+                .build()
+                .map_err(|e| build_error(OP, e))?;
+            current
+                .items
+                .push(TransactWriteItem::builder().put(put).build());
+            current.records.push(Some(index));
+            bytes += size;
+        }
+        current.items.push(self.marker_item(write)?);
+        current.records.push(None);
+        done.push(current);
+        Ok(done)
+    }
+
+    /// Send one transaction. `Ok(None)` if it committed; else which of its items failed
+    /// their condition (by position), or the error to report.
+    async fn send_transaction(
+        &self,
+        items: Vec<TransactWriteItem>,
+    ) -> BackendResult<Option<Vec<CancellationReason>>> {
+        const OP: &str = "dynamodb.state.apply";
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        let err = match result {
+            Ok(_) => return Ok(None),
+            Err(err) => err,
+        };
+        let reasons = match err.as_service_error() {
+            Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+                cancelled.cancellation_reasons().to_vec()
+            }
+            _ => return Err(from_sdk(OP, err)),
+        };
+        // Anything but failed conditions (a conflicting transaction, throttling) is
+        // worth another try as a whole: classify the first such reason.
+        if let Some(other) = reasons
+            .iter()
+            .filter_map(|r| r.code())
+            .find(|code| !matches!(*code, "None" | CONDITION_FAILED))
+        {
+            return Err(from_code(OP, other, "transaction cancelled", true));
+        }
+        Ok(Some(reasons))
+    }
+}
+
+/// The cancellation reason code of an item whose condition failed.
+const CONDITION_FAILED: &str = "ConditionalCheckFailed";
+
+fn failed(reason: &CancellationReason) -> bool {
+    reason.code() == Some(CONDITION_FAILED)
+}
+
 impl StateStore for DynamoState {
+    /// One `TransactWriteItems`: the marker's conditional put and each record's newer-wins
+    /// put. When it is cancelled, the cancellation reasons say which conditions failed: a
+    /// failed marker is a duplicate (or a lost claim), failed records are stale and the
+    /// transaction is sent again without them. Stale records are rare (events arriving
+    /// out of order), so this costs one request per message in the usual case; reading
+    /// the records first to leave stale ones out would cost two every time.
+    async fn apply(&self, write: &EventWrite<'_>) -> BackendResult<ApplyOutcome> {
+        const OP: &str = "dynamodb.state.apply";
+        // Each record once known: written by a committed transaction, or stale.
+        let mut settled: Vec<Option<WriteOutcome>> = vec![None; write.records.len()];
+        // Each round either commits, ends, or finds at least one more record stale.
+        'rounds: for _ in 0..=write.records.len() {
+            for transaction in self.transactions(write, &settled)? {
+                let Some(reasons) = self.send_transaction(transaction.items).await? else {
+                    for index in transaction.records.iter().flatten() {
+                        settled[*index] = Some(WriteOutcome::Written);
+                    }
+                    continue;
+                };
+                let mut newly_stale = false;
+                for (reason, record) in reasons.iter().zip(&transaction.records) {
+                    match record {
+                        Some(index) if failed(reason) => {
+                            settled[*index] = Some(WriteOutcome::Stale);
+                            newly_stale = true;
+                        }
+                        None if failed(reason) => {
+                            return match write.marker {
+                                Marker::IfAbsent => blocker(OP, reason.item()),
+                                _ => Err(BackendError::LeaseLost { operation: OP }),
+                            };
+                        }
+                        _ => {}
+                    }
+                }
+                if !newly_stale {
+                    return Err(BackendError::Transient {
+                        operation: OP,
+                        message: "transaction cancelled without a failed condition".to_owned(),
+                    });
+                }
+                continue 'rounds;
+            }
+            return Ok(ApplyOutcome::Applied(
+                settled
+                    .into_iter()
+                    .map(|s| s.unwrap_or(WriteOutcome::Written))
+                    .collect(),
+            ));
+        }
+        Err(BackendError::Transient {
+            operation: OP,
+            message: "records kept turning stale; try again".to_owned(),
+        })
+    }
+
     async fn put_if_newer(&self, record: &StateRecord) -> BackendResult<WriteOutcome> {
         const OP: &str = "dynamodb.state.put_if_newer";
-        let doc = serde_json::to_string(&record.doc).map_err(|e| BackendError::Permanent {
-            operation: OP,
-            message: format!("document does not serialise: {e}"),
-        })?;
-        let mut request = self
+        let (item, _) = state_item(OP, record)?;
+        let (names, values) = newer_names_values(record);
+        let result = self
             .client
             .put_item()
             .table_name(&self.table)
-            .item(STATE_PARTITION_KEY, s(&record.tenant))
-            .item(STATE_SORT_KEY, s(sort_key(&record.kind, &record.id)))
-            .item("kind", s(&record.kind))
-            .item("id", s(&record.id))
-            .item("as_of_ms", n(record.as_of_ms))
-            .item("tiebreak", s(&record.tiebreak))
-            .item("doc", s(doc));
-        if let Some(customer) = &record.customer {
-            request = request.item("customer", s(customer)).item(
-                STATE_CUSTOMER_KEY,
-                s(customer_key(&record.tenant, customer)),
-            );
-        }
-        let result = request
-            // One atomic step: absent, strictly later, or same time and larger tiebreak.
-            .condition_expression(
-                "attribute_not_exists(#pk) OR #as_of < :as_of \
-                 OR (#as_of = :as_of AND #tiebreak < :tiebreak)",
-            )
-            .expression_attribute_names("#pk", STATE_PARTITION_KEY)
-            .expression_attribute_names("#as_of", "as_of_ms")
-            .expression_attribute_names("#tiebreak", "tiebreak")
-            .expression_attribute_values(":as_of", n(record.as_of_ms))
-            .expression_attribute_values(":tiebreak", s(&record.tiebreak))
+            .set_item(Some(item))
+            .condition_expression(NEWER)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
             .send()
             .await;
         match result {

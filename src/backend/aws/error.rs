@@ -5,7 +5,7 @@
 //! [`BackendError::Throttled`], timeouts, connection failures and 5xx become
 //! [`BackendError::Transient`], everything else [`BackendError::Permanent`].
 
-use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 
 use crate::backend::BackendError;
 
@@ -74,13 +74,13 @@ where
     match &err {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => BackendError::Transient {
             operation,
-            message: DisplayErrorContext(&err).to_string(),
+            message: one_line(&err),
         },
         SdkError::ResponseError(ctx) => {
             // The response could not be read or parsed: a broken connection or a
             // gateway error page, worth another try when the status says so.
             let status = ctx.raw().status();
-            let message = DisplayErrorContext(&err).to_string();
+            let message = one_line(&err);
             if status.is_server_error() || status.as_u16() == 429 {
                 BackendError::Transient { operation, message }
             } else {
@@ -99,20 +99,37 @@ where
                 ),
                 None if server_side || status.as_u16() == 429 => BackendError::Transient {
                     operation,
-                    message: DisplayErrorContext(&err).to_string(),
+                    message: one_line(&err),
                 },
                 None => BackendError::Permanent {
                     operation,
-                    message: DisplayErrorContext(&err).to_string(),
+                    message: one_line(&err),
                 },
             }
         }
         // Construction failures (a request the SDK refused to build) and anything new.
         _ => BackendError::Permanent {
             operation,
-            message: DisplayErrorContext(&err).to_string(),
+            message: one_line(&err),
         },
     }
+}
+
+/// An error and its sources on one line, `outer: inner: ...`, each by its `Display` and
+/// skipping a source its parent already printed. (The SDK's `DisplayErrorContext` appends
+/// the whole error's `Debug` form: a thousand characters no operator can use.)
+pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let shown = cause.to_string();
+        if !text.contains(&shown) {
+            text.push_str(": ");
+            text.push_str(&shown);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The error code of a service error, if the failure was one.
@@ -129,6 +146,16 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("dispatch failure")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn one_line_joins_the_sources_by_display_without_debug_dumps() {
+        let error = Outer(std::io::Error::other("connection refused"));
+        assert_eq!(one_line(&error), "dispatch failure: connection refused");
+    }
 
     #[test]
     fn codes_are_classified_by_their_last_segment() {

@@ -86,6 +86,18 @@ impl EventBridgeBus {
         &self.bus_name
     }
 
+    /// Whether the bus exists and this caller may see it (`DescribeEventBus`): the
+    /// ingress's readiness check.
+    pub async fn describe(&self) -> BackendResult<()> {
+        self.client
+            .describe_event_bus()
+            .name(&self.bus_name)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| from_sdk("eventbridge.describe_event_bus", e))
+    }
+
     /// Publish every entry, re-sending only those a call reported as failed with a
     /// retryable code, with exponential backoff, at most [`PublishRetry::max_resends`]
     /// times. Returns what still failed (indexes into `entries`). A call that fails as a

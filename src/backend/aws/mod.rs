@@ -22,6 +22,7 @@ pub mod setup;
 mod sqs;
 
 pub use dynamodb::{DynamoDedupe, DynamoState, schema};
+pub use error::one_line;
 pub use eventbridge::{EventBridgeBus, PublishRetry, entry_size};
 pub use setup::{
     ResourceKind, SetupItem, SetupOptions, SetupReport, SetupStatus, setup, setup_tables,
@@ -35,9 +36,55 @@ use crate::domain::Domain;
 
 /// Load the SDK configuration from the environment: region, the standard credential
 /// chain (environment, profile, SSO, web identity, container and instance metadata) and
-/// endpoint overrides (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`).
+/// endpoint overrides (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`), with the
+/// default [`SdkTimeouts`].
 pub async fn load_sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    load_sdk_config_with(SdkTimeouts::default()).await
+}
+
+/// [`load_sdk_config`] with the given timeouts.
+pub async fn load_sdk_config_with(timeouts: SdkTimeouts) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(timeouts.to_timeout_config())
+        .load()
+        .await
+}
+
+/// Every SDK call's time limits, so that an endpoint that accepts a connection and never
+/// answers fails the call (transient, retried by the SDK within `operation`) instead of
+/// hanging the command. `read` is the wait for a response; it must outlast the longest
+/// long poll (`wait_time_secs`, at most 20 s), which the configuration checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SdkTimeouts {
+    /// Establishing a TCP (and TLS) connection.
+    pub connect: std::time::Duration,
+    /// Waiting for a response once a request is sent.
+    pub read: std::time::Duration,
+    /// One call, every SDK retry included.
+    pub operation: std::time::Duration,
+}
+
+impl Default for SdkTimeouts {
+    fn default() -> Self {
+        SdkTimeouts {
+            connect: std::time::Duration::from_secs(3),
+            read: std::time::Duration::from_secs(25),
+            operation: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+impl SdkTimeouts {
+    /// The SDK's form: each attempt is bounded by `read` plus a connect, the whole call
+    /// by `operation`.
+    pub fn to_timeout_config(self) -> aws_config::timeout::TimeoutConfig {
+        aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(self.connect)
+            .read_timeout(self.read)
+            .operation_attempt_timeout(self.connect + self.read)
+            .operation_timeout(self.operation)
+            .build()
+    }
 }
 
 /// The names of every AWS resource the worker uses, derived from one prefix so that
@@ -136,7 +183,6 @@ pub async fn connect(
 ) -> Result<AwsBackend, BackendError> {
     let sqs = aws_sdk_sqs::Client::new(config);
     let dynamodb = aws_sdk_dynamodb::Client::new(config);
-    let eventbridge = aws_sdk_eventbridge::Client::new(config);
 
     let queues = match &settings.queue_urls {
         Some(urls) => {
@@ -156,16 +202,27 @@ pub async fn connect(
         }
     };
 
-    let bus = EventBridgeBus::new(eventbridge, names.bus())
-        .with_max_request_bytes(settings.max_publish_request_bytes)
-        .with_retry(settings.publish_retry.clone());
+    let bus = connect_bus(config, names, settings);
 
     Ok(Backend {
         queues: std::sync::Arc::new(queues),
         dedupe: std::sync::Arc::new(DynamoDedupe::new(dynamodb.clone(), names.dedupe_table())),
-        state: std::sync::Arc::new(DynamoState::new(dynamodb, names.state_table())),
+        state: std::sync::Arc::new(DynamoState::new(
+            dynamodb,
+            names.state_table(),
+            names.dedupe_table(),
+        )),
         bus: std::sync::Arc::new(bus),
     })
+}
+
+/// The event bus alone, for the ingress: no queue URL is resolved and no table touched,
+/// so a caller allowed only `events:PutEvents` (and `events:DescribeEventBus` for
+/// readiness) can start.
+pub fn connect_bus(config: &SdkConfig, names: &AwsNames, settings: &AwsSettings) -> EventBridgeBus {
+    EventBridgeBus::new(aws_sdk_eventbridge::Client::new(config), names.bus())
+        .with_max_request_bytes(settings.max_publish_request_bytes)
+        .with_retry(settings.publish_retry.clone())
 }
 
 async fn resolve_domain(

@@ -1,0 +1,75 @@
+//! Helpers shared by the operations tests (`tests/ops.rs`, `tests/ops_aws.rs`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use stripe_worker::app::cancel_when_idle;
+use stripe_worker::backend::{Backend, DedupeStore, Queue, StateStore};
+use stripe_worker::clock::system_clock;
+use stripe_worker::config::Config;
+use stripe_worker::handlers::standard_handlers;
+use stripe_worker::worker::{PoolSettings, ProcessSettings, Processor, WorkerStats, run_pool};
+use tokio_util::sync::CancellationToken;
+
+/// A `customer.created` Stripe event.
+pub fn customer_event(id: &str, customer: &str, email: &str, created: i64) -> Value {
+    json!({
+        "id": id, "object": "event", "type": "customer.created", "created": created,
+        "livemode": false, "api_version": "2025-03-31.basil",
+        "data": {"object": {"id": customer, "object": "customer", "email": email,
+            "invoice_settings": {"default_payment_method": null}}}
+    })
+}
+
+/// Tenant `acme`; with `mapped`, the partner destination `ed_acme` belongs to it too.
+pub fn config(mapped: bool) -> Config {
+    let mut config = Config::default();
+    config.worker.wait_time_secs = 0;
+    config.tenants.tenants = vec!["acme".into()];
+    if mapped {
+        config
+            .tenants
+            .destinations
+            .insert("ed_acme".into(), "acme".into());
+    }
+    config
+}
+
+/// Run the worker pool on `backend` until its queues stay empty; the counters it kept.
+pub async fn drain<Q: Queue, D: DedupeStore, S: StateStore, B>(
+    backend: &Backend<Q, D, S, B>,
+    config: &Config,
+) -> stripe_worker::worker::StatsSnapshot {
+    let stats = Arc::new(WorkerStats::default());
+    let processor = Arc::new(Processor::new(
+        standard_handlers(),
+        Arc::clone(&backend.dedupe),
+        Arc::clone(&backend.state),
+        None,
+        config.tenants.clone(),
+        ProcessSettings::from_config(config),
+        system_clock(),
+        Arc::clone(&stats),
+    ));
+    let shutdown = CancellationToken::new();
+    let idle = tokio::spawn(cancel_when_idle(
+        Arc::clone(&backend.queues),
+        Arc::clone(&stats),
+        Duration::from_millis(300),
+        shutdown.clone(),
+    ));
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        run_pool(
+            Arc::clone(&backend.queues),
+            processor,
+            PoolSettings::from_config(config),
+            shutdown,
+        ),
+    )
+    .await
+    .expect("the pool drains within a minute");
+    idle.await.expect("idle watcher");
+    stats.snapshot()
+}
