@@ -51,8 +51,9 @@ async fn a_same_second_pair_ends_with_the_fetched_object_in_either_order() {
     .await;
 }
 
-/// The commands as a user runs them, against the double: `verify` exits 3 on an empty
-/// store, `import` fills it, `verify` exits 0, a change Stripe has makes it 3 again until
+/// The commands as a user runs them, against the double: a plain `verify` refuses a store
+/// that does not exist (it opens read-only), exits 3 on a partial one, a full
+/// `import` fills it, `verify` exits 0, a change Stripe has makes it 3 again until
 /// `--repair`, and `sweep` publishes the one event the worker never saw.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_commands_report_json_and_exit_codes() {
@@ -90,7 +91,7 @@ async fn the_commands_report_json_and_exit_codes() {
     std::fs::write(&config, "[tenants]\ntenants = [\"acme\"]\n").unwrap();
     let data = dir.path().join("data");
     let base = server.base_url();
-    let run = |args: &[&str]| {
+    let output = |args: &[&str]| {
         let bin = env!("CARGO_BIN_EXE_stripe-worker");
         let mut all: Vec<&str> = args.to_vec();
         all.extend([
@@ -113,6 +114,13 @@ async fn the_commands_report_json_and_exit_codes() {
                 .output()
                 .await
                 .expect("the binary runs");
+            (args, output)
+        }
+    };
+    let run = |args: &[&str]| {
+        let output = output(args);
+        async move {
+            let (args, output) = output.await;
             let json: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
                 panic!(
                     "{args:?}: {e}; stderr: {}",
@@ -123,9 +131,20 @@ async fn the_commands_report_json_and_exit_codes() {
         }
     };
 
-    let (code, empty) = run(&["verify"]).await;
-    assert_eq!(code, Some(3), "{empty:#}");
-    assert_eq!(empty["differences"].as_array().map(Vec::len), Some(2));
+    // A plain verify only reads: before anything created the store it is an error naming
+    // the directory (as every read-only command), never "everything differs".
+    let (_, missing) = output(&["verify"]).await;
+    assert_eq!(missing.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("does not exist"), "{stderr}");
+
+    // A partial state: customers only.
+    let (code, customers) = run(&["import", "--kinds", "customer"]).await;
+    assert_eq!(code, Some(0), "{customers:#}");
+    let (code, partial) = run(&["verify"]).await;
+    assert_eq!(code, Some(3), "{partial:#}");
+    assert_eq!(partial["differences"].as_array().map(Vec::len), Some(1));
+    assert_eq!(partial["differences"][0]["id"], "sub_cli1", "{partial:#}");
 
     let (code, imported) = run(&["import"]).await;
     assert_eq!(code, Some(0), "{imported:#}");
