@@ -32,12 +32,15 @@ data "aws_iam_policy_document" "worker" {
   statement {
     sid = "DedupeAndState"
     # What the AWS backend calls: conditional puts, deletes and reads, and the customer
-    # index query. No Scan: exporting the whole state is an operator's job.
+    # index query. No Scan: exporting the whole state is an operator's job. An event is
+    # applied with TransactWriteItems, which IAM authorises item by item: PutItem for the
+    # marker and the state items, ConditionCheckItem for a lease handler's claim.
     actions = [
       "dynamodb:GetItem",
       "dynamodb:PutItem",
       "dynamodb:UpdateItem",
       "dynamodb:DeleteItem",
+      "dynamodb:ConditionCheckItem",
       "dynamodb:Query",
     ]
     resources = concat(local.table_arns, ["${aws_dynamodb_table.state.arn}/index/*"])

@@ -400,16 +400,7 @@ fn start_line(backend: &BackendArgs, config: &Config, settings: &PoolSettings) -
         BackendKind::Local => format!("backend local, data dir {}", backend.data_dir.display()),
         BackendKind::Aws => format!("backend aws, prefix {}", backend.prefix),
     };
-    // The known tenants, as `TenantConfig::is_known` defines them.
-    let t = &config.tenants;
-    let tenants: std::collections::BTreeSet<&str> = t
-        .default_tenant
-        .iter()
-        .chain(&t.tenants)
-        .chain(t.destinations.values())
-        .chain(t.accounts.values())
-        .map(String::as_str)
-        .collect();
+    let tenants = config.tenants.known_tenants();
     let tenants = if tenants.is_empty() {
         "tenants none (every event will be dead-lettered as unknown_tenant)".to_owned()
     } else {

@@ -10,7 +10,10 @@
 //! and the statements of other services with `*`. `sqs:GetQueueUrl` names its queue by
 //! `QueueName`, which moto does not map to an ARN (it evaluates it against `*` too), so a
 //! statement granting it is rendered twice: as written with the ARNs, and `GetQueueUrl` on
-//! `*`. The actions are the module's, exactly.
+//! `*`. AWS authorises `TransactWriteItems` item by item (`dynamodb:PutItem`,
+//! `dynamodb:ConditionCheckItem`); moto checks the operation's own name instead, so a
+//! statement granting both is rendered with `dynamodb:TransactWriteItems` added. The
+//! actions are otherwise the module's, exactly.
 
 use crate::stripe_signing;
 
@@ -286,7 +289,14 @@ fn render(statements: &[Statement], arns: &BTreeMap<&str, Vec<String>>) -> Value
         } else {
             vec!["*".to_owned()]
         };
-        rendered.push(json!({"Effect": "Allow", "Action": s.actions, "Resource": resources}));
+        let mut actions = s.actions.clone();
+        if ["dynamodb:PutItem", "dynamodb:ConditionCheckItem"]
+            .iter()
+            .all(|needed| actions.iter().any(|a| a == needed))
+        {
+            actions.push("dynamodb:TransactWriteItems".to_owned());
+        }
+        rendered.push(json!({"Effect": "Allow", "Action": actions, "Resource": resources}));
         if sqs_only && s.actions.iter().any(|a| a == "sqs:GetQueueUrl") {
             rendered
                 .push(json!({"Effect": "Allow", "Action": ["sqs:GetQueueUrl"], "Resource": "*"}));

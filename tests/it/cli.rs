@@ -647,7 +647,7 @@ fn run_says_what_it_does_and_raises_one_alarm_when_everything_dead_letters() {
         "in flight 64 per queue, 128 in all",
         "2 pollers per queue, batch 10",
         "visibility 30s",
-        "lease 60s",
+        "lease 15s",
         "adaptive off",
     ] {
         assert!(start.contains(part), "{part}: {start}");
@@ -766,16 +766,13 @@ fn config_check_prints_the_effective_configuration_with_secrets_redacted() {
         Some(7)
     );
     assert_eq!(
-        // The default tenant's secrets, as the ingress keys them.
-        parsed["secrets"]["webhook_secrets"]["default"].as_str(),
+        // The unsuffixed secrets belong to the configured default tenant.
+        parsed["secrets"]["webhook_secrets"]["acme"].as_str(),
         Some("<redacted: 2 secrets>")
     );
     let json = run_with_env(&["config", "check", "--json"], &env);
     let parsed: Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert_eq!(
-        parsed["secrets"]["stripe_api_keys"]["default"],
-        "<redacted>"
-    );
+    assert_eq!(parsed["secrets"]["stripe_api_keys"]["acme"], "<redacted>");
     assert_eq!(parsed["backend"]["backend"], "local");
 
     let bad = run_with_env(

@@ -29,7 +29,16 @@ fn sigterm_under_load_drains_and_exits_zero_then_a_rerun_finishes_the_stream() {
     worker.publish(&stream.path);
 
     let mut child = worker.command(&["run"]).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(1_500));
+    // SIGTERM once the worker is applying, not after a fixed sleep: a fast machine drains
+    // the whole stream in a second, a loaded one has not started after two.
+    let started = Instant::now();
+    while AppliedLog::read(&worker.logs()).total() < 50 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the worker applied nothing in 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let signalled = Instant::now();
     let kill = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
