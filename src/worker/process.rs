@@ -470,7 +470,10 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
             });
         }
         // Same-second ties with another event's record become the object fetched now
-        // (crate::reconcile::ties), decided before the apply so it stays one transaction.
+        // (crate::reconcile::ties). Decided before the apply, so the marker and the records
+        // stay one transaction; an event of the same second applied between this read and
+        // the apply falls to the tiebreak, as without an API key. `tie_check` times the
+        // read and, on a tie, the fetch.
         let tie = Tie {
             hydrator: self.hydrator.as_deref(),
             handler,
@@ -481,9 +484,9 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
         let mut resolved = Vec::with_capacity(records.len());
         for record in records {
             let record = self
-                .retrying(started, "state_read", || {
+                .retrying(started, "tie_check", || {
                     time_backend(
-                        "state_read",
+                        "tie_check",
                         resolve_tie::<_, StepError>(self.state.as_ref(), &record, &tie),
                     )
                 })
