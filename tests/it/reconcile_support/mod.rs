@@ -4,10 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{Value, json};
-use stripe_worker::app::cancel_when_idle;
 use stripe_worker::backend::{
     Backend, Bus, DedupeStore, Queue, ReconcileStore, StateRecord, StateStore,
 };
@@ -24,8 +22,6 @@ use stripe_worker::reconcile::sweep::Sweeper;
 use stripe_worker::reconcile::verify::VerifyOptions;
 use stripe_worker::stripe_api::{ApiKey, StripeApiClient, StripeApiConfig};
 use stripe_worker::stripe_double::{DoubleServer, ServeOptions, StripeDouble};
-use stripe_worker::worker::{PoolSettings, ProcessSettings, Processor, WorkerStats, run_pool};
-use tokio_util::sync::CancellationToken;
 
 /// The generator's first tenant, the one every scenario uses.
 pub const TENANT: &str = "tenant-1";
@@ -131,37 +127,7 @@ pub async fn drain<Q: Queue, D: DedupeStore, S: StateStore, B>(
     config: &Config,
     hydrator: Option<Arc<dyn Hydrator>>,
 ) {
-    let stats = Arc::new(WorkerStats::default());
-    let processor = Arc::new(Processor::new(
-        standard_handlers(),
-        Arc::clone(&backend.dedupe),
-        Arc::clone(&backend.state),
-        hydrator,
-        config.tenants.clone(),
-        ProcessSettings::from_config(config),
-        system_clock(),
-        Arc::clone(&stats),
-    ));
-    let shutdown = CancellationToken::new();
-    let idle = tokio::spawn(cancel_when_idle(
-        Arc::clone(&backend.queues),
-        Arc::clone(&stats),
-        Duration::from_millis(300),
-        shutdown.clone(),
-    ));
-    tokio::time::timeout(
-        Duration::from_secs(120),
-        run_pool(
-            Arc::clone(&backend.queues),
-            processor,
-            PoolSettings::from_config(config),
-            shutdown,
-        ),
-    )
-    .await
-    .expect("the pool drains within two minutes");
-    idle.await.expect("idle watcher");
-    let snapshot = stats.snapshot();
+    let snapshot = crate::ops_support::drain_with(backend, config, hydrator).await;
     assert_eq!(snapshot.dead_lettered, 0, "nothing is dead-lettered");
 }
 
