@@ -27,6 +27,7 @@ pub mod hydrate;
 pub mod ingress;
 pub mod ops;
 pub mod pattern;
+pub mod reconcile;
 pub mod routing;
 pub mod state_view;
 pub mod stripe_api;

@@ -11,11 +11,16 @@
 //! - 429, 5xx, 409, `Stripe-Should-Retry: true`, timeouts and connection failures are
 //!   retried with exponential backoff and jitter (bounded, honouring a `Retry-After` in
 //!   whole seconds), then reported as [`HydrateError::Transient`]; 401, 403, 404 and other
-//!   4xx are [`HydrateError::Permanent`] at once.
+//!   4xx are [`HydrateError::Permanent`] at once. This is the one retry layer for
+//!   Stripe calls: callers do not retry a [`HydrateError::Transient`] in process again;
+//! - every attempt first takes a token from its API key's bucket ([`pace`]); a
+//!   `Retry-After` holds the whole key's bucket, not only the call that got it;
+//! - lists (`GET /v1/<objects>`, `GET /v1/events`) one page at a time ([`ListPage`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -27,6 +32,10 @@ use serde_json::Value;
 use crate::event::ObjectRef;
 use crate::hydrate::{HydrateError, Hydrator};
 use crate::ingress::secrets::{self, SecretsError};
+
+pub mod pace;
+
+use pace::TokenBucket;
 
 /// Stripe's API origin.
 pub const DEFAULT_BASE_URL: &str = "https://api.stripe.com";
@@ -177,6 +186,9 @@ pub struct StripeApiConfig {
     pub retry: RetryPolicy,
     /// `Stripe-Version` to send; `None` uses the account's default version.
     pub api_version: Option<String>,
+    /// Calls per second per API key (a token bucket with one second's burst), shared by
+    /// every caller of the client; [`pace::DEFAULT_REQUESTS_PER_SEC`] by default.
+    pub requests_per_sec: f64,
 }
 
 impl Default for StripeApiConfig {
@@ -188,6 +200,7 @@ impl Default for StripeApiConfig {
             request_timeout: Duration::from_secs(20),
             retry: RetryPolicy::default(),
             api_version: None,
+            requests_per_sec: pace::DEFAULT_REQUESTS_PER_SEC,
         }
     }
 }
@@ -236,8 +249,9 @@ pub struct StripeApiClient {
     http: reqwest::Client,
     /// The base URL without a trailing slash.
     base: String,
-    /// Each tenant's prepared `Authorization` value.
-    auth: HashMap<String, HeaderValue>,
+    /// Each tenant's prepared `Authorization` value and its key's bucket (tenants that
+    /// share a key share the bucket).
+    auth: HashMap<String, (HeaderValue, Arc<TokenBucket>)>,
     api_version: Option<HeaderValue>,
     retry: RetryPolicy,
 }
@@ -274,11 +288,15 @@ impl StripeApiClient {
             return Err(StripeApiError::InvalidBaseUrl(config.base_url));
         }
         let mut auth = HashMap::with_capacity(config.keys.len());
+        let mut buckets: HashMap<Box<str>, Arc<TokenBucket>> = HashMap::new();
         for (tenant, key) in config.keys {
             let value = key.bearer().ok_or_else(|| StripeApiError::InvalidKey {
                 source_name: format!("tenant {tenant}"),
             })?;
-            auth.insert(tenant, value);
+            let bucket = buckets
+                .entry(key.0.clone())
+                .or_insert_with(|| Arc::new(TokenBucket::new(config.requests_per_sec)));
+            auth.insert(tenant, (value, Arc::clone(bucket)));
         }
         let api_version = match config.api_version {
             Some(v) => Some(
@@ -317,7 +335,7 @@ impl StripeApiClient {
             code,
             message,
         };
-        let Some(auth) = self.auth.get(tenant) else {
+        let Some((auth, bucket)) = self.auth.get(tenant) else {
             return Err(permanent(
                 codes::MISSING_API_KEY,
                 format!("no Stripe API key configured for tenant `{tenant}`"),
@@ -340,7 +358,20 @@ impl StripeApiClient {
             headers.insert("stripe-version", version.clone());
         }
 
-        self.get_with_retry(&url, headers, &reference.id).await
+        self.get_with_retry(&url, headers, bucket, &reference.id)
+            .await
+    }
+
+    /// Whether `tenant` has an API key.
+    pub fn has_key(&self, tenant: &str) -> bool {
+        self.auth.contains_key(tenant)
+    }
+
+    /// The tenants with an API key, sorted.
+    pub fn tenants(&self) -> Vec<String> {
+        let mut tenants: Vec<String> = self.auth.keys().cloned().collect();
+        tenants.sort_unstable();
+        tenants
     }
 
     /// One page of the tenant's events, newest first (`GET /v1/events`), with the same
@@ -349,31 +380,62 @@ impl StripeApiClient {
         &self,
         tenant: &str,
         query: &EventListQuery,
-    ) -> Result<EventPage, HydrateError> {
-        const LABEL: &str = "events";
+    ) -> Result<ListPage, HydrateError> {
+        let mut params = Vec::with_capacity(3);
+        if let Some(gte) = query.created_gte_secs {
+            params.push(("created[gte]".to_owned(), gte.to_string()));
+        }
+        if let Some(success) = query.delivery_success {
+            params.push(("delivery_success".to_owned(), success.to_string()));
+        }
+        self.list_page(
+            tenant,
+            "/v1/events",
+            &params,
+            query.starting_after.as_deref(),
+            query.limit,
+        )
+        .await
+    }
+
+    /// One page of a list endpoint such as `/v1/subscriptions`, newest first, with
+    /// `params` (e.g. `status=all`), `starting_after` (the last id of the previous page)
+    /// and `limit` (clamped to 1..=100), with the same retries as [`Self::get_object`].
+    /// Errors name the path as their object.
+    pub async fn list_page(
+        &self,
+        tenant: &str,
+        path: &str,
+        params: &[(String, String)],
+        starting_after: Option<&str>,
+        limit: u8,
+    ) -> Result<ListPage, HydrateError> {
         let permanent = |code: &'static str, message: String| HydrateError::Permanent {
-            object_id: LABEL.to_owned(),
+            object_id: path.to_owned(),
             code,
             message,
         };
-        let Some(auth) = self.auth.get(tenant) else {
+        let Some((auth, bucket)) = self.auth.get(tenant) else {
             return Err(permanent(
                 codes::MISSING_API_KEY,
                 format!("no Stripe API key configured for tenant `{tenant}`"),
             ));
         };
-        let mut url = Url::parse(&format!("{}/v1/events", self.base))
+        if !is_safe_api_path(path) {
+            return Err(permanent(
+                codes::BAD_REFERENCE,
+                format!("`{}` is not a Stripe API path", truncate(path.to_owned())),
+            ));
+        }
+        let mut url = Url::parse(&format!("{}{path}", self.base))
             .map_err(|e| permanent(codes::BAD_REFERENCE, e.to_string()))?;
         {
             let mut pairs = url.query_pairs_mut();
-            pairs.append_pair("limit", &query.limit.clamp(1, 100).to_string());
-            if let Some(gte) = query.created_gte_secs {
-                pairs.append_pair("created[gte]", &gte.to_string());
+            pairs.append_pair("limit", &limit.clamp(1, 100).to_string());
+            for (name, value) in params {
+                pairs.append_pair(name, value);
             }
-            if let Some(success) = query.delivery_success {
-                pairs.append_pair("delivery_success", if success { "true" } else { "false" });
-            }
-            if let Some(after) = &query.starting_after {
+            if let Some(after) = starting_after {
                 pairs.append_pair("starting_after", after);
             }
         }
@@ -382,17 +444,19 @@ impl StripeApiClient {
         if let Some(version) = &self.api_version {
             headers.insert("stripe-version", version.clone());
         }
-        let page = self.get_with_retry(url.as_str(), headers, LABEL).await?;
+        let page = self
+            .get_with_retry(url.as_str(), headers, bucket, path)
+            .await?;
         let data = match page.get("data") {
             Some(Value::Array(items)) => items.clone(),
             _ => {
                 return Err(permanent(
                     codes::UNEXPECTED_STATUS,
-                    "the event list has no `data` array".to_owned(),
+                    "the list has no `data` array".to_owned(),
                 ));
             }
         };
-        Ok(EventPage {
+        Ok(ListPage {
             data,
             has_more: page
                 .get("has_more")
@@ -407,10 +471,12 @@ impl StripeApiClient {
         &self,
         url: &str,
         headers: HeaderMap,
+        bucket: &TokenBucket,
         object_id: &str,
     ) -> Result<Value, HydrateError> {
         let mut delays = self.retry.delays();
         loop {
+            bucket.acquire().await;
             let (message, retry_after) = match self.attempt(url, &headers, object_id).await {
                 Ok(object) => return Ok(object),
                 Err(AttemptError::Fail(e)) => return Err(e),
@@ -435,7 +501,11 @@ impl StripeApiClient {
                         format!("{message}; Retry-After {} s is too long", ra.as_secs()),
                     ));
                 }
-                Some(ra) => ra.max(backoff),
+                Some(ra) => {
+                    // The server's limit is per key: hold every caller of this key.
+                    bucket.pause(ra);
+                    ra.max(backoff)
+                }
                 None => backoff,
             };
             tracing::debug!(%object_id, ?wait, %message, "retrying Stripe API call");
@@ -530,14 +600,24 @@ pub struct EventListQuery {
     pub limit: u8,
 }
 
-/// One page of events.
+/// One page of a list endpoint.
 #[derive(Debug, Clone, PartialEq)]
-pub struct EventPage {
-    /// The events, newest first, as Stripe sent them.
+pub struct ListPage {
+    /// The objects (or events), newest first, as Stripe sent them.
     pub data: Vec<Value>,
     /// Whether more pages follow (ask again with `starting_after` = the last id).
     pub has_more: bool,
 }
+
+impl ListPage {
+    /// The id of the last item, the `starting_after` of the next page.
+    pub fn last_id(&self) -> Option<&str> {
+        self.data.last()?.get("id")?.as_str()
+    }
+}
+
+/// The page type [`StripeApiClient::list_events`] returns.
+pub type EventPage = ListPage;
 
 impl Hydrator for StripeApiClient {
     fn fetch<'a>(

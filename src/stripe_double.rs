@@ -1,12 +1,19 @@
-//! The Stripe double: an in-process stand-in for the Stripe API, used by the demo and the
-//! tests to hydrate thin events without a network or an API key.
+//! The Stripe double: a stand-in for the Stripe API, used by the demo and the tests to
+//! hydrate thin events without a network or an API key, and served over HTTP
+//! ([`StripeDouble::serve`]) for the real client: retrieve, list endpoints with
+//! pagination and `created` filters, the event list, and injected 429s.
 //!
-//! It is not Stripe: it serves exactly the objects it was given with
-//! [`StripeDouble::put`], keyed by tenant and object id, and answers unknown ids the way
-//! the real API answers a 404. It can also fail a seeded fraction of fetches with a
-//! transient error, so the worker's retry path runs in demos and tests.
+//! It is not Stripe: it serves exactly the objects and events it was given with
+//! [`StripeDouble::put`] and [`StripeDouble::put_event`], keyed by tenant and id, and
+//! answers unknown ids the way the real API answers a 404. In process it can also fail a
+//! seeded fraction of fetches with a transient error, so the worker's retry path runs in
+//! demos and tests.
 
-use std::collections::HashMap;
+mod http;
+
+pub use http::{DoubleServer, ServeOptions};
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -40,11 +47,26 @@ struct FailureInjection {
 /// an `Arc`; every method takes `&self`.
 #[derive(Debug, Default)]
 pub struct StripeDouble {
-    /// Latest object per (tenant, object id).
-    objects: Mutex<HashMap<(String, String), Value>>,
+    /// Latest object per (tenant, object id), with the order it was first stored in.
+    objects: Mutex<HashMap<(String, String), Stored>>,
+    /// Events per (tenant, event id), for the event list.
+    events: Mutex<HashMap<(String, String), Stored>>,
+    /// Gives each new object or event its place in the order of creation.
+    next_seq: AtomicU64,
     failures: Option<Mutex<FailureInjection>>,
     fetches: AtomicU64,
     injected: AtomicU64,
+    /// How many times each (tenant, id) was served in a list page (for tests that check
+    /// an object is imported once).
+    listed: Mutex<BTreeMap<(String, String), u64>>,
+}
+
+/// A stored object or event and its place in the order of creation (lists are newest
+/// first by `created`, then by this).
+#[derive(Debug, Clone)]
+struct Stored {
+    seq: u64,
+    value: Value,
 }
 
 impl StripeDouble {
@@ -77,8 +99,68 @@ impl StripeDouble {
                 tenant: tenant.to_owned(),
             });
         };
-        lock(&self.objects).insert((tenant.to_owned(), id), object);
+        insert(&self.objects, &self.next_seq, tenant, id, object);
         Ok(())
+    }
+
+    /// Store (or replace) `event` (a Stripe v1 event object) for `tenant`, keyed by its
+    /// `id`, for the event list.
+    pub fn put_event(&self, tenant: &str, event: Value) -> Result<(), StripeDoubleError> {
+        let Some(id) = event.get("id").and_then(Value::as_str).map(str::to_owned) else {
+            return Err(StripeDoubleError::MissingId {
+                tenant: tenant.to_owned(),
+            });
+        };
+        insert(&self.events, &self.next_seq, tenant, id, event);
+        Ok(())
+    }
+
+    /// How many times the object `id` of `tenant` was served in a list page.
+    pub fn times_listed(&self, tenant: &str, id: &str) -> u64 {
+        lock(&self.listed)
+            .get(&(tenant.to_owned(), id.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Forget the list counts of [`Self::times_listed`].
+    pub fn reset_listed(&self) {
+        lock(&self.listed).clear();
+    }
+
+    /// Every object of `tenant` whose API collection is `collection` (e.g.
+    /// `/v1/subscriptions`), newest first as Stripe lists them.
+    pub fn objects_in(&self, tenant: &str, collection: &str) -> Vec<Value> {
+        let objects = lock(&self.objects);
+        let found = objects
+            .iter()
+            .filter(|((t, _), stored)| {
+                t == tenant && collection_of(&stored.value).as_deref() == Some(collection)
+            })
+            .map(|(_, stored)| stored.clone())
+            .collect();
+        newest_first(found)
+    }
+
+    /// Every event of `tenant`, newest first.
+    pub fn events_of(&self, tenant: &str) -> Vec<Value> {
+        let events = lock(&self.events);
+        let found = events
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .map(|(_, stored)| stored.clone())
+            .collect();
+        newest_first(found)
+    }
+
+    /// Count `ids` of `tenant` as served in a list page.
+    fn note_listed<'a>(&self, tenant: &str, ids: impl Iterator<Item = &'a str>) {
+        let mut listed = lock(&self.listed);
+        for id in ids {
+            *listed
+                .entry((tenant.to_owned(), id.to_owned()))
+                .or_default() += 1;
+        }
     }
 
     /// Store many `(tenant, object)` pairs, such as a generated stream's final objects.
@@ -96,13 +178,21 @@ impl StripeDouble {
     /// been applied).
     pub fn forget_tenant(&self, tenant: &str) {
         lock(&self.objects).retain(|(t, _), _| t != tenant);
+        lock(&self.events).retain(|(t, _), _| t != tenant);
     }
 
     /// The stored object, if any (no failure injection; for checks and tools).
     pub fn get(&self, tenant: &str, id: &str) -> Option<Value> {
         lock(&self.objects)
             .get(&(tenant.to_owned(), id.to_owned()))
-            .cloned()
+            .map(|stored| stored.value.clone())
+    }
+
+    /// A stored event, if any.
+    pub fn event(&self, tenant: &str, id: &str) -> Option<Value> {
+        lock(&self.events)
+            .get(&(tenant.to_owned(), id.to_owned()))
+            .map(|stored| stored.value.clone())
     }
 
     /// How many objects are stored.
@@ -158,6 +248,40 @@ impl Hydrator for StripeDouble {
     ) -> BoxFuture<'a, Result<Value, HydrateError>> {
         future::ready(self.lookup(tenant, reference)).boxed()
     }
+}
+
+/// Store `value` under (tenant, id), keeping the place of a value it replaces.
+fn insert(
+    map: &Mutex<HashMap<(String, String), Stored>>,
+    next_seq: &AtomicU64,
+    tenant: &str,
+    id: String,
+    value: Value,
+) {
+    let mut map = lock(map);
+    match map.get_mut(&(tenant.to_owned(), id.clone())) {
+        Some(stored) => stored.value = value,
+        None => {
+            let seq = next_seq.fetch_add(1, Ordering::Relaxed);
+            map.insert((tenant.to_owned(), id), Stored { seq, value });
+        }
+    }
+}
+
+/// Stripe's list order: newest `created` first; the same second, the later stored first.
+fn newest_first(mut found: Vec<Stored>) -> Vec<Value> {
+    let created = |s: &Stored| s.value.get("created").and_then(Value::as_i64).unwrap_or(0);
+    found.sort_by_key(|s| std::cmp::Reverse((created(s), s.seq)));
+    found.into_iter().map(|s| s.value).collect()
+}
+
+/// The API collection an object is listed under, e.g. `/v1/subscriptions`: the path the
+/// worker fetches it from ([`crate::event::envelope::api_path`]) without the id.
+fn collection_of(object: &Value) -> Option<String> {
+    let object_type = object.get("object")?.as_str()?;
+    let id = object.get("id")?.as_str()?;
+    let path = crate::event::envelope::api_path(object_type, id)?;
+    path.strip_suffix(id)?.strip_suffix('/').map(str::to_owned)
 }
 
 /// Lock a mutex, taking over the data if a holder panicked: the maps stay consistent

@@ -677,6 +677,8 @@ pub struct MemoryDedupe {
     /// random draw per claim.
     token_prefix: String,
     next_token: AtomicU64,
+    /// [`super::ReconcileStore`] checkpoints by (tenant, name).
+    checkpoints: Mutex<BTreeMap<(String, String), String>>,
 }
 
 impl Default for MemoryDedupe {
@@ -692,6 +694,7 @@ impl MemoryDedupe {
             data: SharedData::default(),
             token_prefix: uuid::Uuid::new_v4().simple().to_string(),
             next_token: AtomicU64::new(1),
+            checkpoints: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -768,6 +771,36 @@ impl DedupeStore for MemoryDedupe {
         if g.holds(key, token) {
             g.ledger.remove(key);
         }
+        Ok(())
+    }
+}
+
+impl super::ReconcileStore for MemoryDedupe {
+    async fn was_applied(&self, key: &DedupeKey, now_ms: i64) -> BackendResult<bool> {
+        Ok(matches!(
+            lock(&self.data).ledger.get(key),
+            Some(DedupeEntry::Done { until_ms }) if *until_ms >= now_ms
+        ))
+    }
+
+    async fn checkpoint(&self, tenant: &str, name: &str) -> BackendResult<Option<String>> {
+        Ok(lock(&self.checkpoints)
+            .get(&(tenant.to_owned(), name.to_owned()))
+            .cloned())
+    }
+
+    async fn set_checkpoint(
+        &self,
+        tenant: &str,
+        name: &str,
+        value: Option<&str>,
+    ) -> BackendResult<()> {
+        let key = (tenant.to_owned(), name.to_owned());
+        let mut checkpoints = lock(&self.checkpoints);
+        match value {
+            Some(value) => checkpoints.insert(key, value.to_owned()),
+            None => checkpoints.remove(&key),
+        };
         Ok(())
     }
 }

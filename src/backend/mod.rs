@@ -293,6 +293,36 @@ pub trait DedupeStore: Send + Sync + 'static {
     ) -> impl Future<Output = BackendResult<()>> + Send;
 }
 
+/// What reconciling with the Stripe API (`import`, `sweep`) needs from the dedupe store
+/// besides claims: a read-only "was this event applied" and small named checkpoints per
+/// tenant (an import's cursor per kind, the sweep's watermark). Implemented by every
+/// dedupe store, on the same table, so no backend needs another resource.
+pub trait ReconcileStore: Send + Sync + 'static {
+    /// Whether `key` was applied and is still remembered at `now_ms` (completed, within
+    /// its retention). Never claims: a sweep asking changes nothing a worker would notice.
+    fn was_applied(
+        &self,
+        key: &DedupeKey,
+        now_ms: i64,
+    ) -> impl Future<Output = BackendResult<bool>> + Send;
+
+    /// The value of `tenant`'s checkpoint `name`, if set.
+    fn checkpoint(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> impl Future<Output = BackendResult<Option<String>>> + Send;
+
+    /// Set (`Some`) or clear (`None`) `tenant`'s checkpoint `name`. Checkpoints never
+    /// expire.
+    fn set_checkpoint(
+        &self,
+        tenant: &str,
+        name: &str,
+        value: Option<&str>,
+    ) -> impl Future<Output = BackendResult<()>> + Send;
+}
+
 /// What an apply requires of the event's applied-marker (the dedupe record of its key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Marker<'a> {
@@ -588,5 +618,24 @@ impl<T: StateStore> StateStore for Arc<T> {
 
     async fn export(&self, tenant: Option<&str>) -> BackendResult<Vec<StateRecord>> {
         (**self).export(tenant).await
+    }
+}
+
+impl<T: ReconcileStore> ReconcileStore for Arc<T> {
+    async fn was_applied(&self, key: &DedupeKey, now_ms: i64) -> BackendResult<bool> {
+        (**self).was_applied(key, now_ms).await
+    }
+
+    async fn checkpoint(&self, tenant: &str, name: &str) -> BackendResult<Option<String>> {
+        (**self).checkpoint(tenant, name).await
+    }
+
+    async fn set_checkpoint(
+        &self,
+        tenant: &str,
+        name: &str,
+        value: Option<&str>,
+    ) -> BackendResult<()> {
+        (**self).set_checkpoint(tenant, name, value).await
     }
 }

@@ -45,7 +45,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Version 1: queues (one table, the queue name a column; a DLQ is the queue
 /// `<name>-dlq`), dedupe claims, billing state and the bus archive.
@@ -89,6 +89,17 @@ CREATE TABLE IF NOT EXISTS archive (
     envelope TEXT    NOT NULL
 );
 CREATE INDEX IF NOT EXISTS archive_time ON archive (time_ms, seq);
+";
+
+/// Version 2: named checkpoints per tenant (reconciliation's import cursors and sweep
+/// watermark, [`super::ReconcileStore`]).
+const SCHEMA_V2: &str = "
+CREATE TABLE IF NOT EXISTS checkpoints (
+    tenant TEXT NOT NULL,
+    name   TEXT NOT NULL,
+    value  TEXT NOT NULL,
+    PRIMARY KEY (tenant, name)
+) WITHOUT ROWID;
 ";
 
 /// Map a SQLite error to what the caller should do: busy/locked is throttling, I/O and
@@ -293,6 +304,9 @@ fn migrate(conn: &mut Connection) -> BackendResult<()> {
     }
     if version < 1 {
         tx.execute_batch(SCHEMA_V1).map_err(|e| db_error(op, e))?;
+    }
+    if version < 2 {
+        tx.execute_batch(SCHEMA_V2).map_err(|e| db_error(op, e))?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(|e| db_error(op, e))?;
@@ -1124,6 +1138,57 @@ impl DedupeStore for SqliteDedupe {
                     "DELETE FROM dedupe WHERE key = ?1 AND done = 0 AND token = ?2",
                 )?
                 .execute(params![key, token])
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+impl super::ReconcileStore for SqliteDedupe {
+    async fn was_applied(&self, key: &DedupeKey, now_ms: i64) -> BackendResult<bool> {
+        let key = key.storage_key();
+        self.db
+            .read("dedupe_was_applied", move |conn| {
+                conn.prepare_cached(
+                    "SELECT 1 FROM dedupe WHERE key = ?1 AND done = 1 AND until_ms >= ?2",
+                )?
+                .exists(params![key, now_ms])
+            })
+            .await
+    }
+
+    async fn checkpoint(&self, tenant: &str, name: &str) -> BackendResult<Option<String>> {
+        let (tenant, name) = (tenant.to_owned(), name.to_owned());
+        self.db
+            .read("checkpoint_get", move |conn| {
+                conn.prepare_cached(
+                    "SELECT value FROM checkpoints WHERE tenant = ?1 AND name = ?2",
+                )?
+                .query_row(params![tenant, name], |r| r.get(0))
+                .optional()
+            })
+            .await
+    }
+
+    async fn set_checkpoint(
+        &self,
+        tenant: &str,
+        name: &str,
+        value: Option<&str>,
+    ) -> BackendResult<()> {
+        let (tenant, name) = (tenant.to_owned(), name.to_owned());
+        let value = value.map(str::to_owned);
+        self.db
+            .write("checkpoint_set", move |conn| match value {
+                Some(value) => conn
+                    .prepare_cached(
+                        "INSERT INTO checkpoints (tenant, name, value) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (tenant, name) DO UPDATE SET value = excluded.value",
+                    )?
+                    .execute(params![tenant, name, value]),
+                None => conn
+                    .prepare_cached("DELETE FROM checkpoints WHERE tenant = ?1 AND name = ?2")?
+                    .execute(params![tenant, name]),
             })
             .await?;
         Ok(())

@@ -78,7 +78,7 @@ pub enum BenchBackendArg {
     Local,
 }
 
-/// Parse `250us`, `20ms`, `1.5s` or `0`.
+/// Parse `250us`, `20ms`, `1.5s`, `15m`, `1h` or `0`.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
     let (number, unit) = match raw.find(|c: char| c.is_ascii_alphabetic()) {
@@ -93,7 +93,9 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
         "us" | "µs" => value / 1e6,
         "ms" => value / 1e3,
         "s" => value,
-        _ => return Err(format!("`{raw}`: use a unit of us, ms or s")),
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("`{raw}`: use a unit of us, ms, s, m or h")),
     };
     Duration::try_from_secs_f64(secs).map_err(|_| format!("`{raw}` is out of range"))
 }
@@ -236,6 +238,8 @@ mod tests {
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert!(parse_duration("20").is_err());
         assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("5h").is_err());
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("5d").is_err());
     }
 }

@@ -16,7 +16,7 @@ use super::{
     IngressOptions, PublishArgs, RunArgs, SetupArgs, StateCommand, StatusArgs, StripeApiOptions,
 };
 use crate::app::{cancel_when_idle, open_local};
-use crate::backend::{Backend, Bus, BusEntry, DedupeStore, Queue, StateStore};
+use crate::backend::{Backend, Bus, BusEntry, DedupeStore, Queue, ReconcileStore, StateStore};
 use crate::clock::system_clock;
 use crate::config::Config;
 use crate::demo::runner::{DemoOptions, publish_chunks, render_summary, run_demo};
@@ -149,6 +149,30 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 super::ops::backfill(backend, &config.tenants, &args)
             })
         }
+        Command::Import(args) => {
+            let config = load_config(&args.backend)?;
+            with_backend!(args.backend, &config, Access::Create, |backend| {
+                super::reconcile::import(backend, &config.tenants, &args)
+            })
+        }
+        Command::Verify(args) => {
+            let config = load_config(&args.backend)?;
+            // Only a repair writes: a plain verify opens the store read-only.
+            let access = if args.repair {
+                Access::Existing
+            } else {
+                Access::ReadOnly
+            };
+            with_backend!(args.backend, &config, access, |backend| {
+                super::reconcile::verify(backend, &config.tenants, &args)
+            })
+        }
+        Command::Sweep(args) => {
+            let config = load_config(&args.backend)?;
+            with_backend!(args.backend, &config, Access::Create, |backend| {
+                super::reconcile::sweep(backend, &config, &args)
+            })
+        }
         Command::Healthcheck(args) => super::health::healthcheck(args).await,
         Command::Config {
             command: ConfigCommand::Check(args),
@@ -220,17 +244,18 @@ fn cancel_on_signal(token: CancellationToken) {
     });
 }
 
-async fn run_worker<Q: Queue, D: DedupeStore, S: StateStore, B: Bus>(
+async fn run_worker<Q: Queue, D: DedupeStore + ReconcileStore, S: StateStore, B: Bus>(
     backend: Backend<Q, D, S, B>,
     config: &Config,
     args: &RunArgs,
 ) -> anyhow::Result<ExitCode> {
     let stats = Arc::new(WorkerStats::default());
+    let api = stripe_api(&args.stripe_api, config)?;
     let processor = Arc::new(Processor::new(
         standard_handlers(),
         Arc::clone(&backend.dedupe),
         Arc::clone(&backend.state),
-        stripe_api(&args.stripe_api, config)?,
+        api.clone().map(|api| api as Arc<dyn Hydrator>),
         config.tenants.clone(),
         ProcessSettings::from_config(config),
         system_clock(),
@@ -297,6 +322,32 @@ async fn run_worker<Q: Queue, D: DedupeStore, S: StateStore, B: Bus>(
         }
         None => None,
     };
+    // Scheduled sweeps run beside the pool (joined, not spawned: the backend futures
+    // are not provably `Send` for every lifetime) and stop with it.
+    let sweeps = match args.sweep_every {
+        Some(every) => {
+            let Some(api) = api.clone() else {
+                anyhow::bail!(
+                    "--sweep-every needs a Stripe API key (STRIPE_API_KEY or STRIPE_API_KEY_<TENANT>)"
+                );
+            };
+            let tenants = api.tenants();
+            let sweeper = crate::reconcile::sweep::Sweeper {
+                api,
+                dedupe: Arc::clone(&backend.dedupe),
+                bus: Arc::clone(&backend.bus),
+                handlers: standard_handlers(),
+                clock: system_clock(),
+            };
+            Some(crate::reconcile::sweep::run_scheduled(
+                sweeper,
+                tenants,
+                every,
+                shutdown.clone(),
+            ))
+        }
+        None => None,
+    };
     tracing::info!("{}", start_line(&args.backend, config, &settings));
     if args.progress_secs > 0 {
         tokio::spawn(super::progress::report_progress(
@@ -308,13 +359,18 @@ async fn run_worker<Q: Queue, D: DedupeStore, S: StateStore, B: Bus>(
         ));
     }
     pollers_running.store(true, std::sync::atomic::Ordering::Release);
-    run_pool(
+    let pool = run_pool(
         Arc::clone(&backend.queues),
         processor,
         settings,
         shutdown.clone(),
-    )
-    .await;
+    );
+    match sweeps {
+        Some(sweeps) => {
+            tokio::join!(pool, sweeps);
+        }
+        None => pool.await,
+    }
     pollers_running.store(false, std::sync::atomic::Ordering::Release);
     if let Some(admin) = admin {
         shutdown.cancel();
@@ -486,11 +542,12 @@ async fn export<Q, D, S: StateStore, B>(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The Stripe API client for thin events, when any tenant has an API key.
+/// The Stripe API client (thin events, ties, scheduled sweeps), when any tenant has an
+/// API key.
 fn stripe_api(
     options: &StripeApiOptions,
     config: &Config,
-) -> anyhow::Result<Option<Arc<dyn Hydrator>>> {
+) -> anyhow::Result<Option<Arc<StripeApiClient>>> {
     let api = options.api_config(&config.tenants)?;
     if api.keys.is_empty() {
         tracing::info!(

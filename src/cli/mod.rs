@@ -10,6 +10,7 @@ pub mod health;
 pub mod ops;
 pub mod progress;
 pub mod prometheus;
+pub mod reconcile;
 pub mod routes;
 
 use std::path::PathBuf;
@@ -92,8 +93,18 @@ pub enum Command {
     /// Replay a time window of archived events through the routing (dedupe applies each
     /// once; --reprocess re-applies).
     Replay(ops::ReplayArgs),
-    /// Publish a tenant's events Stripe never delivered (listed from the Stripe API).
+    /// Publish a tenant's events that failed to reach a webhook endpoint
+    /// (`delivery_success=false`, webhook endpoints only; `sweep` covers every path).
     Backfill(ops::BackfillArgs),
+    /// Import every object the handlers keep from the Stripe API (a new deployment on an
+    /// existing account); resumable.
+    Import(reconcile::ImportArgs),
+    /// Compare the stored state with the Stripe API field by field (exit 3 when they
+    /// differ); --repair writes Stripe's version.
+    Verify(reconcile::VerifyArgs),
+    /// Publish a tenant's events since a time that the worker never applied (listed from
+    /// the Stripe API, checked against the dedupe store).
+    Sweep(reconcile::SweepArgs),
     /// GET a URL and exit 0 on a 2xx answer, else 1 (container health checks).
     Healthcheck(health::HealthcheckArgs),
     /// The configuration.
@@ -234,6 +245,10 @@ pub struct RunArgs {
     /// Serve `/healthz` and `/readyz` on this address (e.g. `0.0.0.0:9090`); off by default.
     #[arg(long, env = "STRIPE_WORKER_ADMIN_LISTEN")]
     pub admin_listen: Option<std::net::SocketAddr>,
+    /// Sweep every tenant with an API key for missed events this often (e.g. `15m`),
+    /// from a watermark kept in the backend; off by default.
+    #[arg(long, value_parser = bench::parse_duration, env = "STRIPE_WORKER_SWEEP_EVERY")]
+    pub sweep_every: Option<std::time::Duration>,
     /// Also serve Prometheus `/metrics` on the admin address (for teams without an
     /// OpenTelemetry collector).
     #[arg(long, requires = "admin_listen", env = "STRIPE_WORKER_PROMETHEUS")]
@@ -297,6 +312,14 @@ pub struct StripeApiOptions {
     /// Directory with one file per tenant holding its restricted API key.
     #[arg(long, env = "STRIPE_WORKER_STRIPE_KEYS_DIR")]
     pub stripe_keys_dir: Option<PathBuf>,
+    /// Stripe API calls per second per API key, for everything this process calls
+    /// (Stripe allows 100 a second in live mode and 25 in test mode per account).
+    #[arg(
+        long,
+        default_value_t = crate::stripe_api::pace::DEFAULT_REQUESTS_PER_SEC,
+        env = "STRIPE_WORKER_STRIPE_API_RATE"
+    )]
+    pub stripe_api_rate: f64,
 }
 
 impl StripeApiOptions {
@@ -322,6 +345,11 @@ impl StripeApiOptions {
         if let Some(base) = base {
             config.base_url = base;
         }
+        anyhow::ensure!(
+            self.stripe_api_rate.is_finite() && self.stripe_api_rate > 0.0,
+            "--stripe-api-rate must be a positive number of calls per second"
+        );
+        config.requests_per_sec = self.stripe_api_rate;
         let unknown: Vec<&String> = config
             .keys
             .keys()
@@ -335,6 +363,21 @@ impl StripeApiOptions {
             );
         }
         Ok(config)
+    }
+
+    /// A client for commands that act on one tenant's account: an error when the tenant
+    /// has no key.
+    pub fn client_for(
+        &self,
+        tenants: &crate::tenant::TenantConfig,
+        tenant: &str,
+    ) -> anyhow::Result<crate::stripe_api::StripeApiClient> {
+        let config = self.api_config(tenants)?;
+        anyhow::ensure!(
+            config.keys.contains_key(tenant),
+            "no Stripe API key for tenant `{tenant}` (STRIPE_API_KEY_<TENANT>, or a file in --stripe-keys-dir)"
+        );
+        Ok(crate::stripe_api::StripeApiClient::new(config)?)
     }
 }
 

@@ -19,7 +19,6 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::domain::Domain;
 use crate::ops::{backfill, dlq, parse_time, queues, replay};
-use crate::stripe_api::StripeApiClient;
 
 /// The exit code after Ctrl-C (128 + SIGINT), as shells report it.
 pub const INTERRUPTED: u8 = super::exit::INTERRUPTED;
@@ -204,7 +203,7 @@ pub struct BackfillArgs {
 }
 
 /// Print `value` as pretty JSON or with its `Display`.
-fn print<T: Serialize + std::fmt::Display>(value: &T, json: bool) -> anyhow::Result<()> {
+pub(super) fn print<T: Serialize + std::fmt::Display>(value: &T, json: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
@@ -216,7 +215,7 @@ fn print<T: Serialize + std::fmt::Display>(value: &T, json: bool) -> anyhow::Res
 
 /// Run `work` until it ends or Ctrl-C; on Ctrl-C drop it (every operation is safe to
 /// drop at any await) and say what state things are in.
-async fn interruptible<T>(
+pub(super) async fn interruptible<T>(
     work: impl Future<Output = anyhow::Result<T>>,
     on_interrupt: &str,
 ) -> anyhow::Result<Result<T, ExitCode>> {
@@ -230,7 +229,7 @@ async fn interruptible<T>(
 }
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).
-fn bar(template: &str) -> indicatif::ProgressBar {
+pub(super) fn bar(template: &str) -> indicatif::ProgressBar {
     let bar =
         indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
     bar.set_style(
@@ -388,13 +387,7 @@ pub async fn backfill<Q, D, S, B: Bus>(
     args: &BackfillArgs,
 ) -> anyhow::Result<ExitCode> {
     let since = parse_time(&args.since).context("--since")?;
-    let config = args.stripe_api.api_config(tenants)?;
-    anyhow::ensure!(
-        config.keys.contains_key(&args.tenant),
-        "no Stripe API key for tenant `{}` (STRIPE_API_KEY_<TENANT>, or a file in --stripe-keys-dir)",
-        args.tenant
-    );
-    let api = StripeApiClient::new(config)?;
+    let api = args.stripe_api.client_for(tenants, &args.tenant)?;
     let progress = bar("{spinner} backfill: {pos} events published");
     let outcome = interruptible(
         async {

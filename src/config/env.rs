@@ -18,6 +18,8 @@ const CLI_VARIABLES: &[&str] = &[
     "LISTEN",
     "WEBHOOK_SECRETS_DIR",
     "STRIPE_KEYS_DIR",
+    "STRIPE_API_RATE",
+    "SWEEP_EVERY",
     "STRIPE_API_BASE",
     "PUBLISH_STYLES",
     "TOLERANCE_SECS",

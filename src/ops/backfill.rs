@@ -1,10 +1,13 @@
-//! `stripe-worker backfill`: Stripe never re-sends events created while a destination
-//! was disabled. This lists them from the Stripe API (`GET /v1/events` with
-//! `delivery_success=false`, newest first, paginated with `starting_after`, at most the
-//! last [`MAX_DAYS`] days, which is all Stripe keeps) with the tenant's key, and
-//! publishes them on the bus as webhook snapshot events. Dedupe makes overlaps with
-//! events that did arrive harmless, and each page is published before the next is asked
-//! for, so an interrupted backfill is finished by running it again.
+//! `stripe-worker backfill`, for **webhook endpoints**: Stripe never re-sends events
+//! created while an endpoint was disabled. This lists them from the Stripe API
+//! (`GET /v1/events` with `delivery_success=false`, newest first, paginated with
+//! `starting_after`, at most the last [`MAX_DAYS`] days, which is all Stripe keeps) with
+//! the tenant's key, and publishes them on the bus as webhook snapshot events. Stripe
+//! sets `delivery_success` for webhook endpoints only, so for event destinations (and
+//! any other gap) use [`crate::reconcile::sweep`], which asks the dedupe store instead.
+//! Dedupe makes overlaps with events that did arrive harmless, and each page is
+//! published before the next is asked for, so an interrupted backfill is finished by
+//! running it again.
 
 use std::fmt;
 
@@ -82,9 +85,7 @@ pub async fn backfill<B: Bus>(
         skipped: 0,
     };
     let mut query = EventListQuery {
-        // Round up: `created` is in whole seconds, and a partial second before `since`
-        // is outside the window.
-        created_gte_secs: Some(since.div_euclid(1000) + i64::from(since.rem_euclid(1000) > 0)),
+        created_gte_secs: Some(super::ceil_secs(since)),
         delivery_success: Some(false),
         starting_after: None,
         limit: PAGE_SIZE,

@@ -62,6 +62,12 @@ pub(crate) fn time_text(ms: i64) -> String {
     crate::event::envelope::rfc3339_seconds(ms).unwrap_or_else(|_| "-".to_owned())
 }
 
+/// Whole seconds at or after `ms` (ms since the epoch): a window start in Stripe's
+/// `created`, which has whole seconds, so a partial second before the start stays out.
+pub(crate) fn ceil_secs(ms: i64) -> i64 {
+    ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) > 0)
+}
+
 /// Parse an RFC 3339 time into ms since the epoch.
 pub fn parse_time(text: &str) -> Result<i64, OpsError> {
     let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
@@ -113,6 +119,13 @@ mod tests {
             1_704_067_200_500
         );
         assert!(matches!(parse_time("yesterday"), Err(OpsError::Invalid(_))));
+    }
+
+    #[test]
+    fn windows_round_up_to_whole_seconds() {
+        assert_eq!(ceil_secs(1_000), 1);
+        assert_eq!(ceil_secs(1_001), 2);
+        assert_eq!(ceil_secs(-1), 0);
     }
 
     #[test]

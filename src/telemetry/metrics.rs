@@ -159,8 +159,28 @@ pub const PUBLISH_FAILURES: MetricDef = MetricDef {
     description: "Webhook events not published after retries (retryable or permanent).",
 };
 
+/// Same-second ties between two events for one object (equal as-of, different events),
+/// by resolution: `fetched` (the object was fetched from the Stripe API and stored) or
+/// `unresolved` (no API key: the deterministic tiebreak decided, and may be wrong).
+pub const STATE_TIES: MetricDef = MetricDef {
+    name: "stripe_worker.state.ties",
+    unit: "{tie}",
+    kind: Kind::Counter,
+    labels: &["resolution"],
+    description: "Same-second ties between events for one object, by resolution (fetched, unresolved).",
+};
+/// How far back the oldest event not yet swept is (scheduled `sweep`); Stripe keeps
+/// events for 30 days.
+pub const SWEEP_UNSWEPT_AGE: MetricDef = MetricDef {
+    name: "stripe_worker.sweep.unswept_age",
+    unit: "s",
+    kind: Kind::Gauge,
+    labels: &[],
+    description: "Age of the oldest time the scheduled sweep has not covered yet.",
+};
+
 /// Every metric, for documentation and for checking dashboards against the code.
-pub const ALL: [MetricDef; 11] = [
+pub const ALL: [MetricDef; 13] = [
     MESSAGES_RECEIVED,
     MESSAGES_PROCESSED,
     MESSAGES_DEAD_LETTERED,
@@ -172,6 +192,8 @@ pub const ALL: [MetricDef; 11] = [
     BACKEND_DURATION,
     INGRESS_REQUESTS,
     PUBLISH_FAILURES,
+    STATE_TIES,
+    SWEEP_UNSWEPT_AGE,
 ];
 
 /// Histogram buckets in seconds: from a millisecond (memory backends) to a few minutes
@@ -195,6 +217,8 @@ pub struct Metrics {
     backend_duration: Histogram<f64>,
     ingress_requests: Counter<u64>,
     publish_failures: Counter<u64>,
+    state_ties: Counter<u64>,
+    sweep_unswept_age: Gauge<f64>,
 }
 
 fn counter(meter: &Meter, def: MetricDef) -> Counter<u64> {
@@ -237,6 +261,12 @@ impl Metrics {
             backend_duration: histogram(meter, BACKEND_DURATION),
             ingress_requests: counter(meter, INGRESS_REQUESTS),
             publish_failures: counter(meter, PUBLISH_FAILURES),
+            state_ties: counter(meter, STATE_TIES),
+            sweep_unswept_age: meter
+                .f64_gauge(SWEEP_UNSWEPT_AGE.name)
+                .with_unit(SWEEP_UNSWEPT_AGE.unit)
+                .with_description(SWEEP_UNSWEPT_AGE.description)
+                .build(),
         }
     }
 
@@ -329,6 +359,17 @@ impl Metrics {
                 KeyValue::new("reason", reason),
             ],
         );
+    }
+
+    /// A same-second tie, `fetched` or `unresolved`.
+    pub fn state_tie(&self, resolution: &'static str) {
+        self.state_ties
+            .add(1, &[KeyValue::new("resolution", resolution)]);
+    }
+
+    /// The scheduled sweep's oldest unswept time is `seconds` ago.
+    pub fn sweep_unswept_age(&self, seconds: f64) {
+        self.sweep_unswept_age.record(seconds, &[]);
     }
 
     /// The ingress could not publish an event (`retryable` or `permanent`).

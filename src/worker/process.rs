@@ -22,6 +22,7 @@ use crate::domain::Domain;
 use crate::event::{EventObject, NormalisedEvent, ObjectRef, decode_message, envelope};
 use crate::handlers::Handler;
 use crate::hydrate::{HydrateError, Hydrator};
+use crate::reconcile::ties::{Tie, resolve_tie};
 use crate::telemetry::metrics::{self, time_backend};
 use crate::telemetry::trace::{MESSAGING_SYSTEM_SQS, continue_trace};
 use crate::tenant::TenantConfig;
@@ -113,7 +114,7 @@ pub struct Processor<D, S> {
 }
 
 /// A failed I/O step inside `process_one`.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 enum StepError {
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -122,11 +123,14 @@ enum StepError {
 }
 
 impl StepError {
-    /// Whether the step may succeed if tried again.
+    /// Whether the step may succeed if tried again in process. A Stripe API call is
+    /// never retried here: the client has its own retries, which honour `Retry-After`
+    /// and its key's rate limit (one retry layer); a transient failure after them
+    /// becomes a later delivery of the message.
     fn is_retryable(&self) -> bool {
         match self {
             StepError::Backend(e) => e.is_retryable(),
-            StepError::Hydrate(e) => matches!(e, HydrateError::Transient { .. }),
+            StepError::Hydrate(_) => false,
         }
     }
 
@@ -465,7 +469,32 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
                 doc: change.doc,
             });
         }
-        Ok(records)
+        // Same-second ties with another event's record become the object fetched now
+        // (crate::reconcile::ties). Decided before the apply, so the marker and the records
+        // stay one transaction; an event of the same second applied between this read and
+        // the apply falls to the tiebreak, as without an API key. `tie_check` times the
+        // read and, on a tie, the fetch.
+        let tie = Tie {
+            hydrator: self.hydrator.as_deref(),
+            handler,
+            event_type: &event.event_type,
+            connect_account: event.connect_account.as_deref(),
+            clock: &self.clock,
+        };
+        let mut resolved = Vec::with_capacity(records.len());
+        for record in records {
+            let record = self
+                .retrying(started, "tie_check", || {
+                    time_backend(
+                        "tie_check",
+                        resolve_tie::<_, StepError>(self.state.as_ref(), &record, &tie),
+                    )
+                })
+                .await
+                .map_err(|e| e.into_outcome(handler.name()))?;
+            resolved.push(record);
+        }
+        Ok(resolved)
     }
 
     /// Write the marker and the records in one apply; the number of records written.

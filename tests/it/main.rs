@@ -10,6 +10,7 @@ mod aws_support;
 mod child_process;
 mod conformance;
 mod ops_support;
+mod reconcile_support;
 mod reliability_support;
 mod stripe_signing;
 
@@ -31,6 +32,8 @@ mod ingress;
 mod ingress_e2e;
 mod ops;
 mod ops_aws;
+mod reconcile;
+mod reconcile_aws;
 mod reliability_drain;
 mod reliability_faults;
 mod reliability_ordering;

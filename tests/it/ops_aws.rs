@@ -10,36 +10,20 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 use ops_support::{config, customer_event, drain};
-use stripe_worker::backend::aws::{
-    AwsBackend, AwsNames, AwsSettings, SetupOptions, SqsQueue, connect, setup,
-};
+use stripe_worker::backend::aws::{AwsBackend, AwsNames, SqsQueue};
 use stripe_worker::backend::{
-    DeadLetterOps, DeadLetterReason, PerDomain, Queue, RedriveFilter, StateStore, dlq_attributes,
+    DeadLetterOps, DeadLetterReason, Queue, RedriveFilter, StateStore, dlq_attributes,
 };
 use stripe_worker::clock::now_ms;
 use stripe_worker::demo::runner::publish_all;
 use stripe_worker::domain::Domain;
 use stripe_worker::event::envelope::partner_snapshot_entry;
 use stripe_worker::ops::{dlq, queues, replay};
-use stripe_worker::routing::domain_pattern;
 use stripe_worker::state_view::export_document;
 
 /// Create every resource under a fresh prefix, with the real routing patterns.
 async fn deployment(label: &str) -> (SdkConfig, AwsNames, AwsBackend) {
-    let sdk = aws_support::sdk_config().await;
-    let names = AwsNames::new(aws_support::unique(label));
-    let options = SetupOptions {
-        visibility_timeout: Duration::from_secs(5),
-        table_wait: Duration::from_secs(30),
-        ..SetupOptions::default()
-    };
-    setup(&sdk, &names, &PerDomain::from_fn(domain_pattern), &options)
-        .await
-        .expect("setup against the emulator");
-    let backend = connect(&sdk, &names, &AwsSettings::default())
-        .await
-        .expect("connect");
-    (sdk, names, backend)
+    aws_support::deployment(label).await
 }
 
 /// The customer queue of `backend`, holding DLQ messages only `hold` while listing and

@@ -40,6 +40,7 @@ fn client_with(server: &MockServer, tweak: impl FnOnce(&mut StripeApiConfig)) ->
             max_retry_after: Duration::from_secs(2),
         },
         api_version: None,
+        ..StripeApiConfig::default()
     };
     tweak(&mut config);
     StripeApiClient::new(config).expect("client")

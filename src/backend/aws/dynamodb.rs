@@ -36,6 +36,12 @@ pub mod schema {
     /// Both tables' TTL attribute: epoch seconds, for DynamoDB's sweeper only; claims
     /// never rely on it having run.
     pub const TTL_ATTRIBUTE: &str = "expires_at";
+    /// Dedupe table: a checkpoint's value ([`crate::backend::ReconcileStore`]), on items
+    /// whose key starts with [`CHECKPOINT_KEY_PREFIX`].
+    pub const CHECKPOINT_VALUE: &str = "value";
+    /// Dedupe table: the key prefix of checkpoint items. `~` is not allowed in tenant
+    /// names, and every dedupe key starts with its tenant, so the two never meet.
+    pub const CHECKPOINT_KEY_PREFIX: &str = "checkpoint~";
 
     /// State table: partition key, the tenant.
     pub const STATE_PARTITION_KEY: &str = "tenant";
@@ -273,6 +279,82 @@ impl DedupeStore for DynamoDedupe {
             Err(err) if is_conditional_check_failed(&err) => Ok(()),
             Err(err) => Err(from_sdk(OP, err)),
             Ok(_) => Ok(()),
+        }
+    }
+}
+
+fn checkpoint_key(tenant: &str, name: &str) -> String {
+    format!("{CHECKPOINT_KEY_PREFIX}{tenant}#{name}")
+}
+
+impl crate::backend::ReconcileStore for DynamoDedupe {
+    async fn was_applied(&self, key: &DedupeKey, now_ms: i64) -> BackendResult<bool> {
+        const OP: &str = "dynamodb.dedupe.was_applied";
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(DEDUPE_KEY, s(key.storage_key()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| from_sdk(OP, e))?
+            .item;
+        Ok(item.is_some_and(|item| {
+            get_s(&item, DEDUPE_STATUS) == Some(STATUS_DONE)
+                && get_n(&item, DEDUPE_EXPIRES_AT_MS).is_some_and(|until| until >= now_ms)
+        }))
+    }
+
+    async fn checkpoint(&self, tenant: &str, name: &str) -> BackendResult<Option<String>> {
+        const OP: &str = "dynamodb.checkpoint.get";
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(DEDUPE_KEY, s(checkpoint_key(tenant, name)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| from_sdk(OP, e))?
+            .item;
+        match item {
+            None => Ok(None),
+            Some(item) => get_s(&item, CHECKPOINT_VALUE)
+                .map(|v| Some(v.to_owned()))
+                .ok_or_else(|| corrupt(OP, format!("`{CHECKPOINT_VALUE}` missing"))),
+        }
+    }
+
+    async fn set_checkpoint(
+        &self,
+        tenant: &str,
+        name: &str,
+        value: Option<&str>,
+    ) -> BackendResult<()> {
+        const OP: &str = "dynamodb.checkpoint.set";
+        let key = s(checkpoint_key(tenant, name));
+        match value {
+            // No TTL attribute: a checkpoint stays until it is cleared.
+            Some(value) => self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .item(DEDUPE_KEY, key)
+                .item(CHECKPOINT_VALUE, s(value))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| from_sdk(OP, e)),
+            None => self
+                .client
+                .delete_item()
+                .table_name(&self.table)
+                .key(DEDUPE_KEY, key)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| from_sdk(OP, e)),
         }
     }
 }

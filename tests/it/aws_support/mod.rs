@@ -149,3 +149,27 @@ pub fn test_patterns() -> stripe_worker::backend::PerDomain<serde_json::Value> {
         |d| serde_json::json!({ "detail-type": [format!("test.{d}")] }),
     )
 }
+
+/// Create every resource under a fresh prefix with the real routing patterns (a 5 s
+/// visibility timeout, so interrupted work comes back quickly) and connect to them.
+pub async fn deployment(
+    label: &str,
+) -> (SdkConfig, AwsNames, stripe_worker::backend::aws::AwsBackend) {
+    use stripe_worker::backend::aws::{AwsSettings, connect, setup};
+    let sdk = sdk_config().await;
+    let names = AwsNames::new(unique(label));
+    let options = SetupOptions {
+        visibility_timeout: Duration::from_secs(5),
+        table_wait: Duration::from_secs(30),
+        ..SetupOptions::default()
+    };
+    let patterns =
+        stripe_worker::backend::PerDomain::from_fn(stripe_worker::routing::domain_pattern);
+    setup(&sdk, &names, &patterns, &options)
+        .await
+        .expect("setup against the emulator");
+    let backend = connect(&sdk, &names, &AwsSettings::default())
+        .await
+        .expect("connect");
+    (sdk, names, backend)
+}

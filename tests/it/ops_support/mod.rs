@@ -9,6 +9,7 @@ use stripe_worker::backend::{Backend, DedupeStore, Queue, StateStore};
 use stripe_worker::clock::system_clock;
 use stripe_worker::config::Config;
 use stripe_worker::handlers::standard_handlers;
+use stripe_worker::hydrate::Hydrator;
 use stripe_worker::worker::{PoolSettings, ProcessSettings, Processor, WorkerStats, run_pool};
 use tokio_util::sync::CancellationToken;
 
@@ -41,12 +42,21 @@ pub async fn drain<Q: Queue, D: DedupeStore, S: StateStore, B>(
     backend: &Backend<Q, D, S, B>,
     config: &Config,
 ) -> stripe_worker::worker::StatsSnapshot {
+    drain_with(backend, config, None).await
+}
+
+/// [`drain`] with `hydrator` for thin events and same-second ties.
+pub async fn drain_with<Q: Queue, D: DedupeStore, S: StateStore, B>(
+    backend: &Backend<Q, D, S, B>,
+    config: &Config,
+    hydrator: Option<Arc<dyn Hydrator>>,
+) -> stripe_worker::worker::StatsSnapshot {
     let stats = Arc::new(WorkerStats::default());
     let processor = Arc::new(Processor::new(
         standard_handlers(),
         Arc::clone(&backend.dedupe),
         Arc::clone(&backend.state),
-        None,
+        hydrator,
         config.tenants.clone(),
         ProcessSettings::from_config(config),
         system_clock(),
@@ -60,7 +70,7 @@ pub async fn drain<Q: Queue, D: DedupeStore, S: StateStore, B>(
         shutdown.clone(),
     ));
     tokio::time::timeout(
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         run_pool(
             Arc::clone(&backend.queues),
             processor,
@@ -69,7 +79,7 @@ pub async fn drain<Q: Queue, D: DedupeStore, S: StateStore, B>(
         ),
     )
     .await
-    .expect("the pool drains within a minute");
+    .expect("the pool drains within two minutes");
     idle.await.expect("idle watcher");
     stats.snapshot()
 }
