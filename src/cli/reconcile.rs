@@ -18,6 +18,7 @@ use crate::reconcile::import::Reconciler;
 use crate::reconcile::kinds::{ListedKind, Projector, select};
 use crate::reconcile::sweep::Sweeper;
 use crate::reconcile::verify::VerifyOptions;
+use crate::stripe_api::StripeApiClient;
 use crate::tenant::TenantConfig;
 
 /// `import` options.
@@ -92,6 +93,21 @@ fn kinds(names: &[String]) -> anyhow::Result<Vec<&'static ListedKind>> {
     select(names).map_err(|e| anyhow::anyhow!("--kinds: {e}"))
 }
 
+/// The reconciler over `backend`'s state store and (for checkpoints) its dedupe store.
+fn reconciler<'a, Q, D, S, B>(
+    backend: &'a Backend<Q, D, S, B>,
+    api: &'a StripeApiClient,
+    projector: &'a Projector,
+) -> Reconciler<'a, S, D> {
+    Reconciler {
+        api,
+        state: backend.state.as_ref(),
+        checkpoints: backend.dedupe.as_ref(),
+        projector,
+        clock: system_clock(),
+    }
+}
+
 /// `import`.
 pub async fn import<Q, D: ReconcileStore, S: StateStore, B>(
     backend: Backend<Q, D, S, B>,
@@ -101,13 +117,7 @@ pub async fn import<Q, D: ReconcileStore, S: StateStore, B>(
     let kinds = kinds(&args.kinds)?;
     let api = args.stripe_api.client_for(tenants, &args.tenant)?;
     let projector = Projector::default();
-    let reconciler = Reconciler {
-        api: &api,
-        state: backend.state.as_ref(),
-        checkpoints: backend.dedupe.as_ref(),
-        projector: &projector,
-        clock: system_clock(),
-    };
+    let reconciler = reconciler(&backend, &api, &projector);
     let progress = bar("{spinner} import {msg}: {pos} objects");
     let outcome = interruptible(
         async { Ok(reconciler.import(&args.tenant, &kinds, &progress).await?) },
@@ -134,13 +144,7 @@ pub async fn verify<Q, D: ReconcileStore, S: StateStore, B>(
     let kinds = kinds(&args.kinds)?;
     let api = args.stripe_api.client_for(tenants, &args.tenant)?;
     let projector = Projector::default();
-    let reconciler = Reconciler {
-        api: &api,
-        state: backend.state.as_ref(),
-        checkpoints: backend.dedupe.as_ref(),
-        projector: &projector,
-        clock: system_clock(),
-    };
+    let reconciler = reconciler(&backend, &api, &projector);
     let options = VerifyOptions {
         sample: args.sample,
         repair: args.repair,
