@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
-use stripe_worker::app::local_queue_spec;
+use stripe_worker::app::{local_queue_spec, memory_backend};
 use stripe_worker::backend::memory::{MemoryDedupe, MemoryState};
 use stripe_worker::backend::sqlite::{SqliteDb, SqliteQueue, SqliteState};
 use stripe_worker::backend::{
@@ -16,8 +16,7 @@ use stripe_worker::bench::mix::{Mix, build};
 use stripe_worker::clock::system_clock;
 use stripe_worker::config::Config;
 use stripe_worker::domain::Domain;
-use stripe_worker::handlers::standard_handlers;
-use stripe_worker::worker::{ProcessSettings, Processor, WorkerStats};
+use stripe_worker::worker::{Processor, Worker};
 use tokio::runtime::Runtime;
 
 const MIX_SIZE: usize = 20_000;
@@ -41,19 +40,12 @@ fn message(body: &str) -> ReceivedMessage {
     }
 }
 
-fn processor(mix: &Mix) -> Processor<MemoryDedupe, MemoryState> {
+/// The processor of the worker `run` builds, on fresh memory backends.
+fn processor(mix: &Mix) -> Arc<Processor<MemoryDedupe, MemoryState>> {
     let mut config = Config::default();
     config.tenants.tenants = mix.tenants.clone();
-    Processor::new(
-        standard_handlers(),
-        Arc::new(MemoryDedupe::new()),
-        Arc::new(MemoryState::new()),
-        None,
-        config.tenants.clone(),
-        ProcessSettings::from_config(&config),
-        system_clock(),
-        Arc::new(WorkerStats::default()),
-    )
+    let backend = memory_backend(&config, system_clock());
+    Arc::clone(Worker::build(&config, &backend, None, system_clock()).processor())
 }
 
 fn process_one(c: &mut Criterion) {

@@ -27,9 +27,8 @@ use stripe_worker::backend::{Bus, BusEntry};
 use stripe_worker::clock::system_clock;
 use stripe_worker::config::Config;
 use stripe_worker::event::envelope::webhook_snapshot_entry;
-use stripe_worker::handlers::standard_handlers;
 use stripe_worker::telemetry::{self, LogFormat, Telemetry, TelemetryConfig};
-use stripe_worker::worker::{PoolSettings, ProcessSettings, Processor, WorkerStats, run_pool};
+use stripe_worker::worker::Worker;
 use tokio_util::sync::CancellationToken;
 
 /// The shipped binary's allocator, so the figures are the ones `stripe-worker run` gets.
@@ -89,17 +88,8 @@ async fn round(n: usize, round: usize) -> f64 {
     for chunk in entries(n, round, system_clock()()).chunks(10) {
         backend.bus.publish(chunk).await.expect("publish");
     }
-    let stats = Arc::new(WorkerStats::default());
-    let processor = Arc::new(Processor::new(
-        standard_handlers(),
-        Arc::clone(&backend.dedupe),
-        Arc::clone(&backend.state),
-        None,
-        config.tenants.clone(),
-        ProcessSettings::from_config(&config),
-        system_clock(),
-        Arc::clone(&stats),
-    ));
+    let worker = Worker::build(&config, &backend, None, system_clock());
+    let stats = Arc::clone(worker.stats());
     let stop = CancellationToken::new();
     let started = Instant::now();
     let idle = tokio::spawn(cancel_when_idle(
@@ -108,13 +98,7 @@ async fn round(n: usize, round: usize) -> f64 {
         Duration::from_millis(50),
         stop.clone(),
     ));
-    run_pool(
-        Arc::clone(&backend.queues),
-        processor,
-        PoolSettings::from_config(&config),
-        stop,
-    )
-    .await;
+    worker.run(stop).await;
     idle.await.expect("idle task");
     // The idle wait is the same in both modes and is not processing: leave it out.
     let elapsed = started.elapsed().saturating_sub(Duration::from_millis(50));

@@ -28,6 +28,7 @@ pub mod ingress;
 pub mod ops;
 pub mod pattern;
 pub mod reconcile;
+pub mod retry;
 pub mod routing;
 pub mod state_view;
 pub mod stripe_api;

@@ -23,7 +23,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::future::BoxFuture;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
@@ -32,6 +31,7 @@ use serde_json::Value;
 use crate::event::ObjectRef;
 use crate::hydrate::{HydrateError, Hydrator};
 use crate::ingress::secrets::{self, SecretsError};
+use crate::retry::Backoff;
 
 pub mod pace;
 
@@ -135,39 +135,22 @@ impl fmt::Display for ApiKey {
     }
 }
 
-/// How failed calls are retried within one fetch. Bounded: the worker's own retry (the
-/// message's visibility timeout) covers longer outages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts in total, the first included (at least 1).
-    pub max_attempts: usize,
-    /// Delay before the first retry; later delays double, with jitter.
-    pub initial_delay: Duration,
-    /// The longest backoff delay.
-    pub max_delay: Duration,
+/// How failed calls are retried within one fetch. Bounded: the message's next delivery
+/// covers longer outages.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ApiRetry {
+    /// The schedule between attempts (a `Retry-After` may wait longer).
+    pub backoff: Backoff,
     /// A `Retry-After` longer than this ends the fetch as transient instead of waiting.
     pub max_retry_after: Duration,
 }
 
-impl Default for RetryPolicy {
+impl Default for ApiRetry {
     fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 3,
-            initial_delay: Duration::from_millis(250),
-            max_delay: Duration::from_secs(4),
+        ApiRetry {
+            backoff: Backoff::doubling(Duration::from_millis(250), Duration::from_secs(4), 2),
             max_retry_after: Duration::from_secs(10),
         }
-    }
-}
-
-impl RetryPolicy {
-    fn delays(&self) -> impl Iterator<Item = Duration> + use<> {
-        ExponentialBuilder::default()
-            .with_min_delay(self.initial_delay)
-            .with_max_delay(self.max_delay)
-            .with_max_times(self.max_attempts.saturating_sub(1))
-            .with_jitter()
-            .build()
     }
 }
 
@@ -183,7 +166,7 @@ pub struct StripeApiConfig {
     /// Time allowed for one whole request, body included.
     pub request_timeout: Duration,
     /// Retries of 429, 5xx and network failures.
-    pub retry: RetryPolicy,
+    pub retry: ApiRetry,
     /// `Stripe-Version` to send; `None` uses the account's default version.
     pub api_version: Option<String>,
     /// Calls per second per API key (a token bucket with one second's burst), shared by
@@ -198,7 +181,7 @@ impl Default for StripeApiConfig {
             keys: BTreeMap::new(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(20),
-            retry: RetryPolicy::default(),
+            retry: ApiRetry::default(),
             api_version: None,
             requests_per_sec: pace::DEFAULT_REQUESTS_PER_SEC,
         }
@@ -253,7 +236,7 @@ pub struct StripeApiClient {
     /// share a key share the bucket).
     auth: HashMap<String, (HeaderValue, Arc<TokenBucket>)>,
     api_version: Option<HeaderValue>,
-    retry: RetryPolicy,
+    retry: ApiRetry,
 }
 
 impl fmt::Debug for StripeApiClient {
@@ -474,7 +457,7 @@ impl StripeApiClient {
         bucket: &TokenBucket,
         object_id: &str,
     ) -> Result<Value, HydrateError> {
-        let mut delays = self.retry.delays();
+        let mut delays = self.retry.backoff.delays();
         loop {
             bucket.acquire().await;
             let (message, retry_after) = match self.attempt(url, &headers, object_id).await {

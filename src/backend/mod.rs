@@ -11,6 +11,7 @@ pub mod faults;
 pub mod latency;
 pub mod local_bus;
 pub mod memory;
+mod publish;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ use serde_json::Value;
 use crate::domain::Domain;
 
 pub use dead_letter::{DeadLetterOps, DlqMessage, RedriveFilter};
+pub use publish::{DEFAULT_BACKOFF, MAX_PUBLISH_BATCH, publish_all, publish_entries};
 
 /// What went wrong in a backend call, split by what the caller should do about it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -459,19 +461,8 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> impl Future<Output = BackendResult<Vec<StateRecord>>> + Send;
 }
 
-/// One event to put on a bus, as in an EventBridge `PutEvents` entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BusEntry {
-    /// `stripe.webhook`, or `aws.partner/stripe.com/ed_...` for partner-shaped events.
-    pub source: String,
-    /// `Stripe Webhook Event`, or the Stripe event type on the partner path.
-    pub detail_type: String,
-    /// The detail, a JSON object serialised.
-    pub detail: String,
-    /// Resource ARNs, usually empty.
-    #[serde(default)]
-    pub resources: Vec<String>,
-}
+/// One event to put on a bus (defined with the envelopes it is made from).
+pub use crate::event::BusEntry;
 
 /// Which entries of a publish failed; the others were accepted.
 #[derive(Debug, Default, Clone)]

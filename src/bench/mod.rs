@@ -24,14 +24,13 @@ use crate::backend::faults::Faulty;
 use crate::backend::latency::{Capacity, Gate, LatencySpec, Latent, Op};
 use crate::backend::memory::{MemoryDedupe, MemoryQueue};
 use crate::backend::sqlite::{SqliteDb, SqliteDedupe, SqliteQueue, SqliteState};
-use crate::backend::{BackendError, DedupeStore, PerDomain, Queue, StateStore};
+use crate::backend::{Backend, BackendError, DedupeStore, PerDomain, Queue, StateStore};
 use crate::clock::system_clock;
 use crate::config::{Config, ConfigError};
 use crate::domain::Domain;
 use crate::event::envelope::EnvelopeError;
-use crate::handlers::standard_handlers;
+use crate::worker::Worker;
 use crate::worker::adaptive::ConcurrencyLimits;
-use crate::worker::{PoolSettings, ProcessSettings, Processor, WorkerStats, run_pool_with_limits};
 use model::PathCalls;
 use tracker::{Completions, Tracked};
 
@@ -414,19 +413,16 @@ where
     let gate = Gate::new(options.throttle_above.unwrap_or(usize::MAX));
     let dedupe = Arc::new(store_stack(dedupe, options, &gate, 1));
     let state = Arc::new(store_stack(state, options, &gate, 2));
-    let stats = Arc::new(WorkerStats::default());
-    let processor = Arc::new(Processor::new(
-        standard_handlers(),
-        Arc::clone(&dedupe),
-        Arc::clone(&state),
-        None,
-        config.tenants.clone(),
-        ProcessSettings::from_config(config),
-        system_clock(),
-        Arc::clone(&stats),
-    ));
-    let settings = PoolSettings::from_config(config);
-    let limits = ConcurrencyLimits::new(settings.max_in_flight_per_queue, &settings.adaptive);
+    let stacked = Backend {
+        queues: Arc::clone(&queues),
+        dedupe: Arc::clone(&dedupe),
+        state: Arc::clone(&state),
+        bus: Arc::new(()),
+    };
+    let worker = Worker::build(config, &stacked, None, system_clock());
+    let stats = Arc::clone(worker.stats());
+    let settings = worker.pool_settings().clone();
+    let limits = worker.limits().clone();
     let shutdown = CancellationToken::new();
 
     tracing::info!(
@@ -438,13 +434,7 @@ where
     let baseline_rss = sys::current_rss_bytes().unwrap_or(0);
     let cpu_before = sys::cpu_time();
     let started = Instant::now();
-    let pool = tokio::spawn(run_pool_with_limits(
-        Arc::clone(&queues),
-        processor,
-        settings.clone(),
-        limits.clone(),
-        shutdown.clone(),
-    ));
+    let pool = tokio::spawn(worker.run(shutdown.clone()));
 
     let mut peak_rss = baseline_rss;
     let (mut limit_sum, mut samples) = (0.0, 0u32);

@@ -19,7 +19,7 @@ use crate::app::{cancel_when_idle, open_local};
 use crate::backend::{Backend, Bus, BusEntry, DedupeStore, Queue, ReconcileStore, StateStore};
 use crate::clock::system_clock;
 use crate::config::Config;
-use crate::demo::runner::{DemoOptions, publish_chunks, render_summary, run_demo};
+use crate::demo::runner::{DemoOptions, render_summary, run_demo};
 use crate::domain::Domain;
 use crate::event::envelope::entry_from_envelope;
 use crate::handlers::standard_handlers;
@@ -28,7 +28,7 @@ use crate::ingress::config::IngressConfig;
 use crate::ingress::server::{IngressState, serve};
 use crate::state_view::{customer_status, export_document};
 use crate::stripe_api::StripeApiClient;
-use crate::worker::{PoolSettings, ProcessSettings, Processor, WorkerStats, run_pool};
+use crate::worker::{PoolSettings, Worker};
 
 /// Load the configuration the backend arguments name (file, then environment).
 fn load_config(args: &BackendArgs) -> anyhow::Result<Config> {
@@ -249,22 +249,13 @@ async fn run_worker<Q: Queue, D: DedupeStore + ReconcileStore, S: StateStore, B:
     config: &Config,
     args: &RunArgs,
 ) -> anyhow::Result<ExitCode> {
-    let stats = Arc::new(WorkerStats::default());
     let api = stripe_api(&args.stripe_api, config)?;
-    let processor = Arc::new(Processor::new(
-        standard_handlers(),
-        Arc::clone(&backend.dedupe),
-        Arc::clone(&backend.state),
-        api.clone().map(|api| api as Arc<dyn Hydrator>),
-        config.tenants.clone(),
-        ProcessSettings::from_config(config),
-        system_clock(),
-        Arc::clone(&stats),
-    ));
-    let mut settings = PoolSettings::from_config(config);
-    if !args.domains.is_empty() {
-        settings.domains = args.domains.clone();
-    }
+    let worker = Worker::builder(config, &backend, system_clock())
+        .hydrator(api.clone().map(|api| api as Arc<dyn Hydrator>))
+        .domains(&args.domains)
+        .build();
+    let stats = Arc::clone(worker.stats());
+    let settings = worker.pool_settings().clone();
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
     if args.until_idle {
@@ -359,12 +350,7 @@ async fn run_worker<Q: Queue, D: DedupeStore + ReconcileStore, S: StateStore, B:
         ));
     }
     pollers_running.store(true, std::sync::atomic::Ordering::Release);
-    let pool = run_pool(
-        Arc::clone(&backend.queues),
-        processor,
-        settings,
-        shutdown.clone(),
-    );
+    let pool = worker.run(shutdown.clone());
     match sweeps {
         Some(sweeps) => {
             tokio::join!(pool, sweeps);
@@ -473,7 +459,7 @@ async fn publish<Q: Queue, D, S, B: Bus>(
             }
         }
     }
-    publish_chunks(backend.bus.as_ref(), &entries).await?;
+    crate::backend::publish_entries(backend.bus.as_ref(), &entries).await?;
     let mut out = std::io::stdout().lock();
     match (args.to_queue, args.json) {
         (Some(domain), false) => writeln!(out, "sent {sent_raw} messages to the {domain} queue")?,

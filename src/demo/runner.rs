@@ -18,16 +18,13 @@ use super::generator::{GeneratorConfig, generate_for_tenants, tenant_name};
 use crate::app::{cancel_when_idle, open_local};
 use crate::backend::faults::Faulty;
 use crate::backend::local_bus::RoutedCounts;
-use crate::backend::{Bus, BusEntry, Queue, StateStore};
+use crate::backend::{Backend, BusEntry, Queue, StateStore};
 use crate::clock::system_clock;
 use crate::config::Config;
 use crate::domain::Domain;
 use crate::event::envelope;
-use crate::handlers::standard_handlers;
 use crate::stripe_double::StripeDouble;
-use crate::worker::{
-    PoolSettings, ProcessSettings, Processor, StatsSnapshot, WorkerStats, run_pool,
-};
+use crate::worker::{StatsSnapshot, Worker};
 
 /// What the demo does.
 #[derive(Debug, Clone)]
@@ -180,29 +177,26 @@ pub async fn run_demo(options: DemoOptions) -> anyhow::Result<DemoReport> {
         options.fault_rate,
         options.seed ^ 2,
     ));
-    let stats = Arc::new(WorkerStats::default());
-    let processor = Arc::new(Processor::new(
-        standard_handlers(),
-        Arc::clone(&dedupe),
-        Arc::clone(&state),
+    let faulty = Backend {
+        queues: Arc::clone(&backend.queues),
+        dedupe: Arc::clone(&dedupe),
+        state: Arc::clone(&state),
+        bus: Arc::clone(&backend.bus),
+    };
+    let worker = Worker::build(
+        &config,
+        &faulty,
         Some(Arc::clone(&double) as _),
-        config.tenants.clone(),
-        ProcessSettings::from_config(&config),
         system_clock(),
-        Arc::clone(&stats),
-    ));
+    );
+    let stats = Arc::clone(worker.stats());
 
     let mut rng = StdRng::seed_from_u64(options.seed);
     let poison = poison_messages(&tenants);
 
     let shutdown = CancellationToken::new();
     let started = Instant::now();
-    let pool = tokio::spawn(run_pool(
-        Arc::clone(&backend.queues),
-        processor,
-        PoolSettings::from_config(&config),
-        shutdown.clone(),
-    ));
+    let pool = tokio::spawn(worker.run(shutdown.clone()));
     let progress = progress_bar(options.progress);
     crate::telemetry::stderr::set_progress_bar(&progress);
     let ticker = tokio::spawn({
@@ -248,7 +242,7 @@ pub async fn run_demo(options: DemoOptions) -> anyhow::Result<DemoReport> {
         }
 
         let publish_started = Instant::now();
-        publish_chunks(backend.bus.as_ref(), &entries).await?;
+        crate::backend::publish_entries(backend.bus.as_ref(), &entries).await?;
         drop(entries);
         if chunk == 0 {
             for (domain, body) in &poison {
@@ -399,40 +393,6 @@ fn poison_messages(tenants: &[String]) -> Vec<(Domain, String)> {
         (Domain::Payment, thin_missing_in_stripe.to_string()),
         (Domain::Subscription, no_detail.to_string()),
     ]
-}
-
-/// How many PutEvents-sized batches are in flight at once when publishing a stream.
-const PUBLISH_CONCURRENCY: usize = 16;
-
-/// Publish a stream in batches of 10 (the PutEvents limit), several batches at a time.
-pub async fn publish_chunks<B: Bus>(bus: &B, entries: &[BusEntry]) -> anyhow::Result<()> {
-    use futures::{StreamExt, TryStreamExt};
-    futures::stream::iter(entries.chunks(10))
-        .map(|chunk| publish_all(bus, chunk))
-        .buffer_unordered(PUBLISH_CONCURRENCY)
-        .try_collect::<()>()
-        .await
-}
-
-/// Publish `entries`, re-sending only the failed ones, a bounded number of times.
-pub async fn publish_all<B: Bus>(bus: &B, entries: &[BusEntry]) -> anyhow::Result<()> {
-    let mut pending: Vec<BusEntry> = entries.to_vec();
-    for attempt in 0..5u32 {
-        let failures = bus.publish(&pending).await?;
-        if failures.failed.is_empty() {
-            return Ok(());
-        }
-        if let Some((_, error)) = failures.failed.iter().find(|(_, e)| !e.is_retryable()) {
-            anyhow::bail!("the bus rejected an entry: {error}");
-        }
-        pending = failures
-            .failed
-            .iter()
-            .map(|(i, _)| pending[*i].clone())
-            .collect();
-        tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
-    }
-    anyhow::bail!("{} entries still failing after 5 attempts", pending.len())
 }
 
 /// The demo's bar: a spinner while the first chunk is generated (its length is not known

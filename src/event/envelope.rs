@@ -13,11 +13,24 @@
 //! [`entry_from_envelope`] goes back. Everything here is pure; [`super::decode`] is the
 //! reading side and the round trip between the two is tested.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::backend::BusEntry;
+/// One event to put on a bus, as in an EventBridge `PutEvents` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BusEntry {
+    /// `stripe.webhook`, or `aws.partner/stripe.com/ed_...` for partner-shaped events.
+    pub source: String,
+    /// `Stripe Webhook Event`, or the Stripe event type on the partner path.
+    pub detail_type: String,
+    /// The detail, a JSON object serialised.
+    pub detail: String,
+    /// Resource ARNs, usually empty.
+    #[serde(default)]
+    pub resources: Vec<String>,
+}
 
 /// The EventBridge source our webhook ingress publishes with. Only the ingress may use it:
 /// the decoder trusts the `tenant_id` of events with this source.

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use decode::{DecodeError, decode_message};
+pub use envelope::BusEntry;
 
 /// Which path the event took onto the bus.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

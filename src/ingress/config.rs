@@ -6,7 +6,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use crate::retry::Backoff;
 use serde::{Deserialize, Serialize};
 
 use super::secrets::{self, SecretsError, TenantSecrets};
@@ -123,40 +123,11 @@ impl FromStr for PublishStyles {
     }
 }
 
-/// How failed bus entries are re-sent within one request. Bounded so the answer (200 or
-/// 503) comes well inside Stripe's delivery timeout; after that Stripe's own retries take
-/// over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PublishRetry {
-    /// Publish attempts in total, the first included (at least 1).
-    pub max_attempts: usize,
-    /// Delay before the first re-send; later delays double, with jitter.
-    pub initial_delay: Duration,
-    /// The longest single delay.
-    pub max_delay: Duration,
-}
-
-impl Default for PublishRetry {
-    fn default() -> Self {
-        PublishRetry {
-            max_attempts: 4,
-            initial_delay: Duration::from_millis(50),
-            max_delay: Duration::from_secs(1),
-        }
-    }
-}
-
-impl PublishRetry {
-    /// The delays between attempts (`max_attempts - 1` of them), with jitter.
-    pub fn delays(&self) -> impl Iterator<Item = Duration> + use<> {
-        ExponentialBuilder::default()
-            .with_min_delay(self.initial_delay)
-            .with_max_delay(self.max_delay)
-            .with_max_times(self.max_attempts.saturating_sub(1))
-            .with_jitter()
-            .build()
-    }
-}
+/// How entries the bus rejected are re-sent within one request: bounded so the answer
+/// (200 or 503) comes well inside Stripe's delivery timeout; after that Stripe's own
+/// retries take over.
+pub const DEFAULT_PUBLISH_BACKOFF: Backoff =
+    Backoff::doubling(Duration::from_millis(50), Duration::from_secs(1), 3);
 
 /// Everything the webhook ingress needs to run. Secrets print as `<redacted>`.
 #[derive(Debug, Clone)]
@@ -175,7 +146,7 @@ pub struct IngressConfig {
     /// Each tenant's active webhook secrets; more than one while rolling a secret.
     pub tenants: TenantSecrets,
     /// Re-sending of entries the bus did not accept.
-    pub publish_retry: PublishRetry,
+    pub publish_retry: Backoff,
     /// A connection that does not deliver a request's headers in this time is closed.
     pub header_read_timeout: Duration,
     /// A request whose body does not arrive in this time is answered 408.
@@ -191,7 +162,7 @@ impl Default for IngressConfig {
             styles: PublishStyles::default(),
             default_tenant: Some(IMPLICIT_DEFAULT_TENANT.to_owned()),
             tenants: TenantSecrets::new(),
-            publish_retry: PublishRetry::default(),
+            publish_retry: DEFAULT_PUBLISH_BACKOFF,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
         }
@@ -285,12 +256,6 @@ impl IngressConfig {
                 message: "must be positive".into(),
             });
         }
-        if self.publish_retry.max_attempts == 0 {
-            return Err(ConfigError::OutOfRange {
-                setting: "publish_retry.max_attempts",
-                message: "must be at least 1".into(),
-            });
-        }
         Ok(())
     }
 }
@@ -374,18 +339,5 @@ mod tests {
         .expect_err("acme is not configured")
         .to_string();
         assert!(err.contains("known: default"), "{err}");
-    }
-
-    #[test]
-    fn retry_delays_are_bounded() {
-        let r = PublishRetry {
-            max_attempts: 3,
-            initial_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(40),
-        };
-        let delays: Vec<_> = r.delays().collect();
-        assert_eq!(delays.len(), 2);
-        // Jitter adds up to one more delay's worth on top of the cap.
-        assert!(delays.iter().all(|d| *d <= Duration::from_millis(80)));
     }
 }

@@ -22,7 +22,7 @@ pub mod secrets;
 pub mod server;
 pub mod signature;
 
-pub use config::{ConfigError, IngressConfig, PublishRetry, PublishStyles};
+pub use config::{ConfigError, DEFAULT_PUBLISH_BACKOFF, IngressConfig, PublishStyles};
 pub use counters::{IngressCounters, IngressCountersSnapshot, RejectReason};
 pub use secrets::{SecretsError, WebhookSecret};
 pub use server::{Clock, IngressState, ReadyCheck, probe_router, router, serve};

@@ -25,15 +25,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use super::config::{ConfigError, IngressConfig, PublishRetry, PublishStyles};
+use super::config::{ConfigError, IngressConfig, PublishStyles};
 use super::counters::{IngressCounters, RejectReason};
 use super::secrets::WebhookSecret;
 use super::signature::{self, SIGNATURE_HEADER, SignatureError};
-use crate::backend::{BackendError, Bus, BusEntry};
+use crate::backend::{Bus, BusEntry, publish_all};
 pub use crate::clock::Clock;
 use crate::clock::system_clock;
 use crate::event::envelope::{webhook_snapshot_entry, webhook_thin_entry};
-use crate::telemetry::metrics::{self, time_backend};
+use crate::retry::Backoff;
+use crate::telemetry::metrics;
 use crate::telemetry::trace::{MESSAGING_SYSTEM_EVENTBRIDGE, link_trace, traceparent_of};
 
 /// The event-bus source of webhook entries (the publish span's destination).
@@ -56,7 +57,7 @@ pub struct IngressState<B> {
     tolerance: std::time::Duration,
     max_body_bytes: usize,
     styles: PublishStyles,
-    publish_retry: PublishRetry,
+    publish_retry: Backoff,
     header_read_timeout: std::time::Duration,
     body_read_timeout: std::time::Duration,
     bus: Arc<B>,
@@ -99,12 +100,6 @@ impl<B: Bus> IngressState<B> {
     /// Use `clock` (ms since the epoch) instead of the system clock.
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
-        self
-    }
-
-    /// Share counters with another owner (e.g. one set across restarts of the server).
-    pub fn with_counters(mut self, counters: Arc<IngressCounters>) -> Self {
-        self.counters = counters;
         self
     }
 
@@ -470,12 +465,9 @@ async fn handle<B: Bus>(
 
     let count = entries.len();
     publish_span.record("messaging.batch.message_count", count as i64);
-    if let Err(e) = publish_all(
-        state.bus.as_ref(),
-        entries,
-        &state.publish_retry,
-        &state.counters,
-    )
+    if let Err(e) = publish_all(state.bus.as_ref(), &entries, &state.publish_retry, |_| {
+        state.counters.retry()
+    })
     .instrument(publish_span.clone())
     .await
     {
@@ -552,55 +544,6 @@ fn is_valid_traceparent(v: &str) -> bool {
         && hex(&b[36..52])
         && b[36..52].iter().any(|c| *c != b'0')
         && hex(&b[53..55])
-}
-
-/// Publish every entry, re-sending only the ones the bus did not accept, with bounded
-/// backoff. Stops at once on a permanent error (retrying cannot help; Stripe's own
-/// retries will, once the cause is fixed).
-async fn publish_all<B: Bus>(
-    bus: &B,
-    entries: Vec<BusEntry>,
-    retry: &PublishRetry,
-    counters: &IngressCounters,
-) -> Result<(), BackendError> {
-    let mut pending = entries;
-    let mut delays = retry.delays();
-    loop {
-        let last = match time_backend("bus_publish", bus.publish(&pending)).await {
-            Ok(f) if f.failed.is_empty() => return Ok(()),
-            Ok(f) => {
-                if let Some((_, e)) = f.failed.iter().find(|(_, e)| !e.is_retryable()) {
-                    return Err(e.clone());
-                }
-                let last = f.failed[0].1.clone();
-                let mut failed: Vec<usize> = f.failed.iter().map(|(i, _)| *i).collect();
-                failed.sort_unstable();
-                failed.dedup();
-                pending = pending
-                    .into_iter()
-                    .enumerate()
-                    .filter(|(i, _)| failed.binary_search(i).is_ok())
-                    .map(|(_, e)| e)
-                    .collect();
-                if pending.is_empty() {
-                    // Failures reported for entries we did not send: we cannot tell what
-                    // was accepted, so do not claim success.
-                    return Err(BackendError::Permanent {
-                        operation: "publish",
-                        message: "bus reported failures for unknown entries".into(),
-                    });
-                }
-                last
-            }
-            Err(e) if !e.is_retryable() => return Err(e),
-            Err(e) => e,
-        };
-        let Some(delay) = delays.next() else {
-            return Err(last);
-        };
-        counters.retry();
-        tokio::time::sleep(delay).await;
-    }
 }
 
 #[cfg(test)]

@@ -105,7 +105,7 @@ pub async fn backfill<B: Bus>(
             }
         }
         for chunk in entries.chunks(10) {
-            crate::demo::runner::publish_all(bus, chunk)
+            crate::backend::publish_entries(bus, chunk)
                 .await
                 .map_err(|e| OpsError::Publish(format!("{e:#}")))?;
             report.published += chunk.len() as u64;

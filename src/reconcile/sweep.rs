@@ -166,7 +166,7 @@ impl<D: ReconcileStore, B: Bus> Sweeper<D, B> {
             }
             report.missing += missing.len() as u64;
             for chunk in missing.chunks(10) {
-                crate::demo::runner::publish_all(self.bus.as_ref(), chunk)
+                crate::backend::publish_entries(self.bus.as_ref(), chunk)
                     .await
                     .map_err(|e| OpsError::Publish(format!("{e:#}")))?;
                 report.published += chunk.len() as u64;

@@ -16,7 +16,6 @@
 //! it meets, retried or not) carries throttling errors seen deep inside the processing of
 //! a message to the limit of that message's queue.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -259,10 +258,19 @@ impl QueueLimit {
 
     /// Feed an error to the controller: throttles are congestion signals.
     pub fn observe_error(&self, error: &BackendError) {
-        if !error.is_throttle() {
+        if error.is_throttle() {
+            self.observe_throttles(1);
+        }
+    }
+
+    /// `count` throttling errors were met by one message of this queue (see
+    /// [`crate::worker::Processed::throttles`]).
+    pub fn observe_throttles(&self, count: u32) {
+        if count == 0 {
             return;
         }
-        self.throttles.fetch_add(1, Ordering::Relaxed);
+        self.throttles
+            .fetch_add(u64::from(count), Ordering::Relaxed);
         if let Some(controller) = &self.controller {
             let mut aimd = controller.lock().unwrap_or_else(|p| p.into_inner());
             let before = aimd.limit();
@@ -370,22 +378,6 @@ impl ConcurrencyLimits {
     pub fn current(&self, domain: Domain) -> usize {
         self.get(domain).current()
     }
-}
-
-tokio::task_local! {
-    /// The limit of the queue whose message the current task processes.
-    static CURRENT: Arc<QueueLimit>;
-}
-
-/// Run `work` (the processing of one message) with `limit` as the one [`observe`] feeds.
-pub async fn scope<F: Future>(limit: Arc<QueueLimit>, work: F) -> F::Output {
-    CURRENT.scope(limit, work).await
-}
-
-/// Report a backend error seen while processing a message to that message's queue limit.
-/// Outside a [`scope`] (replay, tests) this does nothing.
-pub fn observe(error: &BackendError) {
-    let _ = CURRENT.try_with(|limit| limit.observe_error(error));
 }
 
 #[cfg(test)]
@@ -516,22 +508,27 @@ mod tests {
         assert_eq!(limit.current(), 6);
     }
 
-    #[tokio::test]
-    async fn observe_reaches_the_scoped_limit_only() {
+    #[test]
+    fn throttles_a_message_met_cut_its_queue_limit_once() {
         let settings = AdaptiveSettings {
             enabled: true,
-            min: 1,
+            min: 4,
             latency_threshold: None,
         };
-        let limit = QueueLimit::new(10, &settings);
-        let throttle = BackendError::Throttled {
-            operation: "test",
-            message: String::new(),
-        };
-        observe(&throttle);
-        assert_eq!(limit.throttles(), 0);
-        scope(Arc::clone(&limit), async { observe(&throttle) }).await;
-        assert_eq!(limit.throttles(), 1);
+        let limit = QueueLimit::new(100, &settings);
+        let mut held = Vec::new();
+        while let Some(p) = limit.try_acquire() {
+            held.push(p);
+        }
+        for _ in 0..held.len() {
+            limit.record_completion(MS);
+        }
+        assert_eq!(limit.current(), 8, "slow start from the minimum of 4");
+        limit.observe_throttles(0);
+        assert_eq!((limit.throttles(), limit.current()), (0, 8));
+        // Three throttles in one message: counted, and one cut (8 -> 6), not three.
+        limit.observe_throttles(3);
+        assert_eq!((limit.throttles(), limit.current()), (3, 6));
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! The worker engine: [`Processor::process_one`] turns a message into an [`Outcome`];
-//! [`run_pool`] polls the domain queues and acts on outcomes.
+//! The worker engine: [`Worker::build`] assembles it from a configuration and a backend;
+//! [`Processor::process_one`] turns a message into an [`Outcome`]; the pool polls the
+//! domain queues and acts on outcomes.
 
 mod acker;
 pub mod adaptive;
+mod assembly;
 mod lease;
 mod outcome;
 mod pool;
@@ -13,10 +15,11 @@ mod stats;
 use std::ops::Deref;
 use std::sync::Arc;
 
+pub use assembly::{Worker, WorkerBuilder};
 pub use outcome::Outcome;
-pub use pool::{PoolSettings, run_pool, run_pool_with_limits};
+pub use pool::PoolSettings;
 pub use process::{
-    APPLIED_LOG_TARGET, ProcessSettings, Processor, REPROCESS_REPLAY_PREFIX, process_span,
+    APPLIED_LOG_TARGET, ProcessSettings, Processed, Processor, REPROCESS_REPLAY_PREFIX,
     wants_reprocess,
 };
 pub use retry::RetryPolicy;

@@ -11,7 +11,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use super::acker::{AckSender, spawn_acker};
-use super::adaptive::{self, AdaptiveSettings, ConcurrencyLimits, LimitPermit, QueueLimit};
+use super::adaptive::{AdaptiveSettings, ConcurrencyLimits, LimitPermit, QueueLimit};
 use super::{DomainQueue, Outcome, Processor, RetryPolicy};
 use crate::backend::{DedupeStore, PerDomain, Queue, ReceivedMessage, StateStore};
 use crate::config::Config;
@@ -73,24 +73,9 @@ impl PoolSettings {
 }
 
 /// Run the pool until `shutdown` is cancelled, then drain: stop receiving, let in-flight
-/// messages finish within the grace period, release the rest, flush deletes.
-pub async fn run_pool<Q, D, S>(
-    queues: Arc<PerDomain<Q>>,
-    processor: Arc<Processor<D, S>>,
-    settings: PoolSettings,
-    shutdown: CancellationToken,
-) where
-    Q: Queue,
-    D: DedupeStore,
-    S: StateStore,
-{
-    let limits = ConcurrencyLimits::new(settings.max_in_flight_per_queue, &settings.adaptive);
-    run_pool_with_limits(queues, processor, settings, limits, shutdown).await;
-}
-
-/// [`run_pool`] with per-queue limits made by the caller, who can read them meanwhile
-/// (the `worker.concurrency.limit` gauge).
-pub async fn run_pool_with_limits<Q, D, S>(
+/// messages finish within the grace period, release the rest, flush deletes. Callers
+/// build a [`super::Worker`] and run it.
+pub(super) async fn run_pool<Q, D, S>(
     queues: Arc<PerDomain<Q>>,
     processor: Arc<Processor<D, S>>,
     settings: PoolSettings,
@@ -329,15 +314,17 @@ async fn handle_message<Q: Queue, D: DedupeStore, S: StateStore>(
     let started = tokio::time::Instant::now();
     let domain = queue.domain();
     let limit = Arc::clone(permits.queue.limit());
-    let span = super::process::process_span(queue.name(), &message);
-    // Throttles met inside the processing reach this queue's limit through the scope.
-    let work = adaptive::scope(
-        Arc::clone(&limit),
-        processor.process_in(domain, &message, &span),
-    );
-    let outcome = tokio::select! {
-        outcome = with_heartbeat(&queue, &message, settings.visibility_timeout, work) => outcome,
-        _ = hard_stop.cancelled() => Outcome::Released,
+    let work = processor.process_one(domain, &message);
+    let (outcome, span) = tokio::select! {
+        processed = with_heartbeat(&queue, &message, settings.visibility_timeout, work) => {
+            // Throttles met inside the processing, even those a retry hid, tighten this
+            // queue's limit.
+            limit.observe_throttles(processed.throttles);
+            processed.span.record("otel.name", format!("process {}", queue.name()));
+            processed.span.record("messaging.destination.name", queue.name());
+            (processed.outcome, processed.span)
+        }
+        _ = hard_stop.cancelled() => (Outcome::Released, tracing::Span::none()),
     };
     let elapsed = started.elapsed();
     processor.stats().record_outcome(domain, &outcome, elapsed);

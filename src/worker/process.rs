@@ -1,8 +1,10 @@
-//! `process_one`: one message in, one [`Outcome`] out. The pool, the replay command and
-//! the tests all drive this step; it never touches the queue.
+//! `process_one`: one message in, one [`Processed`] (its [`Outcome`]) out. The pool drives
+//! this step for every message (the demo, the bench and the tests run the pool, or call
+//! it directly); it never touches the queue.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use backon::Retryable;
@@ -46,7 +48,7 @@ pub fn wants_reprocess(event: &NormalisedEvent) -> bool {
 /// The span of one message's processing: the OTel messaging `process` span (consumer),
 /// with the event's attributes recorded once it is decoded. It is a debug span, so with
 /// export off it is disabled at its call site and costs nothing.
-pub fn process_span(queue: &str, message: &ReceivedMessage) -> tracing::Span {
+fn process_span(queue: &str, message: &ReceivedMessage) -> tracing::Span {
     tracing::debug_span!(
         "process",
         otel.name = %format_args!("process {queue}"),
@@ -67,6 +69,68 @@ pub fn process_span(queue: &str, message: &ReceivedMessage) -> tracing::Span {
         stripe_worker.outcome = Empty,
         stripe_worker.reason = Empty,
     )
+}
+
+/// Record the decoded event on the message's span, continuing the trace it carries.
+fn record_event(span: &tracing::Span, event: &NormalisedEvent) {
+    continue_trace(span, event.traceparent.as_deref());
+    span.record("stripe.event.id", event.event_id.as_str());
+    span.record("stripe.event.type", event.event_type.as_str());
+    span.record("stripe_worker.source", event.source.label());
+    span.record(
+        "stripe_worker.payload_style",
+        match event.payload_style {
+            crate::event::PayloadStyle::Snapshot => "snapshot",
+            crate::event::PayloadStyle::Thin => "thin",
+        },
+    );
+}
+
+/// Record the message's outcome on its span.
+fn record_outcome(span: &tracing::Span, outcome: &Outcome) {
+    span.record("stripe_worker.outcome", outcome.label());
+    match outcome {
+        Outcome::DeadLetter(reason) => {
+            span.record("stripe_worker.reason", reason.kind.as_str());
+            span.record("otel.status_code", "ERROR");
+        }
+        Outcome::RetryLater { kind, .. } => {
+            span.record("stripe_worker.reason", *kind);
+            span.record("otel.status_code", "ERROR");
+        }
+        Outcome::Ignored { reason } => {
+            span.record("stripe_worker.reason", *reason);
+        }
+        _ => {}
+    }
+}
+
+/// What processing one message gave: its outcome, for the pool to settle, and what the
+/// pool's concurrency limit learns from it.
+#[derive(Debug)]
+pub struct Processed {
+    /// What the pool does with the message.
+    pub outcome: Outcome,
+    /// Throttling errors the message's steps met, retried or not: each tightens the
+    /// queue's adaptive limit.
+    pub throttles: u32,
+    /// The message's `process` span, which the settlement continues.
+    pub span: tracing::Span,
+}
+
+/// One message's in-process retry budget (its start) and what its retries met.
+struct Budget {
+    started: tokio::time::Instant,
+    throttles: AtomicU32,
+}
+
+impl Budget {
+    fn new() -> Self {
+        Budget {
+            started: tokio::time::Instant::now(),
+            throttles: AtomicU32::new(0),
+        }
+    }
 }
 
 /// The settings `process_one` needs.
@@ -158,9 +222,9 @@ impl StepError {
 }
 
 impl<D: DedupeStore, S: StateStore> Processor<D, S> {
-    /// A processor over these handlers and stores.
+    /// A processor over these handlers and stores ([`super::WorkerBuilder::build`]).
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(super) fn new(
         handlers: Vec<Arc<dyn Handler>>,
         dedupe: Arc<D>,
         state: Arc<S>,
@@ -213,67 +277,42 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
 
     /// Decode, resolve the tenant, and run every handler of `domain` that acts on the
     /// event, each at most once per event (its applied-marker and its state writes commit
-    /// together), writing state newest-wins.
-    pub async fn process_one(&self, domain: Domain, message: &ReceivedMessage) -> Outcome {
+    /// together), writing state newest-wins. The one entry into processing: the pool,
+    /// the demo, the bench and the tests all come through here.
+    pub async fn process_one(&self, domain: Domain, message: &ReceivedMessage) -> Processed {
         let span = process_span(domain.as_str(), message);
-        self.process_in(domain, message, &span).await
-    }
-
-    /// [`Self::process_one`] inside `span` (from [`process_span`], not yet entered): the
-    /// span continues the trace the event carries and gets the event's attributes and the
-    /// outcome. The pool keeps the span for the acknowledgement that follows.
-    pub async fn process_in(
-        &self,
-        domain: Domain,
-        message: &ReceivedMessage,
-        span: &tracing::Span,
-    ) -> Outcome {
+        let budget = Budget::new();
         span.record("stripe_worker.domain", domain.as_str());
         let outcome = match decode_message(message.body.as_bytes()) {
             Ok(event) => {
-                continue_trace(span, event.traceparent.as_deref());
-                span.record("stripe.event.id", event.event_id.as_str());
-                span.record("stripe.event.type", event.event_type.as_str());
-                span.record("stripe_worker.source", event.source.label());
-                span.record(
-                    "stripe_worker.payload_style",
-                    match event.payload_style {
-                        crate::event::PayloadStyle::Snapshot => "snapshot",
-                        crate::event::PayloadStyle::Thin => "thin",
-                    },
-                );
+                record_event(&span, &event);
                 let lag_ms = self.now_ms() - event.created_ms;
                 metrics::get().event_lag(
                     domain.as_str(),
                     event.source.label(),
                     lag_ms as f64 / 1000.0,
                 );
-                self.process_event(domain, &event)
+                self.process_event(domain, &event, &budget)
                     .instrument(span.clone())
                     .await
             }
             Err(e) => Outcome::dead_letter(e.reason(), e.to_string(), None),
         };
-        span.record("stripe_worker.outcome", outcome.label());
-        match &outcome {
-            Outcome::DeadLetter(reason) => {
-                span.record("stripe_worker.reason", reason.kind.as_str());
-                span.record("otel.status_code", "ERROR");
-            }
-            Outcome::RetryLater { kind, .. } => {
-                span.record("stripe_worker.reason", *kind);
-                span.record("otel.status_code", "ERROR");
-            }
-            Outcome::Ignored { reason } => {
-                span.record("stripe_worker.reason", *reason);
-            }
-            _ => {}
+        record_outcome(&span, &outcome);
+        Processed {
+            outcome,
+            throttles: budget.throttles.into_inner(),
+            span,
         }
-        outcome
     }
 
-    /// [`Self::process_one`] for an event already decoded (replay and tests).
-    pub async fn process_event(&self, domain: Domain, event: &NormalisedEvent) -> Outcome {
+    /// [`Self::process_one`] once the message is decoded.
+    async fn process_event(
+        &self,
+        domain: Domain,
+        event: &NormalisedEvent,
+        budget: &Budget,
+    ) -> Outcome {
         let handlers: Vec<&Arc<dyn Handler>> = self
             .handlers
             .iter()
@@ -289,7 +328,6 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
             Err(e) => return Outcome::dead_letter(e.reason(), e.to_string(), None),
         };
         tracing::Span::current().record("stripe_worker.tenant", tenant.as_str());
-        let started = tokio::time::Instant::now();
         let mut object: Option<(Value, i64)> = None;
         let mut writes = 0;
         let mut applied_any = false;
@@ -300,7 +338,7 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
                 dedupe_id: event.dedupe_id.clone(),
             };
             match self
-                .apply_once(handler.as_ref(), &key, event, &mut object, started)
+                .apply_once(handler.as_ref(), &key, event, &mut object, budget)
                 .await
             {
                 Ok(Some(n)) => {
@@ -326,24 +364,20 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
         key: &DedupeKey,
         event: &NormalisedEvent,
         object: &mut Option<(Value, i64)>,
-        started: tokio::time::Instant,
+        budget: &Budget,
     ) -> Result<Option<usize>, Outcome> {
         if handler.acts_outside_store() {
-            return self
-                .apply_leased(handler, key, event, object, started)
-                .await;
+            return self.apply_leased(handler, key, event, object, budget).await;
         }
         // No claim and no lease: the marker and the records commit together, so a crash
         // anywhere leaves the event applied (the next receive is a duplicate) or not.
-        let records = self
-            .records_of(handler, key, event, object, started)
-            .await?;
+        let records = self.records_of(handler, key, event, object, budget).await?;
         let marker = if self.reprocessing(event) {
             Marker::Overwrite
         } else {
             Marker::IfAbsent
         };
-        self.commit(handler, key, marker, &records, started).await
+        self.commit(handler, key, marker, &records, budget).await
     }
 
     /// [`Self::apply_once`] for a handler that acts outside the store: claim the event,
@@ -354,11 +388,11 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
         key: &DedupeKey,
         event: &NormalisedEvent,
         object: &mut Option<(Value, i64)>,
-        started: tokio::time::Instant,
+        budget: &Budget,
     ) -> Result<Option<usize>, Outcome> {
         let lease = self.settings.lease;
         let claim = self
-            .retrying(started, "dedupe_claim", || {
+            .retrying(budget, "dedupe_claim", || {
                 time_backend("dedupe_claim", self.dedupe.claim(key, self.now_ms(), lease))
             })
             .instrument(tracing::debug_span!(
@@ -373,11 +407,9 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
             Claim::AlreadyDone if !self.reprocessing(event) => return Ok(None),
             // Reprocessing re-applies the state only: the effect happened the first time.
             Claim::AlreadyDone => {
-                let records = self
-                    .records_of(handler, key, event, object, started)
-                    .await?;
+                let records = self.records_of(handler, key, event, object, budget).await?;
                 return self
-                    .commit(handler, key, Marker::Overwrite, &records, started)
+                    .commit(handler, key, Marker::Overwrite, &records, budget)
                     .await;
             }
             Claim::InProgressElsewhere { until_ms } => {
@@ -393,9 +425,7 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
             &self.releases,
         );
         let work = async {
-            let records = self
-                .records_of(handler, key, event, object, started)
-                .await?;
+            let records = self.records_of(handler, key, event, object, budget).await?;
             if let Some((object, _)) = object.as_ref() {
                 handler
                     .effect(&event.event_type, object)
@@ -406,7 +436,7 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
                     .await
                     .map_err(|e| effect_outcome(handler.name(), e))?;
             }
-            self.commit(handler, key, Marker::Fenced(&token), &records, started)
+            self.commit(handler, key, Marker::Fenced(&token), &records, budget)
                 .await
         };
         let result = tokio::select! {
@@ -432,11 +462,11 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
         key: &DedupeKey,
         event: &NormalisedEvent,
         object: &mut Option<(Value, i64)>,
-        started: tokio::time::Instant,
+        budget: &Budget,
     ) -> Result<Vec<StateRecord>, Outcome> {
         if object.is_none() {
             *object = Some(
-                self.object_of(&key.tenant, event, started)
+                self.object_of(&key.tenant, event, budget)
                     .await
                     .map_err(|e| e.into_outcome(handler.name()))?,
             );
@@ -484,7 +514,7 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
         let mut resolved = Vec::with_capacity(records.len());
         for record in records {
             let record = self
-                .retrying(started, "tie_check", || {
+                .retrying(budget, "tie_check", || {
                     time_backend(
                         "tie_check",
                         resolve_tie::<_, StepError>(self.state.as_ref(), &record, &tie),
@@ -504,7 +534,7 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
         key: &DedupeKey,
         marker: Marker<'_>,
         records: &[StateRecord],
-        started: tokio::time::Instant,
+        budget: &Budget,
     ) -> Result<Option<usize>, Outcome> {
         let write_span = tracing::debug_span!(
             "state write",
@@ -515,7 +545,7 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
         );
         let retention = self.settings.retention;
         let applied = self
-            .retrying(started, "state_write", || {
+            .retrying(budget, "state_write", || {
                 let write = EventWrite {
                     key,
                     marker,
@@ -561,7 +591,7 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
         &self,
         tenant: &str,
         event: &NormalisedEvent,
-        started: tokio::time::Instant,
+        budget: &Budget,
     ) -> Result<(Value, i64), StepError> {
         let reference = match (&event.object, self.settings.hydrate) {
             (EventObject::Full { object }, HydrateMode::Thin) => {
@@ -585,7 +615,7 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
         let context = event.connect_account.as_deref();
         let fetched_at = self.now_ms();
         let object = self
-            .retrying(started, "hydrate", || {
+            .retrying(budget, "hydrate", || {
                 time_backend("hydrate", hydrator.fetch(tenant, &reference, context))
             })
             .instrument(tracing::debug_span!(
@@ -601,7 +631,7 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
     /// what is left of the message's budget.
     async fn retrying<T, E, F, Fut>(
         &self,
-        started: tokio::time::Instant,
+        budget: &Budget,
         operation: &'static str,
         step: F,
     ) -> Result<T, E>
@@ -610,14 +640,21 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
         Fut: Future<Output = Result<T, E>>,
         E: Into<StepError> + Clone,
     {
-        let remaining = self.settings.retry.budget.saturating_sub(started.elapsed());
+        let remaining = self
+            .settings
+            .retry
+            .budget
+            .saturating_sub(budget.started.elapsed());
         step.retry(self.settings.retry.backoff(remaining))
             .sleep(tokio::time::sleep)
             .when(|e: &E| {
                 let error: StepError = e.clone().into();
-                if let StepError::Backend(backend) = &error {
-                    // Throttles tighten this message's queue limit even when a retry hides them.
-                    super::adaptive::observe(backend);
+                if let StepError::Backend(backend) = &error
+                    && backend.is_throttle()
+                {
+                    // Throttles tighten the queue's limit even when a retry hides them: the
+                    // pool reads the count from the result.
+                    budget.throttles.fetch_add(1, Ordering::Relaxed);
                 }
                 error.is_retryable()
             })

@@ -1,23 +1,19 @@
-//! Retry schedules as data: in-process retries within a budget, then visibility backoff
-//! by receive count.
+//! The worker's retries (see [`crate::retry`] for where each remote is retried): store
+//! calls retried in process within a budget, then the message's visibility backoff by
+//! receive count.
 
 use std::time::Duration;
 
 use backon::ExponentialBuilder;
 
 use crate::config::Config;
+use crate::retry::Backoff;
 
 /// How transient failures are retried.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
-    /// First in-process delay.
-    pub initial: Duration,
-    /// Growth per attempt.
-    pub multiplier: f32,
-    /// Longest in-process delay.
-    pub max_delay: Duration,
-    /// In-process attempts after the first, per step.
-    pub max_attempts: usize,
+    /// In-process retries of one step (a store call).
+    pub backoff: Backoff,
     /// Total in-process delay per message, kept below the visibility timeout so a message
     /// is never redelivered while we still retry it.
     pub budget: Duration,
@@ -32,10 +28,13 @@ impl RetryPolicy {
     pub fn from_config(config: &Config) -> Self {
         let r = &config.retry;
         RetryPolicy {
-            initial: Duration::from_millis(r.initial_delay_ms),
-            multiplier: r.multiplier,
-            max_delay: Duration::from_millis(r.max_delay_ms),
-            max_attempts: r.max_attempts,
+            backoff: Backoff {
+                initial: Duration::from_millis(r.initial_delay_ms),
+                multiplier: r.multiplier,
+                max_delay: Duration::from_millis(r.max_delay_ms),
+                retries: r.max_attempts,
+                jitter: true,
+            },
             budget: config.visibility_timeout() / 2,
             visibility_base: Duration::from_secs(r.visibility_backoff_base_secs),
             visibility_max: Duration::from_secs(r.visibility_backoff_max_secs),
@@ -44,13 +43,7 @@ impl RetryPolicy {
 
     /// The in-process backoff for a step, given how much of the budget is left.
     pub fn backoff(&self, remaining_budget: Duration) -> ExponentialBuilder {
-        ExponentialBuilder::default()
-            .with_min_delay(self.initial)
-            .with_factor(self.multiplier)
-            .with_max_delay(self.max_delay)
-            .with_max_times(self.max_attempts)
-            .with_total_delay(Some(remaining_budget))
-            .with_jitter()
+        self.backoff.builder(Some(remaining_budget))
     }
 
     /// How long a message stays invisible after its `receive_count`-th receive failed:
@@ -81,32 +74,5 @@ mod tests {
         let config = Config::default();
         let policy = RetryPolicy::from_config(&config);
         assert!(policy.budget < config.visibility_timeout());
-    }
-
-    #[tokio::test]
-    async fn backoff_stops_when_the_budget_is_spent() {
-        use backon::Retryable;
-        use std::sync::atomic::{AtomicUsize, Ordering};
-
-        let policy = RetryPolicy {
-            initial: Duration::from_millis(5),
-            max_delay: Duration::from_millis(20),
-            max_attempts: 1_000,
-            ..RetryPolicy::from_config(&Config::default())
-        };
-        let attempts = AtomicUsize::new(0);
-        let budget = Duration::from_millis(200);
-        let started = tokio::time::Instant::now();
-        let result: Result<(), &str> = (|| async {
-            attempts.fetch_add(1, Ordering::Relaxed);
-            Err("down")
-        })
-        .retry(policy.backoff(budget))
-        .sleep(tokio::time::sleep)
-        .await;
-        assert!(result.is_err());
-        assert!(attempts.load(Ordering::Relaxed) > 2);
-        // The budget bounds the total delay (plus the attempts' own time).
-        assert!(started.elapsed() < budget + Duration::from_millis(100));
     }
 }

@@ -80,49 +80,11 @@ macro_rules! store_cases {
     )*};
 }
 
-// Not run here: `queue_stale_receipt_rejected`. SQS documents that an earlier receipt
-// "might" still act on a message received again since, and moto accepts any past receipt;
-// the suite itself says an SQS-backed queue cannot promise it.
-queue_cases!(
-    queue_send_receive_delete,
-    queue_receive_oldest_first,
-    queue_visibility_timeout_redelivers,
-    queue_change_visibility_zero_releases,
-    queue_change_visibility_extends,
-    queue_redrive_after_max_receive_count,
-    queue_dead_letter_keeps_reason,
-    queue_send_delay,
-    queue_long_poll_wakes_on_send,
-    queue_batch_unknown_receipt,
-    queue_stats,
-);
+all_queue_cases!(queue_cases!());
 
-store_cases!(pair =>
-    dedupe_claim_apply_duplicate,
-    dedupe_in_progress_elsewhere,
-    dedupe_expired_lease_takeover_and_fencing,
-    dedupe_retention_expiry,
-    dedupe_release,
-    dedupe_renew_extends_the_lease,
-    dedupe_fenced_apply_requires_claim,
-    dedupe_keys_independent,
-    dedupe_concurrent_claims_one_winner,
-    apply_writes_marker_and_records_together,
-    apply_concurrent_same_event_writes_once,
-    apply_skips_stale_records,
-    apply_overwrite_reapplies,
-    apply_many_records,
-);
+pair_cases!(store_cases!(pair =>));
 
-store_cases!(state_only =>
-    state_put_get_roundtrip,
-    state_newer_wins_older_ignored,
-    state_tiebreak_rule,
-    state_by_customer,
-    state_export_ordering,
-    state_tenant_isolation,
-    state_concurrent_writers_keep_newest,
-);
+state_cases!(store_cases!(state_only =>));
 
 // ---------------------------------------------------------------- SQS against moto
 
@@ -632,7 +594,8 @@ mod mocked {
     use aws_sdk_sqs::operation::receive_message::ReceiveMessageError;
     use aws_sdk_sqs::types::{BatchResultErrorEntry, DeleteMessageBatchResultEntry};
     use aws_smithy_mocks::{Rule, RuleMode, mock};
-    use stripe_worker::backend::aws::PublishRetry;
+    use stripe_worker::backend::publish_all;
+    use stripe_worker::retry::Backoff;
 
     macro_rules! mocked_client {
         ($krate:ident, $rules:expr) => {{
@@ -793,14 +756,18 @@ mod mocked {
             .collect()
     }
 
+    fn quick(retries: usize) -> Backoff {
+        Backoff::doubling(Duration::from_millis(1), Duration::from_millis(5), retries)
+    }
+
     #[tokio::test]
-    async fn put_events_failed_entries_are_the_only_ones_resent() {
-        // First call: entry 1 throttled, entry 2 rejected for good, 0 and 3 accepted.
+    async fn put_events_rejected_entries_are_the_only_ones_resent() {
+        // First call: entry 1 throttled, 0, 2 and 3 accepted.
         let first = mock!(aws_sdk_eventbridge::Client::put_events)
             .match_requests(|req| req.entries().len() == 4)
             .then_output(|| {
                 PutEventsOutput::builder()
-                    .failed_entry_count(2)
+                    .failed_entry_count(1)
                     .entries(PutEventsResultEntry::builder().event_id("a").build())
                     .entries(
                         PutEventsResultEntry::builder()
@@ -808,12 +775,7 @@ mod mocked {
                             .error_message("rate exceeded")
                             .build(),
                     )
-                    .entries(
-                        PutEventsResultEntry::builder()
-                            .error_code("MalformedDetail")
-                            .error_message("bad detail")
-                            .build(),
-                    )
+                    .entries(PutEventsResultEntry::builder().event_id("c").build())
                     .entries(PutEventsResultEntry::builder().event_id("d").build())
                     .build()
             });
@@ -827,26 +789,53 @@ mod mocked {
                     .build()
             });
         let client = mocked_client!(aws_sdk_eventbridge, [&first, &resend]);
-        let bus = EventBridgeBus::new(client, "bus").with_retry(PublishRetry {
-            initial_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(5),
-            max_resends: 3,
-        });
+        let bus = EventBridgeBus::new(client, "bus");
         let entries: Vec<BusEntry> = (0..4).map(bus_entry).collect();
-        let failures = bus.publish_all(&entries).await;
-        assert_eq!(first.num_calls(), 1);
-        assert_eq!(resend.num_calls(), 1);
-        assert_eq!(failures.failed.len(), 1);
-        assert_eq!(failures.failed[0].0, 2);
-        assert!(!failures.failed[0].1.is_retryable());
+        publish_all(&bus, &entries, &quick(3), |_| {})
+            .await
+            .expect("published");
+        assert_eq!((first.num_calls(), resend.num_calls()), (1, 1));
+    }
 
-        // `publish` itself reports the failed entries for the caller to re-send.
+    #[tokio::test]
+    async fn put_events_report_each_rejected_entry_and_a_permanent_one_is_not_resent() {
+        // Entry 1 throttled, entry 2 rejected for good, 0 and 3 accepted.
+        let mixed = mock!(aws_sdk_eventbridge::Client::put_events).then_output(|| {
+            PutEventsOutput::builder()
+                .failed_entry_count(2)
+                .entries(PutEventsResultEntry::builder().event_id("a").build())
+                .entries(
+                    PutEventsResultEntry::builder()
+                        .error_code("ThrottlingException")
+                        .error_message("rate exceeded")
+                        .build(),
+                )
+                .entries(
+                    PutEventsResultEntry::builder()
+                        .error_code("MalformedDetail")
+                        .error_message("bad detail")
+                        .build(),
+                )
+                .entries(PutEventsResultEntry::builder().event_id("d").build())
+                .build()
+        });
+        let client = mocked_client!(aws_sdk_eventbridge, [&mixed]);
+        let bus = EventBridgeBus::new(client, "bus");
+        let entries: Vec<BusEntry> = (0..4).map(bus_entry).collect();
+        // `publish` reports the rejected entries for the caller to re-send.
         let failures = stripe_worker::backend::Bus::publish(&bus, &entries)
             .await
             .unwrap();
         let failed: Vec<usize> = failures.failed.iter().map(|(i, _)| *i).collect();
         assert_eq!(failed, vec![1, 2]);
         assert!(failures.failed[0].1.is_throttle());
+        assert!(!failures.failed[1].1.is_retryable());
+        // The publish loop stops at the permanent rejection: re-sending cannot help.
+        let err = publish_all(&bus, &entries, &quick(3), |_| {})
+            .await
+            .expect_err("a malformed entry");
+        assert!(!err.is_retryable(), "{err}");
+        assert_eq!(mixed.num_calls(), 2, "one call each, no re-send");
     }
 
     #[tokio::test]
@@ -862,15 +851,12 @@ mod mocked {
                 .build()
         });
         let client = mocked_client!(aws_sdk_eventbridge, [&always]);
-        let bus = EventBridgeBus::new(client, "bus").with_retry(PublishRetry {
-            initial_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(2),
-            max_resends: 2,
-        });
-        let failures = bus.publish_all(&[bus_entry(0)]).await;
+        let bus = EventBridgeBus::new(client, "bus");
+        let err = publish_all(&bus, &[bus_entry(0)], &quick(2), |_| {})
+            .await
+            .expect_err("still rejected");
         assert_eq!(always.num_calls(), 3, "one send and two re-sends");
-        assert_eq!(failures.failed.len(), 1);
-        assert!(failures.failed[0].1.is_retryable());
+        assert!(err.is_retryable(), "{err}");
     }
 
     #[tokio::test]

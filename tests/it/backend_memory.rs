@@ -58,48 +58,12 @@ macro_rules! store_cases {
     )*};
 }
 
-queue_cases!(
-    queue_send_receive_delete,
-    queue_receive_oldest_first,
-    queue_visibility_timeout_redelivers,
-    queue_change_visibility_zero_releases,
-    queue_change_visibility_extends,
-    queue_stale_receipt_rejected,
-    queue_redrive_after_max_receive_count,
-    queue_dead_letter_keeps_reason,
-    queue_send_delay,
-    queue_long_poll_wakes_on_send,
-    queue_batch_unknown_receipt,
-    queue_stats,
-    queue_dlq_peek_redrive_purge,
-);
+all_queue_cases!(queue_cases!());
+local_queue_cases!(queue_cases!());
 
-store_cases!(memory_pair() =>
-    dedupe_claim_apply_duplicate,
-    dedupe_in_progress_elsewhere,
-    dedupe_expired_lease_takeover_and_fencing,
-    dedupe_retention_expiry,
-    dedupe_release,
-    dedupe_renew_extends_the_lease,
-    dedupe_fenced_apply_requires_claim,
-    dedupe_keys_independent,
-    dedupe_concurrent_claims_one_winner,
-    apply_writes_marker_and_records_together,
-    apply_concurrent_same_event_writes_once,
-    apply_skips_stale_records,
-    apply_overwrite_reapplies,
-    apply_many_records,
-);
+pair_cases!(store_cases!(memory_pair() =>));
 
-store_cases!(MemoryState::new() =>
-    state_put_get_roundtrip,
-    state_newer_wins_older_ignored,
-    state_tiebreak_rule,
-    state_by_customer,
-    state_export_ordering,
-    state_tenant_isolation,
-    state_concurrent_writers_keep_newest,
-);
+state_cases!(store_cases!(MemoryState::new() =>));
 
 store_cases!(MemoryArchive::new() => archive_range);
 

@@ -13,9 +13,10 @@ use stripe_signing::{sign, v1};
 use serde_json::Value;
 use stripe_worker::backend::{BackendError, BackendResult, Bus, BusEntry, PublishFailures};
 use stripe_worker::ingress::{
-    IngressConfig, IngressCounters, IngressState, PublishRetry, PublishStyles, RejectReason,
-    WebhookSecret, serve, signature_header,
+    IngressConfig, IngressCounters, IngressState, PublishStyles, RejectReason, WebhookSecret,
+    serve, signature_header,
 };
+use stripe_worker::retry::Backoff;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -104,11 +105,7 @@ fn config() -> IngressConfig {
     );
     IngressConfig {
         tenants,
-        publish_retry: PublishRetry {
-            max_attempts: 2,
-            initial_delay: Duration::from_millis(5),
-            max_delay: Duration::from_millis(10),
-        },
+        publish_retry: Backoff::doubling(Duration::from_millis(5), Duration::from_millis(10), 1),
         ..IngressConfig::default()
     }
 }

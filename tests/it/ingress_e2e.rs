@@ -26,9 +26,9 @@ use stripe_worker::backend::{
 use stripe_worker::clock::system_clock;
 use stripe_worker::config::Config;
 use stripe_worker::domain::Domain;
-use stripe_worker::handlers::standard_handlers;
-use stripe_worker::ingress::{IngressConfig, IngressState, PublishRetry, WebhookSecret, serve};
-use stripe_worker::worker::{PoolSettings, ProcessSettings, Processor, WorkerStats, run_pool};
+use stripe_worker::ingress::{IngressConfig, IngressState, WebhookSecret, serve};
+use stripe_worker::retry::Backoff;
+use stripe_worker::worker;
 use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -490,24 +490,10 @@ async fn bus_outage_answers_503_without_state_and_stripes_retry_applies_once() {
     config.tenants.tenants = vec![TENANT.to_owned()];
     let backend = open_local(dir.path(), &config, system_clock()).expect("open");
 
-    let stats = Arc::new(WorkerStats::default());
-    let processor = Arc::new(Processor::new(
-        standard_handlers(),
-        Arc::clone(&backend.dedupe),
-        Arc::clone(&backend.state),
-        None,
-        config.tenants.clone(),
-        ProcessSettings::from_config(&config),
-        system_clock(),
-        Arc::clone(&stats),
-    ));
+    let worker = worker::Worker::build(&config, &backend, None, system_clock());
+    let stats = Arc::clone(worker.stats());
     let shutdown = CancellationToken::new();
-    let pool = tokio::spawn(run_pool(
-        Arc::clone(&backend.queues),
-        processor,
-        PoolSettings::from_config(&config),
-        shutdown.clone(),
-    ));
+    let pool = tokio::spawn(worker.run(shutdown.clone()));
 
     let bus = Arc::new(Outage {
         bus: Arc::clone(&backend.bus),
@@ -519,11 +505,7 @@ async fn bus_outage_answers_503_without_state_and_stripes_retry_applies_once() {
             vec![WebhookSecret::new(SECRET).expect("secret")],
         )]
         .into(),
-        publish_retry: PublishRetry {
-            max_attempts: 2,
-            initial_delay: Duration::from_millis(5),
-            max_delay: Duration::from_millis(10),
-        },
+        publish_retry: Backoff::doubling(Duration::from_millis(5), Duration::from_millis(10), 1),
         ..IngressConfig::default()
     };
     let state = IngressState::new(ingress, Arc::clone(&bus)).expect("ingress config");

@@ -8,6 +8,7 @@
 // Helpers shared by several modules.
 mod aws_support;
 mod child_process;
+#[macro_use]
 mod conformance;
 mod ops_support;
 mod reconcile_support;

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use stripe_worker::app::{MemoryBackend, memory_backend, open_local};
+use stripe_worker::backend::publish_entries;
 use stripe_worker::backend::{
     Backend, BusEntry, DeadLetterOps, DeadLetterReason, PerDomain, Queue, RedriveFilter, StateStore,
 };
 use stripe_worker::clock::{now_ms, system_clock};
-use stripe_worker::demo::runner::publish_all;
 use stripe_worker::domain::Domain;
 use stripe_worker::event::envelope::{
     envelope_json, partner_snapshot_entry, webhook_snapshot_entry,
@@ -55,7 +55,7 @@ async fn poisoned_events_are_listed_with_reasons_then_redriven_and_applied() {
     let unmapped = config(false);
     let mapped = config(true);
     let backend: MemoryBackend = memory_backend(&unmapped, system_clock());
-    publish_all(backend.bus.as_ref(), &mixed_entries())
+    publish_entries(backend.bus.as_ref(), &mixed_entries())
         .await
         .unwrap();
     let stats = drain(&backend, &unmapped).await;
@@ -222,7 +222,9 @@ async fn a_replay_applies_nothing_twice_and_reprocess_keeps_the_same_state() {
             partner_snapshot_entry(&e, "ed_acme").unwrap()
         })
         .collect();
-    publish_all(backend.bus.as_ref(), &entries).await.unwrap();
+    publish_entries(backend.bus.as_ref(), &entries)
+        .await
+        .unwrap();
     let first = drain(&backend, &cfg).await;
     assert_eq!(first.applied, 5);
     let before = state_json(&backend).await;

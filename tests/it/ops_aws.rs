@@ -11,11 +11,11 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 use ops_support::{config, customer_event, drain};
 use stripe_worker::backend::aws::{AwsBackend, AwsNames, SqsQueue};
+use stripe_worker::backend::publish_entries;
 use stripe_worker::backend::{
     DeadLetterOps, DeadLetterReason, Queue, RedriveFilter, StateStore, dlq_attributes,
 };
 use stripe_worker::clock::now_ms;
-use stripe_worker::demo::runner::publish_all;
 use stripe_worker::domain::Domain;
 use stripe_worker::event::envelope::partner_snapshot_entry;
 use stripe_worker::ops::{dlq, queues, replay};
@@ -232,7 +232,9 @@ async fn an_eventbridge_replay_applies_nothing_twice() {
             partner_snapshot_entry(&e, "ed_acme").unwrap()
         })
         .collect();
-    publish_all(backend.bus.as_ref(), &entries).await.unwrap();
+    publish_entries(backend.bus.as_ref(), &entries)
+        .await
+        .unwrap();
     let first = drain(&backend, &cfg).await;
     assert_eq!(first.applied, 4);
     let before = export_document(&backend.state.export(None).await.unwrap());

@@ -88,7 +88,8 @@ fn final_doc(deliveries: &[(usize, u8)]) -> Value {
     double
         .put(TENANT, events.last().unwrap()["data"]["object"].clone())
         .unwrap();
-    let processor = backend.processor(&config, Some(Arc::new(double)));
+    let worker = backend.worker(&config, Some(Arc::new(double)));
+    let processor = worker.processor();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -103,7 +104,10 @@ fn final_doc(deliveries: &[(usize, u8)]) -> Value {
                 sent_at_ms: 0,
                 attributes: BTreeMap::new(),
             };
-            let outcome = processor.process_one(Domain::Subscription, &message).await;
+            let outcome = processor
+                .process_one(Domain::Subscription, &message)
+                .await
+                .outcome;
             assert!(
                 matches!(outcome, Outcome::Applied { .. } | Outcome::Duplicate),
                 "delivery {n} ({index}, {source}): {outcome:?}"

@@ -106,7 +106,8 @@ async fn every_poison_case_ends_with_its_precise_outcome() {
     }
     let config = config();
     let backend = FaultyBackend::new(&config, 0.0, 0.0, 1);
-    let processor = backend.processor(&config, None);
+    let worker = backend.worker(&config, None);
+    let processor = worker.processor();
     for case in &cases {
         let bytes = body(case);
         if case.decoder_only {
@@ -127,7 +128,7 @@ async fn every_poison_case_ends_with_its_precise_outcome() {
             sent_at_ms: 0,
             attributes: BTreeMap::new(),
         };
-        let outcome = processor.process_one(case.domain, &message).await;
+        let outcome = processor.process_one(case.domain, &message).await.outcome;
         assert_eq!(
             outcome_of(case, &outcome),
             (case.outcome.clone(), case.reason.clone()),

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use stripe_worker::event::ObjectRef;
 use stripe_worker::hydrate::{HydrateError, Hydrator};
-use stripe_worker::stripe_api::{ApiKey, RetryPolicy, StripeApiClient, StripeApiConfig};
+use stripe_worker::retry::Backoff;
+use stripe_worker::stripe_api::{ApiKey, ApiRetry, StripeApiClient, StripeApiConfig};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -33,10 +34,8 @@ fn client_with(server: &MockServer, tweak: impl FnOnce(&mut StripeApiConfig)) ->
         keys,
         connect_timeout: Duration::from_secs(2),
         request_timeout: Duration::from_secs(2),
-        retry: RetryPolicy {
-            max_attempts: 3,
-            initial_delay: Duration::from_millis(5),
-            max_delay: Duration::from_millis(20),
+        retry: ApiRetry {
+            backoff: Backoff::doubling(Duration::from_millis(5), Duration::from_millis(20), 2),
             max_retry_after: Duration::from_secs(2),
         },
         api_version: None,
@@ -243,7 +242,11 @@ async fn persistent_5xx_is_transient_after_bounded_attempts() {
         }
         other => panic!("expected transient, got {other:?}"),
     }
-    assert_eq!(requests(&server).await.len(), 3, "max_attempts = 3");
+    assert_eq!(
+        requests(&server).await.len(),
+        3,
+        "two retries after the first attempt"
+    );
 }
 
 #[tokio::test]

@@ -33,12 +33,11 @@ use stripe_worker::backend::Bus;
 use stripe_worker::clock::system_clock;
 use stripe_worker::config::Config;
 use stripe_worker::event::envelope::entry_from_envelope;
-use stripe_worker::handlers::standard_handlers;
 use stripe_worker::hydrate::Hydrator;
 use stripe_worker::ingress::{IngressConfig, IngressState, WebhookSecret, serve};
 use stripe_worker::stripe_api::{ApiKey, StripeApiClient, StripeApiConfig};
 use stripe_worker::telemetry::{self, LogFormat, Telemetry, TelemetryConfig, metrics};
-use stripe_worker::worker::{PoolSettings, ProcessSettings, Processor, WorkerStats, run_pool};
+use stripe_worker::worker::Worker;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -299,17 +298,8 @@ async fn one_trace_runs_from_the_webhook_to_the_state_write_and_metrics_match_th
     api.keys
         .insert("default".into(), ApiKey::new(API_KEY).expect("key"));
     let hydrator: Arc<dyn Hydrator> = Arc::new(StripeApiClient::new(api).expect("client"));
-    let stats = Arc::new(WorkerStats::default());
-    let processor = Arc::new(Processor::new(
-        standard_handlers(),
-        Arc::clone(&backend.dedupe),
-        Arc::clone(&backend.state),
-        Some(hydrator),
-        config.tenants.clone(),
-        ProcessSettings::from_config(&config),
-        system_clock(),
-        Arc::clone(&stats),
-    ));
+    let worker = Worker::build(&config, &backend, Some(hydrator), system_clock());
+    let stats = Arc::clone(worker.stats());
     let pool_stop = CancellationToken::new();
     let idle = tokio::spawn(cancel_when_idle(
         Arc::clone(&backend.queues),
@@ -317,17 +307,9 @@ async fn one_trace_runs_from_the_webhook_to_the_state_write_and_metrics_match_th
         Duration::from_millis(500),
         pool_stop.clone(),
     ));
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        run_pool(
-            Arc::clone(&backend.queues),
-            processor,
-            PoolSettings::from_config(&config),
-            pool_stop,
-        ),
-    )
-    .await
-    .expect("the pool drains");
+    tokio::time::timeout(Duration::from_secs(60), worker.run(pool_stop))
+        .await
+        .expect("the pool drains");
     idle.await.expect("idle task");
     shutdown.cancel();
     ingress.await.expect("ingress task").expect("ingress");

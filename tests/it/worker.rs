@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use stripe_worker::backend::faults::Faulty;
 use stripe_worker::backend::memory::{MemoryDedupe, MemoryQueue, MemoryState};
 use stripe_worker::backend::{
-    ApplyOutcome, BackendResult, Claim, DeadLetterOps, DedupeKey, DedupeStore, EventWrite,
+    ApplyOutcome, Backend, BackendResult, Claim, DeadLetterOps, DedupeKey, DedupeStore, EventWrite,
     PerDomain, Queue, QueueSpec, Receipt, ReceivedMessage, StateRecord, StateStore, WriteOutcome,
     dlq_attributes,
 };
@@ -17,9 +17,7 @@ use stripe_worker::clock::system_clock;
 use stripe_worker::config::Config;
 use stripe_worker::domain::Domain;
 use stripe_worker::handlers::{Effect, Handler, HandlerError, StateChange};
-use stripe_worker::worker::{
-    Outcome, PoolSettings, ProcessSettings, Processor, WorkerStats, run_pool,
-};
+use stripe_worker::worker::{Outcome, Processor, Worker};
 use tokio_util::sync::CancellationToken;
 
 /// A minimal customer handler, so these tests depend only on the engine.
@@ -83,20 +81,54 @@ fn message(body: String) -> ReceivedMessage {
     }
 }
 
+/// A worker with `handlers` over these queues and stores, built as `run` builds it.
+fn worker<D: DedupeStore, S: StateStore>(
+    queues: Arc<PerDomain<MemoryQueue>>,
+    handlers: Vec<Arc<dyn Handler>>,
+    dedupe: Arc<D>,
+    state: Arc<S>,
+    config: &Config,
+) -> Worker<MemoryQueue, D, S> {
+    let backend = Backend {
+        queues,
+        dedupe,
+        state,
+        bus: Arc::new(()),
+    };
+    Worker::builder(config, &backend, system_clock())
+        .handlers(handlers)
+        .build()
+}
+
+/// The processor of a [`Customers`] worker, for tests of one message's processing.
 fn processor<D: DedupeStore, S: StateStore>(
     dedupe: Arc<D>,
     state: Arc<S>,
     config: &Config,
-) -> Processor<D, S> {
-    Processor::new(
+) -> Arc<Processor<D, S>> {
+    let w = worker(
+        queues(config),
         vec![Arc::new(Customers)],
         dedupe,
         state,
-        None,
-        config.tenants.clone(),
-        ProcessSettings::from_config(config),
-        system_clock(),
-        Arc::new(WorkerStats::default()),
+        config,
+    );
+    Arc::clone(w.processor())
+}
+
+/// A [`Customers`] worker over `queues`.
+fn customers_worker<D: DedupeStore, S: StateStore>(
+    queues: &Arc<PerDomain<MemoryQueue>>,
+    dedupe: Arc<D>,
+    state: Arc<S>,
+    config: &Config,
+) -> Worker<MemoryQueue, D, S> {
+    worker(
+        Arc::clone(queues),
+        vec![Arc::new(Customers)],
+        dedupe,
+        state,
+        config,
     )
 }
 
@@ -107,11 +139,14 @@ async fn applies_once_then_acknowledges_duplicates() {
     let body = event("evt_1", "cus_1", "a@example.com", 1_700_000_000);
     assert_eq!(
         p.process_one(Domain::Customer, &message(body.clone()))
-            .await,
+            .await
+            .outcome,
         Outcome::Applied { writes: 1 }
     );
     assert_eq!(
-        p.process_one(Domain::Customer, &message(body)).await,
+        p.process_one(Domain::Customer, &message(body))
+            .await
+            .outcome,
         Outcome::Duplicate
     );
     let record = state
@@ -130,12 +165,16 @@ async fn an_older_event_arriving_late_does_not_overwrite_newer_state() {
     let newer = event("evt_new", "cus_1", "new@example.com", 1_700_000_100);
     let older = event("evt_old", "cus_1", "old@example.com", 1_700_000_000);
     assert_eq!(
-        p.process_one(Domain::Customer, &message(newer)).await,
+        p.process_one(Domain::Customer, &message(newer))
+            .await
+            .outcome,
         Outcome::Applied { writes: 1 }
     );
     // Applied (its marker written) but the record was stale: nothing changed.
     assert_eq!(
-        p.process_one(Domain::Customer, &message(older)).await,
+        p.process_one(Domain::Customer, &message(older))
+            .await
+            .outcome,
         Outcome::Applied { writes: 0 }
     );
     let record = state
@@ -157,6 +196,7 @@ async fn poison_unknown_types_and_unknown_tenants_get_precise_outcomes() {
     let Outcome::DeadLetter(reason) = p
         .process_one(Domain::Customer, &message("{\"id\":".into()))
         .await
+        .outcome
     else {
         panic!("truncated JSON must be dead-lettered")
     };
@@ -166,7 +206,8 @@ async fn poison_unknown_types_and_unknown_tenants_get_precise_outcomes() {
         "livemode": false, "data": {"object": {"id": "plan_1", "object": "plan"}}});
     assert!(matches!(
         p.process_one(Domain::Customer, &message(plan.to_string()))
-            .await,
+            .await
+            .outcome,
         Outcome::Ignored { .. }
     ));
 
@@ -182,7 +223,8 @@ async fn poison_unknown_types_and_unknown_tenants_get_precise_outcomes() {
     );
     let outcome = p
         .process_one(Domain::Customer, &message(event("evt_t", "cus_1", "x", 1)))
-        .await;
+        .await
+        .outcome;
     let Outcome::DeadLetter(reason) = outcome else {
         panic!("unresolvable tenant: {outcome:?}")
     };
@@ -210,7 +252,8 @@ async fn a_claim_held_elsewhere_leaves_the_message_for_later() {
     let p = processor(Arc::clone(&dedupe), Arc::clone(&state), &config());
     let outcome = p
         .process_one(Domain::Customer, &message(event("evt_1", "cus_1", "x", 1)))
-        .await;
+        .await
+        .outcome;
     let Outcome::InProgressElsewhere { until_ms } = outcome else {
         panic!("{outcome:?}")
     };
@@ -235,7 +278,8 @@ async fn a_thin_event_without_a_stripe_api_is_dead_lettered_with_a_reason() {
     });
     let outcome = p
         .process_one(Domain::Customer, &message(thin.to_string()))
-        .await;
+        .await
+        .outcome;
     let Outcome::DeadLetter(reason) = outcome else {
         panic!("{outcome:?}")
     };
@@ -252,30 +296,21 @@ fn queues(config: &Config) -> Arc<PerDomain<MemoryQueue>> {
     }))
 }
 
-async fn drain<Q: Queue, D: DedupeStore, S: StateStore>(
-    queues: Arc<PerDomain<Q>>,
-    processor: Arc<Processor<D, S>>,
-    config: &Config,
+/// Run `worker` over `queues` until they stay empty.
+async fn drain<D: DedupeStore, S: StateStore>(
+    queues: &Arc<PerDomain<MemoryQueue>>,
+    worker: &Worker<MemoryQueue, D, S>,
 ) {
     let shutdown = CancellationToken::new();
-    let stats = Arc::clone(processor.stats());
     let idle = tokio::spawn(stripe_worker::app::cancel_when_idle(
-        Arc::clone(&queues),
-        stats,
+        Arc::clone(queues),
+        Arc::clone(worker.stats()),
         Duration::from_millis(300),
         shutdown.clone(),
     ));
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        run_pool(
-            queues,
-            processor,
-            PoolSettings::from_config(config),
-            shutdown,
-        ),
-    )
-    .await
-    .expect("the pool drains within a minute");
+    tokio::time::timeout(Duration::from_secs(60), worker.clone().run(shutdown))
+        .await
+        .expect("the pool drains within a minute");
     idle.await.unwrap();
 }
 
@@ -285,7 +320,8 @@ async fn the_pool_applies_everything_exactly_once_under_transient_faults() {
     let queues = queues(&config);
     let dedupe = Arc::new(Faulty::new(MemoryDedupe::new(), 0.2, 7));
     let state = Arc::new(Faulty::new(MemoryState::new(), 0.2, 8));
-    let p = Arc::new(processor(Arc::clone(&dedupe), Arc::clone(&state), &config));
+    let w = customers_worker(&queues, Arc::clone(&dedupe), Arc::clone(&state), &config);
+    let p = Arc::clone(w.processor());
     let customer_queue = queues.get(Domain::Customer);
     for i in 0..300 {
         let body = event(
@@ -300,7 +336,7 @@ async fn the_pool_applies_everything_exactly_once_under_transient_faults() {
         }
     }
     customer_queue.send("poison", Duration::ZERO).await.unwrap();
-    drain(Arc::clone(&queues), Arc::clone(&p), &config).await;
+    drain(&queues, &w).await;
 
     let stats = p.stats().snapshot();
     assert!(
@@ -355,17 +391,19 @@ impl StateStore for Down {
 async fn a_message_that_keeps_failing_ends_in_the_dlq_with_retries_exhausted() {
     let config = config();
     let queues = queues(&config);
-    let p = Arc::new(processor(
+    let w = customers_worker(
+        &queues,
         Arc::new(MemoryDedupe::new()),
         Arc::new(Down),
         &config,
-    ));
+    );
+    let p = Arc::clone(w.processor());
     queues
         .get(Domain::Customer)
         .send(&event("evt_1", "cus_1", "x", 1), Duration::ZERO)
         .await
         .unwrap();
-    drain(Arc::clone(&queues), Arc::clone(&p), &config).await;
+    drain(&queues, &w).await;
     let dead = queues
         .get(Domain::Customer)
         .dlq_peek(10)
@@ -423,11 +461,13 @@ async fn shutdown_releases_what_cannot_finish_within_the_grace_period() {
         inner: MemoryState::new(),
         open: AtomicBool::new(false),
     });
-    let p = Arc::new(processor(
+    let w = customers_worker(
+        &queues,
         Arc::new(MemoryDedupe::new()),
         Arc::clone(&state),
         &config,
-    ));
+    );
+    let p = Arc::clone(w.processor());
     for i in 0..5 {
         queues
             .get(Domain::Customer)
@@ -436,12 +476,7 @@ async fn shutdown_releases_what_cannot_finish_within_the_grace_period() {
             .unwrap();
     }
     let shutdown = CancellationToken::new();
-    let pool = tokio::spawn(run_pool(
-        Arc::clone(&queues),
-        Arc::clone(&p),
-        PoolSettings::from_config(&config),
-        shutdown.clone(),
-    ));
+    let pool = tokio::spawn(w.clone().run(shutdown.clone()));
     while p.stats().in_flight() < 5 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -458,7 +493,7 @@ async fn shutdown_releases_what_cannot_finish_within_the_grace_period() {
     // A second run with the gate open applies them all at once: nothing was claimed, so
     // nothing holds them.
     state.open.store(true, Ordering::Relaxed);
-    drain(Arc::clone(&queues), Arc::clone(&p), &config).await;
+    drain(&queues, &w).await;
     assert_eq!(p.stats().snapshot().applied, 5);
 }
 
@@ -471,11 +506,13 @@ async fn shutdown_lets_in_flight_messages_finish_within_the_grace_period() {
         inner: MemoryState::new(),
         open: AtomicBool::new(false),
     });
-    let p = Arc::new(processor(
+    let w = customers_worker(
+        &queues,
         Arc::new(MemoryDedupe::new()),
         Arc::clone(&state),
         &config,
-    ));
+    );
+    let p = Arc::clone(w.processor());
     for i in 0..5 {
         queues
             .get(Domain::Customer)
@@ -487,12 +524,7 @@ async fn shutdown_lets_in_flight_messages_finish_within_the_grace_period() {
             .unwrap();
     }
     let shutdown = CancellationToken::new();
-    let pool = tokio::spawn(run_pool(
-        Arc::clone(&queues),
-        Arc::clone(&p),
-        PoolSettings::from_config(&config),
-        shutdown.clone(),
-    ));
+    let pool = tokio::spawn(w.clone().run(shutdown.clone()));
     while p.stats().in_flight() < 5 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -559,23 +591,31 @@ impl Handler for Notifier {
     }
 }
 
-/// A processor with `handler` on stores that share their markers and claims.
+/// A worker with `handler` over `queues` and stores that share their markers and claims.
+fn lease_worker(
+    queues: &Arc<PerDomain<MemoryQueue>>,
+    handler: Arc<Notifier>,
+    dedupe: &Arc<MemoryDedupe>,
+    state: &Arc<MemoryState>,
+    config: &Config,
+) -> Worker<MemoryQueue, MemoryDedupe, MemoryState> {
+    worker(
+        Arc::clone(queues),
+        vec![handler],
+        Arc::clone(dedupe),
+        Arc::clone(state),
+        config,
+    )
+}
+
+/// The processor of a [`lease_worker`], for tests of one message's processing.
 fn lease_processor(
     handler: Arc<Notifier>,
     dedupe: &Arc<MemoryDedupe>,
     state: &Arc<MemoryState>,
     config: &Config,
 ) -> Arc<Processor<MemoryDedupe, MemoryState>> {
-    Arc::new(Processor::new(
-        vec![handler],
-        Arc::clone(dedupe),
-        Arc::clone(state),
-        None,
-        config.tenants.clone(),
-        ProcessSettings::from_config(config),
-        system_clock(),
-        Arc::new(WorkerStats::default()),
-    ))
+    Arc::clone(lease_worker(&queues(config), handler, dedupe, state, config).processor())
 }
 
 fn lease_stores() -> (Arc<MemoryDedupe>, Arc<MemoryState>) {
@@ -607,14 +647,20 @@ async fn a_lease_handler_keeps_its_claim_while_its_effect_runs() {
     let running = tokio::spawn({
         let first = Arc::clone(&first);
         let body = body.clone();
-        async move { first.process_one(Domain::Customer, &message(body)).await }
+        async move {
+            first
+                .process_one(Domain::Customer, &message(body))
+                .await
+                .outcome
+        }
     });
     started.await;
     // Past the first lease: only its renewals keep the second worker out.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let outcome = second
         .process_one(Domain::Customer, &message(body.clone()))
-        .await;
+        .await
+        .outcome;
     assert!(
         matches!(outcome, Outcome::InProgressElsewhere { .. }),
         "{outcome:?}"
@@ -622,7 +668,10 @@ async fn a_lease_handler_keeps_its_claim_while_its_effect_runs() {
     handler.finish.store(true, Ordering::SeqCst);
     assert_eq!(running.await.unwrap(), Outcome::Applied { writes: 1 });
     assert_eq!(
-        second.process_one(Domain::Customer, &message(body)).await,
+        second
+            .process_one(Domain::Customer, &message(body))
+            .await
+            .outcome,
         Outcome::Duplicate
     );
     assert_eq!(
@@ -644,6 +693,7 @@ async fn a_lease_handler_that_lost_its_claim_writes_nothing() {
         async move {
             p.process_one(Domain::Customer, &message(event("evt_1", "cus_1", "x", 1)))
                 .await
+                .outcome
         }
     });
     started.await;
@@ -675,7 +725,8 @@ async fn a_hard_stop_releases_the_claim_of_a_lease_handler() {
     let queues = queues(&config);
     let (dedupe, state) = lease_stores();
     let handler = Notifier::new();
-    let p = lease_processor(Arc::clone(&handler), &dedupe, &state, &config);
+    let w = lease_worker(&queues, Arc::clone(&handler), &dedupe, &state, &config);
+    let p = Arc::clone(w.processor());
     queues
         .get(Domain::Customer)
         .send(&event("evt_1", "cus_1", "x", 1), Duration::ZERO)
@@ -683,12 +734,7 @@ async fn a_hard_stop_releases_the_claim_of_a_lease_handler() {
         .unwrap();
     let started = handler.started.notified();
     let shutdown = CancellationToken::new();
-    let pool = tokio::spawn(run_pool(
-        Arc::clone(&queues),
-        Arc::clone(&p),
-        PoolSettings::from_config(&config),
-        shutdown.clone(),
-    ));
+    let pool = tokio::spawn(w.clone().run(shutdown.clone()));
     started.await;
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(20), pool)

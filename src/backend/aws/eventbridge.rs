@@ -1,10 +1,7 @@
 //! [`EventBridgeBus`]: the [`Bus`] seam on an EventBridge event bus.
 
-use std::time::Duration;
-
 use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
-use backon::{BackoffBuilder, ExponentialBuilder};
 
 use super::error::{from_code, from_sdk};
 use crate::backend::{BackendError, BackendResult, Bus, BusEntry, PublishFailures};
@@ -14,28 +11,6 @@ const OP: &str = "eventbridge.put_events";
 /// `PutEvents` takes at most this many entries per request.
 const MAX_ENTRIES: usize = 10;
 
-/// How [`EventBridgeBus::publish_all`] re-sends the entries a `PutEvents` call reported
-/// as failed (exponential backoff with jitter, bounded).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublishRetry {
-    /// The first delay before re-sending.
-    pub initial_delay: Duration,
-    /// No delay grows beyond this.
-    pub max_delay: Duration,
-    /// How many times failed entries are re-sent at most (0: never).
-    pub max_resends: usize,
-}
-
-impl Default for PublishRetry {
-    fn default() -> Self {
-        PublishRetry {
-            initial_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(5),
-            max_resends: 5,
-        }
-    }
-}
-
 /// A [`Bus`] that publishes with `PutEvents` to one event bus, in requests of at most 10
 /// entries and at most [`EventBridgeBus::DEFAULT_MAX_REQUEST_BYTES`] (configurable).
 #[derive(Debug, Clone)]
@@ -43,7 +18,6 @@ pub struct EventBridgeBus {
     client: Client,
     bus_name: String,
     max_request_bytes: usize,
-    retry: PublishRetry,
 }
 
 /// The size EventBridge counts for one entry: source, detail type, detail and resources
@@ -65,19 +39,12 @@ impl EventBridgeBus {
             client,
             bus_name: bus_name.into(),
             max_request_bytes: Self::DEFAULT_MAX_REQUEST_BYTES,
-            retry: PublishRetry::default(),
         }
     }
 
     /// Use a different request size limit (entries larger than it fail without a call).
     pub fn with_max_request_bytes(mut self, bytes: usize) -> Self {
         self.max_request_bytes = bytes.max(1);
-        self
-    }
-
-    /// Use a different re-send policy for [`EventBridgeBus::publish_all`].
-    pub fn with_retry(mut self, retry: PublishRetry) -> Self {
-        self.retry = retry;
         self
     }
 
@@ -96,52 +63,6 @@ impl EventBridgeBus {
             .await
             .map(|_| ())
             .map_err(|e| from_sdk("eventbridge.describe_event_bus", e))
-    }
-
-    /// Publish every entry, re-sending only those a call reported as failed with a
-    /// retryable code, with exponential backoff, at most [`PublishRetry::max_resends`]
-    /// times. Returns what still failed (indexes into `entries`). A call that fails as a
-    /// whole has already been retried by the SDK, so its entries are reported, not
-    /// re-sent again.
-    pub async fn publish_all(&self, entries: &[BusEntry]) -> PublishFailures {
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(self.retry.initial_delay)
-            .with_max_delay(self.retry.max_delay)
-            .with_max_times(self.retry.max_resends)
-            .with_jitter()
-            .build();
-        let mut pending: Vec<usize> = (0..entries.len()).collect();
-        let mut failed = Vec::new();
-        while !pending.is_empty() {
-            let round = match self.publish_indexes(entries, &pending).await {
-                Ok(round) => round,
-                Err(e) => {
-                    failed.extend(pending.iter().map(|&i| (i, e.clone())));
-                    break;
-                }
-            };
-            let (retry, give_up): (Vec<_>, Vec<_>) =
-                round.into_iter().partition(|(_, e)| e.is_retryable());
-            failed.extend(give_up);
-            match delays.next() {
-                Some(delay) if !retry.is_empty() => {
-                    tracing::debug!(
-                        bus = %self.bus_name,
-                        entries = retry.len(),
-                        ?delay,
-                        "re-sending entries PutEvents did not accept"
-                    );
-                    tokio::time::sleep(delay).await;
-                    pending = retry.into_iter().map(|(i, _)| i).collect();
-                }
-                _ => {
-                    failed.extend(retry);
-                    break;
-                }
-            }
-        }
-        failed.sort_by_key(|(i, _)| *i);
-        PublishFailures { failed }
     }
 
     /// Group `indexes` into requests within the entry and size limits. Entries too large

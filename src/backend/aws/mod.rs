@@ -8,11 +8,11 @@
 //! `aws-config` and the service clients themselves, which is how the tests point
 //! everything at a local emulator.
 //!
-//! The SDK retries throttling and transient failures itself (standard retry mode); these
-//! backends do not add a retry loop around a call, they map what is left to
-//! [`BackendError`] so the worker can decide. The one exception is
-//! [`EventBridgeBus::publish_all`], which re-sends the entries a successful `PutEvents`
-//! call reported as failed, which the SDK cannot see.
+//! These backends never loop around a call; they map each failure to [`BackendError`]
+//! so the one layer that retries that remote can decide ([`crate::retry`]): the SDK
+//! (standard retry mode) for SQS and EventBridge calls, the worker for DynamoDB (whose
+//! client has the SDK's retries off), and [`crate::backend::publish_all`] for entries a
+//! successful `PutEvents` call rejected, which the SDK cannot see.
 
 mod dynamodb;
 mod error;
@@ -23,7 +23,7 @@ mod sqs;
 
 pub use dynamodb::{DynamoDedupe, DynamoState, schema};
 pub use error::one_line;
-pub use eventbridge::{EventBridgeBus, PublishRetry, entry_size};
+pub use eventbridge::{EventBridgeBus, entry_size};
 pub use setup::{
     ResourceKind, SetupItem, SetupOptions, SetupReport, SetupStatus, setup, setup_tables,
 };
@@ -156,8 +156,6 @@ pub struct AwsSettings {
     pub queue_urls: Option<PerDomain<QueueUrls>>,
     /// The most bytes one `PutEvents` request may carry, counted as EventBridge does.
     pub max_publish_request_bytes: usize,
-    /// How [`EventBridgeBus::publish_all`] re-sends failed entries.
-    pub publish_retry: PublishRetry,
 }
 
 impl Default for AwsSettings {
@@ -165,7 +163,6 @@ impl Default for AwsSettings {
         AwsSettings {
             queue_urls: None,
             max_publish_request_bytes: EventBridgeBus::DEFAULT_MAX_REQUEST_BYTES,
-            publish_retry: PublishRetry::default(),
         }
     }
 }
@@ -182,7 +179,7 @@ pub async fn connect(
     settings: &AwsSettings,
 ) -> Result<AwsBackend, BackendError> {
     let sqs = aws_sdk_sqs::Client::new(config);
-    let dynamodb = aws_sdk_dynamodb::Client::new(config);
+    let dynamodb = store_client(config);
 
     let queues = match &settings.queue_urls {
         Some(urls) => {
@@ -216,13 +213,24 @@ pub async fn connect(
     })
 }
 
+/// The DynamoDB client of the stores, with the SDK's retries off: the worker retries a
+/// store call itself, within the message's budget and counting every throttle for its
+/// concurrency limit (see [`crate::retry`]); with the SDK retrying too, one step was up to
+/// 3 x 5 calls. Other commands make one call per store operation and report a failure;
+/// each of them is safe to run again (`import` and `sweep` resume from checkpoints).
+fn store_client(config: &SdkConfig) -> aws_sdk_dynamodb::Client {
+    let conf = aws_sdk_dynamodb::config::Builder::from(config)
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(conf)
+}
+
 /// The event bus alone, for the ingress: no queue URL is resolved and no table touched,
 /// so a caller allowed only `events:PutEvents` (and `events:DescribeEventBus` for
 /// readiness) can start.
 pub fn connect_bus(config: &SdkConfig, names: &AwsNames, settings: &AwsSettings) -> EventBridgeBus {
     EventBridgeBus::new(aws_sdk_eventbridge::Client::new(config), names.bus())
         .with_max_request_bytes(settings.max_publish_request_bytes)
-        .with_retry(settings.publish_retry.clone())
 }
 
 async fn resolve_domain(

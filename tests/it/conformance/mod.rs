@@ -18,6 +18,81 @@
 //! backend's test file implements for its queue type (the trait is local to the test
 //! crate, so that is allowed for any queue type).
 
+// ---------------------------------------------------------------------------------------
+// The cases, listed once
+// ---------------------------------------------------------------------------------------
+//
+// Each list is a macro that hands its case names to a backend's runner macro, after the
+// runner's own arguments: `pair_cases!(store_cases!(memory_pair() =>))` expands to
+// `store_cases!(memory_pair() => dedupe_claim_apply_duplicate, ...)`, and the runner
+// wraps each case in a `#[tokio::test]` that builds the backend. A case added here runs
+// on every backend.
+
+/// Queue cases every queue promises, SQS included.
+macro_rules! all_queue_cases {
+    ($run:ident!($($args:tt)*)) => {
+        $run!($($args)*
+            queue_send_receive_delete,
+            queue_receive_oldest_first,
+            queue_visibility_timeout_redelivers,
+            queue_change_visibility_zero_releases,
+            queue_change_visibility_extends,
+            queue_redrive_after_max_receive_count,
+            queue_dead_letter_keeps_reason,
+            queue_send_delay,
+            queue_long_poll_wakes_on_send,
+            queue_batch_unknown_receipt,
+            queue_stats,
+        );
+    };
+}
+
+/// Queue cases of the local queues (memory, SQLite) only: SQS documents that a stale
+/// receipt "might" still act (and moto accepts any past receipt), and the SQS DLQ
+/// operations are tested in `ops_aws` against the real command.
+macro_rules! local_queue_cases {
+    ($run:ident!($($args:tt)*)) => {
+        $run!($($args)* queue_stale_receipt_rejected, queue_dlq_peek_redrive_purge);
+    };
+}
+
+/// Cases of a dedupe store and the state store that keeps its markers.
+macro_rules! pair_cases {
+    ($run:ident!($($args:tt)*)) => {
+        $run!($($args)*
+            dedupe_claim_apply_duplicate,
+            dedupe_in_progress_elsewhere,
+            dedupe_expired_lease_takeover_and_fencing,
+            dedupe_retention_expiry,
+            dedupe_release,
+            dedupe_renew_extends_the_lease,
+            dedupe_fenced_apply_requires_claim,
+            dedupe_keys_independent,
+            dedupe_concurrent_claims_one_winner,
+            apply_writes_marker_and_records_together,
+            apply_concurrent_same_event_writes_once,
+            apply_skips_stale_records,
+            apply_overwrite_reapplies,
+            apply_many_records,
+        );
+    };
+}
+
+/// Cases of a state store alone.
+macro_rules! state_cases {
+    ($run:ident!($($args:tt)*)) => {
+        $run!($($args)*
+            state_put_get_roundtrip,
+            state_newer_wins_older_ignored,
+            state_tiebreak_rule,
+            state_by_customer,
+            state_export_ordering,
+            state_tenant_isolation,
+            state_concurrent_writers_keep_newest,
+        );
+    };
+}
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;

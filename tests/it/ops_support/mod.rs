@@ -8,9 +8,8 @@ use stripe_worker::app::cancel_when_idle;
 use stripe_worker::backend::{Backend, DedupeStore, Queue, StateStore};
 use stripe_worker::clock::system_clock;
 use stripe_worker::config::Config;
-use stripe_worker::handlers::standard_handlers;
 use stripe_worker::hydrate::Hydrator;
-use stripe_worker::worker::{PoolSettings, ProcessSettings, Processor, WorkerStats, run_pool};
+use stripe_worker::worker::Worker;
 use tokio_util::sync::CancellationToken;
 
 /// A `customer.created` Stripe event.
@@ -51,17 +50,8 @@ pub async fn drain_with<Q: Queue, D: DedupeStore, S: StateStore, B>(
     config: &Config,
     hydrator: Option<Arc<dyn Hydrator>>,
 ) -> stripe_worker::worker::StatsSnapshot {
-    let stats = Arc::new(WorkerStats::default());
-    let processor = Arc::new(Processor::new(
-        standard_handlers(),
-        Arc::clone(&backend.dedupe),
-        Arc::clone(&backend.state),
-        hydrator,
-        config.tenants.clone(),
-        ProcessSettings::from_config(config),
-        system_clock(),
-        Arc::clone(&stats),
-    ));
+    let worker = Worker::build(config, backend, hydrator, system_clock());
+    let stats = Arc::clone(worker.stats());
     let shutdown = CancellationToken::new();
     let idle = tokio::spawn(cancel_when_idle(
         Arc::clone(&backend.queues),
@@ -69,17 +59,9 @@ pub async fn drain_with<Q: Queue, D: DedupeStore, S: StateStore, B>(
         Duration::from_millis(300),
         shutdown.clone(),
     ));
-    tokio::time::timeout(
-        Duration::from_secs(120),
-        run_pool(
-            Arc::clone(&backend.queues),
-            processor,
-            PoolSettings::from_config(config),
-            shutdown,
-        ),
-    )
-    .await
-    .expect("the pool drains within two minutes");
+    tokio::time::timeout(Duration::from_secs(120), worker.run(shutdown))
+        .await
+        .expect("the pool drains within two minutes");
     idle.await.expect("idle watcher");
     stats.snapshot()
 }

@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
+use stripe_worker::backend::publish_entries;
 use stripe_worker::backend::{
     Backend, Bus, DedupeStore, Queue, ReconcileStore, StateRecord, StateStore,
 };
 use stripe_worker::clock::system_clock;
 use stripe_worker::config::Config;
 use stripe_worker::demo::generator::{GeneratedStream, GeneratorConfig, generate};
-use stripe_worker::demo::runner::publish_all;
 use stripe_worker::event::envelope::webhook_snapshot_entry;
 use stripe_worker::handlers::standard_handlers;
 use stripe_worker::hydrate::Hydrator;
@@ -116,7 +116,7 @@ pub async fn deliver<B: Bus>(bus: &B, stream: &GeneratedStream, keep: impl Fn(us
         .map(|(_, e)| webhook_snapshot_entry(&e.event, &e.tenant, now, None).expect("entry"))
         .collect();
     for chunk in entries.chunks(10) {
-        publish_all(bus, chunk).await.expect("publish");
+        publish_entries(bus, chunk).await.expect("publish");
     }
 }
 
@@ -489,7 +489,7 @@ pub async fn same_second_ties<Q: Queue, D, S, B: Bus>(
         let hydrator = with_api.then(|| client(&server, None) as Arc<dyn Hydrator>);
         for event in pair {
             let entry = webhook_snapshot_entry(event, TENANT, 0, None).expect("entry");
-            publish_all(backend.bus.as_ref(), &[entry])
+            publish_entries(backend.bus.as_ref(), &[entry])
                 .await
                 .expect("publish");
             // One at a time, so the arrival order is the one chosen.

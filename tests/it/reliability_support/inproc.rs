@@ -12,16 +12,13 @@ use stripe_worker::backend::memory::{
     DlqMessage, MemoryArchive, MemoryDedupe, MemoryQueue, MemoryState,
 };
 use stripe_worker::backend::{
-    Bus, BusEntry, DeadLetterOps, PerDomain, Queue, StateRecord, StateStore,
+    Backend, Bus, BusEntry, DeadLetterOps, PerDomain, Queue, StateRecord, StateStore,
 };
 use stripe_worker::clock::system_clock;
 use stripe_worker::config::Config;
 use stripe_worker::domain::Domain;
-use stripe_worker::handlers::standard_handlers;
 use stripe_worker::hydrate::Hydrator;
-use stripe_worker::worker::{
-    APPLIED_LOG_TARGET, PoolSettings, ProcessSettings, Processor, WorkerStats, run_pool,
-};
+use stripe_worker::worker::{APPLIED_LOG_TARGET, Worker, WorkerStats};
 use tokio_util::sync::CancellationToken;
 
 use super::AppliedLog;
@@ -159,22 +156,19 @@ impl FaultyBackend {
         self.state.inner().export(None).await.unwrap()
     }
 
-    /// A processor over these stores with the standard handlers.
-    pub fn processor(
+    /// The worker `run` would build over these queues and stores.
+    pub fn worker(
         &self,
         config: &Config,
         hydrator: Option<Arc<dyn Hydrator>>,
-    ) -> Processor<Faulty<MemoryDedupe>, Faulty<MemoryState>> {
-        Processor::new(
-            standard_handlers(),
-            Arc::clone(&self.dedupe),
-            Arc::clone(&self.state),
-            hydrator,
-            config.tenants.clone(),
-            ProcessSettings::from_config(config),
-            system_clock(),
-            Arc::new(WorkerStats::default()),
-        )
+    ) -> Worker<FaultyQueue, Faulty<MemoryDedupe>, Faulty<MemoryState>> {
+        let backend = Backend {
+            queues: Arc::clone(&self.queues),
+            dedupe: Arc::clone(&self.dedupe),
+            state: Arc::clone(&self.state),
+            bus: Arc::new(()),
+        };
+        Worker::build(config, &backend, hydrator, system_clock())
     }
 
     /// Run the pool until every queue has been idle for a while; returns the counters.
@@ -183,15 +177,10 @@ impl FaultyBackend {
         config: &Config,
         hydrator: Option<Arc<dyn Hydrator>>,
     ) -> Arc<WorkerStats> {
-        let processor = Arc::new(self.processor(config, hydrator));
-        let stats = Arc::clone(processor.stats());
+        let worker = self.worker(config, hydrator);
+        let stats = Arc::clone(worker.stats());
         let shutdown = CancellationToken::new();
-        let pool = tokio::spawn(run_pool(
-            Arc::clone(&self.queues),
-            processor,
-            PoolSettings::from_config(config),
-            shutdown.clone(),
-        ));
+        let pool = tokio::spawn(worker.run(shutdown.clone()));
         cancel_when_idle(
             Arc::clone(&self.queues),
             Arc::clone(&stats),
