@@ -16,7 +16,7 @@ use crate::handlers::standard_handlers;
 use crate::ops::parse_time;
 use crate::reconcile::import::Reconciler;
 use crate::reconcile::kinds::{ListedKind, Projector, select};
-use crate::reconcile::sweep::Sweeper;
+use crate::reconcile::sweep::{Sweeper, thin_destinations};
 use crate::reconcile::verify::VerifyOptions;
 use crate::stripe_api::StripeApiClient;
 use crate::tenant::TenantConfig;
@@ -191,6 +191,7 @@ pub async fn sweep<Q, D: ReconcileStore, S, B: Bus>(
         bus: Arc::clone(&backend.bus),
         handlers: standard_handlers(),
         clock: system_clock(),
+        thin_destinations: thin_destinations(tenants),
     };
     let progress = bar("{spinner} sweep: {pos} events listed");
     let outcome = interruptible(

@@ -51,6 +51,23 @@ async fn a_same_second_pair_ends_with_the_fetched_object_in_either_order() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_versions_tie_with_events_of_their_second_in_either_order() {
+    let mut dirs = Vec::new();
+    scenario::fetched_versions_tie_with_events_of_their_second(async || {
+        let (dir, backend) = local();
+        dirs.push(dir);
+        backend
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_publishes_thin_events_only_the_v2_list_has() {
+    let (_dir, backend) = local();
+    scenario::sweep_reads_the_v2_list(&backend).await;
+}
+
 /// The commands as a user runs them, against the double: a plain `verify` refuses a store
 /// that does not exist (it opens read-only), exits 3 on a partial one, a full
 /// `import` fills it, `verify` exits 0, a change Stripe has makes it 3 again until
@@ -171,4 +188,5 @@ async fn the_commands_report_json_and_exit_codes() {
         (&json!(1), &json!(1), &json!(1))
     );
     assert_eq!(swept["since_beyond_retention"], true);
+    assert_eq!(swept["lists"]["v1"]["published"], 1, "{swept:#}");
 }
