@@ -280,6 +280,7 @@ impl<D: ReconcileStore, B: Bus> Sweeper<D, B> {
                 .api
                 .list_page(tenant, "/v1/events", &params, after.as_deref(), 100)
                 .await?;
+            counts.pages += 1;
             let entries = page
                 .data
                 .iter()
@@ -336,6 +337,7 @@ impl<D: ReconcileStore, B: Bus> Sweeper<D, B> {
                 }
                 Err(e) => return Err(e.into()),
             };
+            counts.pages += 1;
             let entries = page
                 .data
                 .iter()

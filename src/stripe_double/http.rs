@@ -15,7 +15,8 @@
 //!   and the response's `next_page_url` (the same filters and the next token),
 //!   `previous_page_url` is always null;
 //! - `Authorization: Bearer <key>` picks the tenant ([`ServeOptions::keys`]); another key
-//!   is a 401;
+//!   is a 401, and so is every API v2 request with [`ServeOptions::refuse_v2`] (a
+//!   restricted key);
 //! - injected faults: every n-th request a 429 (with a `Retry-After` when asked), and an
 //!   outage after a number of requests (503 with `Stripe-Should-Retry: false`), to stop an
 //!   import mid-way.
@@ -44,6 +45,9 @@ pub struct ServeOptions {
     pub throttle_every: u64,
     /// The `Retry-After` (whole seconds) sent with an injected 429; none when `None`.
     pub retry_after_secs: Option<u64>,
+    /// Answer every API v2 request with a 401, as Stripe answers a restricted key there
+    /// (API v2 takes secret keys only).
+    pub refuse_v2: bool,
 }
 
 /// A running HTTP double; stops when dropped.
@@ -173,6 +177,13 @@ async fn handle(
         .map(|u| u.query_pairs().into_owned().collect())
         .unwrap_or_default();
     let path = uri.path().trim_end_matches('/');
+    if state.options.refuse_v2 && path.starts_with("/v2/") {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            None,
+            "API v2 requests need a secret key",
+        );
+    }
     let double = &state.double;
     if path == "/v1/events" {
         return list(double, tenant, path, double.events_of(tenant), &params);

@@ -80,6 +80,7 @@ pub async fn serve(
             keys: [(KEY.to_owned(), TENANT.to_owned())].into(),
             throttle_every,
             retry_after_secs: None,
+            refuse_v2: false,
         })
         .await
         .expect("serve the double");
@@ -737,6 +738,7 @@ where
             keys: [(KEY.to_owned(), TENANT.to_owned())].into(),
             throttle_every: 7,
             retry_after_secs: None,
+            refuse_v2: false,
         })
         .await
         .expect("serve");
