@@ -74,7 +74,9 @@ pub struct SweepArgs {
     /// Where the backend is (the dedupe store asked, the bus events are published to).
     #[command(flatten)]
     pub backend: BackendArgs,
-    /// The tenant whose Stripe account to read (its API key is used).
+    /// The tenant whose Stripe account to read (its API key is used). A tenant with an
+    /// event destination in `[tenants.destinations]` also has its API v2 event list read
+    /// (thin events of v2 types are only there; API v2 needs a secret key).
     #[arg(long)]
     pub tenant: String,
     /// Events created at or after this time, RFC 3339. Stripe keeps 30 days of events;
