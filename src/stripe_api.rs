@@ -15,7 +15,9 @@
 //!   Stripe calls: callers do not retry a [`HydrateError::Transient`] in process again;
 //! - every attempt first takes a token from its API key's bucket ([`pace`]); a
 //!   `Retry-After` holds the whole key's bucket, not only the call that got it;
-//! - lists (`GET /v1/<objects>`, `GET /v1/events`) one page at a time ([`ListPage`]).
+//! - lists (`GET /v1/<objects>`, `GET /v1/events`) one page at a time ([`ListPage`]), and
+//!   API v2 lists (`GET /v2/core/events`: a `page` token, followed through the response's
+//!   `next_page_url` on the same path) the same way ([`V2ListPage`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -393,25 +395,7 @@ impl StripeApiClient {
         starting_after: Option<&str>,
         limit: u8,
     ) -> Result<ListPage, HydrateError> {
-        let permanent = |code: &'static str, message: String| HydrateError::Permanent {
-            object_id: path.to_owned(),
-            code,
-            message,
-        };
-        let Some((auth, bucket)) = self.auth.get(tenant) else {
-            return Err(permanent(
-                codes::MISSING_API_KEY,
-                format!("no Stripe API key configured for tenant `{tenant}`"),
-            ));
-        };
-        if !is_safe_api_path(path) {
-            return Err(permanent(
-                codes::BAD_REFERENCE,
-                format!("`{}` is not a Stripe API path", truncate(path.to_owned())),
-            ));
-        }
-        let mut url = Url::parse(&format!("{}{path}", self.base))
-            .map_err(|e| permanent(codes::BAD_REFERENCE, e.to_string()))?;
+        let mut url = self.list_url(path)?;
         {
             let mut pairs = url.query_pairs_mut();
             pairs.append_pair("limit", &limit.clamp(1, 100).to_string());
@@ -422,30 +406,99 @@ impl StripeApiClient {
                 pairs.append_pair("starting_after", after);
             }
         }
-        let mut headers = HeaderMap::with_capacity(2);
-        headers.insert(AUTHORIZATION, auth.clone());
-        if let Some(version) = &self.api_version {
-            headers.insert("stripe-version", version.clone());
-        }
-        let page = self
-            .get_with_retry(url.as_str(), headers, bucket, path)
-            .await?;
-        let data = match page.get("data") {
-            Some(Value::Array(items)) => items.clone(),
-            _ => {
-                return Err(permanent(
-                    codes::UNEXPECTED_STATUS,
-                    "the list has no `data` array".to_owned(),
-                ));
-            }
-        };
+        let mut page = self.get_list(tenant, path, &url).await?;
         Ok(ListPage {
-            data,
+            data: list_data(&mut page, path)?,
             has_more: page
                 .get("has_more")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
         })
+    }
+
+    /// One page of an API v2 list such as `/v2/core/events`, newest first: the first page
+    /// with `params` and `limit` (clamped to 1..=100) when `next_page_url` is `None`, else
+    /// the page that URL (the previous page's `next_page_url`) names. That URL must be on
+    /// `path` of this API (its query, the `page` token with the filters, is sent as
+    /// given), so a response can never point the key anywhere else. Same retries as
+    /// [`Self::get_object`]; errors name the path as their object.
+    pub async fn list_v2_page(
+        &self,
+        tenant: &str,
+        path: &str,
+        params: &[(String, String)],
+        next_page_url: Option<&str>,
+        limit: u8,
+    ) -> Result<V2ListPage, HydrateError> {
+        let mut url = self.list_url(path)?;
+        match next_page_url {
+            Some(next) => {
+                let given = url.join(next).ok().filter(|u| {
+                    u.origin() == url.origin() && u.path() == url.path() && u.fragment().is_none()
+                });
+                let Some(given) = given else {
+                    return Err(HydrateError::Permanent {
+                        object_id: path.to_owned(),
+                        code: codes::BAD_REFERENCE,
+                        message: format!(
+                            "next_page_url `{}` is not a page of {path}",
+                            truncate(next.to_owned())
+                        ),
+                    });
+                };
+                url = given;
+            }
+            None => {
+                let mut pairs = url.query_pairs_mut();
+                pairs.append_pair("limit", &limit.clamp(1, 100).to_string());
+                for (name, value) in params {
+                    pairs.append_pair(name, value);
+                }
+            }
+        }
+        let mut page = self.get_list(tenant, path, &url).await?;
+        Ok(V2ListPage {
+            data: list_data(&mut page, path)?,
+            next_page_url: page
+                .get("next_page_url")
+                .and_then(Value::as_str)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned),
+        })
+    }
+
+    /// The URL of the list at `path`, which must be a Stripe API path.
+    fn list_url(&self, path: &str) -> Result<Url, HydrateError> {
+        let permanent = |message: String| HydrateError::Permanent {
+            object_id: path.to_owned(),
+            code: codes::BAD_REFERENCE,
+            message,
+        };
+        if !is_safe_api_path(path) {
+            return Err(permanent(format!(
+                "`{}` is not a Stripe API path",
+                truncate(path.to_owned())
+            )));
+        }
+        Url::parse(&format!("{}{path}", self.base)).map_err(|e| permanent(e.to_string()))
+    }
+
+    /// GET the list page `url` of `path` with `tenant`'s key, with retries.
+    async fn get_list(&self, tenant: &str, path: &str, url: &Url) -> Result<Value, HydrateError> {
+        let Some((auth, bucket)) = self.auth.get(tenant) else {
+            return Err(HydrateError::Permanent {
+                object_id: path.to_owned(),
+                code: codes::MISSING_API_KEY,
+                message: format!("no Stripe API key configured for tenant `{tenant}`"),
+            });
+        };
+        let mut headers = HeaderMap::with_capacity(2);
+        headers.insert(AUTHORIZATION, auth.clone());
+        if let Some(version) = &self.api_version {
+            headers.insert("stripe-version", version.clone());
+        }
+        self.get_with_retry(url.as_str(), headers, bucket, path)
+            .await
     }
 
     /// GET `url` with retries as described in the module docs; `object_id` names what is
@@ -596,6 +649,28 @@ impl ListPage {
     /// The id of the last item, the `starting_after` of the next page.
     pub fn last_id(&self) -> Option<&str> {
         self.data.last()?.get("id")?.as_str()
+    }
+}
+
+/// One page of an API v2 list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct V2ListPage {
+    /// The objects (or events), newest first, as Stripe sent them.
+    pub data: Vec<Value>,
+    /// Where the next page is (`None` on the last page): pass it back to
+    /// [`StripeApiClient::list_v2_page`].
+    pub next_page_url: Option<String>,
+}
+
+/// The `data` array of a list response.
+fn list_data(page: &mut Value, path: &str) -> Result<Vec<Value>, HydrateError> {
+    match page.get_mut("data") {
+        Some(Value::Array(items)) => Ok(std::mem::take(items)),
+        _ => Err(HydrateError::Permanent {
+            object_id: path.to_owned(),
+            code: codes::UNEXPECTED_STATUS,
+            message: "the list has no `data` array".to_owned(),
+        }),
     }
 }
 

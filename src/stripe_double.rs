@@ -1,10 +1,11 @@
 //! The Stripe double: a stand-in for the Stripe API, used by the demo and the tests to
 //! hydrate thin events without a network or an API key, and served over HTTP
 //! ([`StripeDouble::serve`]) for the real client: retrieve, list endpoints with
-//! pagination and `created` filters, the event list, and injected 429s.
+//! pagination and `created` filters, the v1 and v2 event lists, and injected 429s.
 //!
 //! It is not Stripe: it serves exactly the objects and events it was given with
-//! [`StripeDouble::put`] and [`StripeDouble::put_event`], keyed by tenant and id, and
+//! [`StripeDouble::put`], [`StripeDouble::put_event`] and [`StripeDouble::put_v2_event`],
+//! keyed by tenant and id, and
 //! answers unknown ids the way the real API answers a 404. In process it can also fail a
 //! seeded fraction of fetches with a transient error, so the worker's retry path runs in
 //! demos and tests.
@@ -51,6 +52,8 @@ pub struct StripeDouble {
     objects: Mutex<HashMap<(String, String), Stored>>,
     /// Events per (tenant, event id), for the event list.
     events: Mutex<HashMap<(String, String), Stored>>,
+    /// API v2 events (`v2.core.event`, thin) per (tenant, event id), for the v2 list.
+    v2_events: Mutex<HashMap<(String, String), Stored>>,
     /// Gives each new object or event its place in the order of creation.
     next_seq: AtomicU64,
     failures: Option<Mutex<FailureInjection>>,
@@ -115,6 +118,18 @@ impl StripeDouble {
         Ok(())
     }
 
+    /// Store (or replace) `event` (a `v2.core.event`, whose `created` is RFC 3339) for
+    /// `tenant`, keyed by its `id`, for the v2 event list (`GET /v2/core/events`).
+    pub fn put_v2_event(&self, tenant: &str, event: Value) -> Result<(), StripeDoubleError> {
+        let Some(id) = event.get("id").and_then(Value::as_str).map(str::to_owned) else {
+            return Err(StripeDoubleError::MissingId {
+                tenant: tenant.to_owned(),
+            });
+        };
+        insert(&self.v2_events, &self.next_seq, tenant, id, event);
+        Ok(())
+    }
+
     /// How many times the object `id` of `tenant` was served in a list page.
     pub fn times_listed(&self, tenant: &str, id: &str) -> u64 {
         lock(&self.listed)
@@ -144,13 +159,19 @@ impl StripeDouble {
 
     /// Every event of `tenant`, newest first.
     pub fn events_of(&self, tenant: &str) -> Vec<Value> {
-        let events = lock(&self.events);
-        let found = events
-            .iter()
-            .filter(|((t, _), _)| t == tenant)
-            .map(|(_, stored)| stored.clone())
-            .collect();
-        newest_first(found)
+        of_tenant(&self.events, tenant)
+    }
+
+    /// Every API v2 event of `tenant`, newest first.
+    pub fn v2_events_of(&self, tenant: &str) -> Vec<Value> {
+        of_tenant(&self.v2_events, tenant)
+    }
+
+    /// A stored API v2 event, if any.
+    pub fn v2_event(&self, tenant: &str, id: &str) -> Option<Value> {
+        lock(&self.v2_events)
+            .get(&(tenant.to_owned(), id.to_owned()))
+            .map(|stored| stored.value.clone())
     }
 
     /// Count `ids` of `tenant` as served in a list page.
@@ -179,6 +200,7 @@ impl StripeDouble {
     pub fn forget_tenant(&self, tenant: &str) {
         lock(&self.objects).retain(|(t, _), _| t != tenant);
         lock(&self.events).retain(|(t, _), _| t != tenant);
+        lock(&self.v2_events).retain(|(t, _), _| t != tenant);
     }
 
     /// The stored object, if any (no failure injection; for checks and tools).
@@ -268,11 +290,30 @@ fn insert(
     }
 }
 
-/// Stripe's list order: newest `created` first; the same second, the later stored first.
+/// Every value of `tenant` in `map`, newest first.
+fn of_tenant(map: &Mutex<HashMap<(String, String), Stored>>, tenant: &str) -> Vec<Value> {
+    let found = lock(map)
+        .iter()
+        .filter(|((t, _), _)| t == tenant)
+        .map(|(_, stored)| stored.clone())
+        .collect();
+    newest_first(found)
+}
+
+/// Stripe's list order: newest `created` first; the same time, the later stored first.
 fn newest_first(mut found: Vec<Stored>) -> Vec<Value> {
-    let created = |s: &Stored| s.value.get("created").and_then(Value::as_i64).unwrap_or(0);
-    found.sort_by_key(|s| std::cmp::Reverse((created(s), s.seq)));
+    found.sort_by_key(|s| std::cmp::Reverse((created_ms(&s.value), s.seq)));
     found.into_iter().map(|s| s.value).collect()
+}
+
+/// `created` in ms: whole seconds in API v1 objects, RFC 3339 in API v2 ones (0 when
+/// absent or unreadable).
+fn created_ms(value: &Value) -> i64 {
+    match value.get("created") {
+        Some(Value::Number(secs)) => secs.as_i64().unwrap_or(0).saturating_mul(1000),
+        Some(Value::String(text)) => crate::ops::parse_time(text).unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// The API collection an object is listed under, e.g. `/v1/subscriptions`: the path the

@@ -329,6 +329,7 @@ async fn run_worker<Q: Queue, D: DedupeStore + ReconcileStore, S: StateStore, B:
                 bus: Arc::clone(&backend.bus),
                 handlers: standard_handlers(),
                 clock: system_clock(),
+                thin_destinations: crate::reconcile::sweep::thin_destinations(&config.tenants),
             };
             Some(crate::reconcile::sweep::run_scheduled(
                 sweeper,

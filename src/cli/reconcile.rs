@@ -16,7 +16,7 @@ use crate::handlers::standard_handlers;
 use crate::ops::parse_time;
 use crate::reconcile::import::Reconciler;
 use crate::reconcile::kinds::{ListedKind, Projector, select};
-use crate::reconcile::sweep::Sweeper;
+use crate::reconcile::sweep::{Sweeper, thin_destinations};
 use crate::reconcile::verify::VerifyOptions;
 use crate::stripe_api::StripeApiClient;
 use crate::tenant::TenantConfig;
@@ -74,7 +74,9 @@ pub struct SweepArgs {
     /// Where the backend is (the dedupe store asked, the bus events are published to).
     #[command(flatten)]
     pub backend: BackendArgs,
-    /// The tenant whose Stripe account to read (its API key is used).
+    /// The tenant whose Stripe account to read (its API key is used). A tenant with an
+    /// event destination in `[tenants.destinations]` also has its API v2 event list read
+    /// (thin events of v2 types are only there; API v2 needs a secret key).
     #[arg(long)]
     pub tenant: String,
     /// Events created at or after this time, RFC 3339. Stripe keeps 30 days of events;
@@ -191,6 +193,7 @@ pub async fn sweep<Q, D: ReconcileStore, S, B: Bus>(
         bus: Arc::clone(&backend.bus),
         handlers: standard_handlers(),
         clock: system_clock(),
+        thin_destinations: thin_destinations(tenants),
     };
     let progress = bar("{spinner} sweep: {pos} events listed");
     let outcome = interruptible(

@@ -9,6 +9,9 @@
 //! | [`partner_snapshot_entry`] | `aws.partner/stripe.com/<ed_...>` | the event type | the v1 event |
 //! | [`partner_thin_entry`] | `aws.partner/stripe.com/<ed_...>` | `v1.<event type>` | a `v2.core.event` |
 //!
+//! [`partner_v2_event_entry`] gives the last shape for a `v2.core.event` as the API lists
+//! it (`GET /v2/core/events`), unchanged.
+//!
 //! [`envelope_json`] wraps an entry the way a bus delivers it to its targets, and
 //! [`entry_from_envelope`] goes back. Everything here is pure; [`super::decode`] is the
 //! reading side and the round trip between the two is tested.
@@ -423,6 +426,26 @@ pub fn partner_thin_entry(event: &Value, destination: &str) -> Result<BusEntry, 
         source: format!("{PARTNER_SOURCE_PREFIX}{destination}"),
         detail_type: v2_type,
         detail: serialise(&detail),
+        resources: Vec::new(),
+    })
+}
+
+/// The partner-path entry a Stripe event destination with thin payloads delivers for
+/// `event`, a `v2.core.event` as `GET /v2/core/events` lists it: source
+/// `aws.partner/stripe.com/<destination>`, detail-type the event's (v2) type, detail the
+/// event unchanged (the decoder reads everything it needs from it).
+pub fn partner_v2_event_entry(event: &Value, destination: &str) -> Result<BusEntry, EnvelopeError> {
+    let obj = event_object(event)?;
+    req_str(obj, "id")?;
+    let event_type = req_str(obj, "type")?;
+    if req_str(obj, "object")? != "v2.core.event" {
+        return Err(invalid("object", "must be `v2.core.event`"));
+    }
+    check_destination(destination)?;
+    Ok(BusEntry {
+        source: format!("{PARTNER_SOURCE_PREFIX}{destination}"),
+        detail_type: event_type.to_owned(),
+        detail: serialise(event),
         resources: Vec::new(),
     })
 }
@@ -908,6 +931,21 @@ mod tests {
             .unwrap();
             assert_eq!(again, real);
         }
+    }
+
+    #[test]
+    fn a_listed_v2_event_becomes_what_a_thin_destination_delivers() {
+        // The real thin delivery's detail is the v2 event as the API lists it.
+        let real = fixture("eventbridge_thin_envelope.json");
+        let entry = partner_v2_event_entry(&real["detail"], "ed_123").unwrap();
+        assert_eq!(entry, entry_from_envelope(&real).unwrap());
+        let mut snapshot = fixture("event.json");
+        assert_eq!(
+            partner_v2_event_entry(&snapshot, "ed_123"),
+            Err(invalid("object", "must be `v2.core.event`"))
+        );
+        snapshot["object"] = json!("v2.core.event");
+        assert!(partner_v2_event_entry(&snapshot, "ed/1").is_err());
     }
 
     #[test]

@@ -9,8 +9,15 @@
 //! A crash between a page's writes and its checkpoint re-lists that one page: the
 //! writes are ordered upserts, so that costs requests, never correctness.
 //!
-//! Each record's as-of is [`super::fetched_as_of`] of its page's request, so an import
-//! beside live traffic never overwrites the record of an event newer than the page.
+//! Each record's as-of is the second its page's request started in
+//! ([`super::fetched_as_of`]), so an import beside live traffic never overwrites the
+//! record of an event newer than the page: events of later seconds win, older ones lose,
+//! and a record that meets the stored record of an event of its own second is a tie
+//! ([`super::ties`]): the object is fetched again, one GET, and that version is stored
+//! ([`Reconciler::store`]). Letting the stored event stand instead would also be safe
+//! while events flow, but import and repair are for when they did not: the refetch is
+//! right whatever was missed, and such ties are rare (an event in the very second of a
+//! page's request).
 //!
 //! Some objects the handlers keep are never listed: Stripe lists neither deleted
 //! customers nor payment methods detached from their customer. They are still named by
@@ -26,11 +33,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::kinds::{CUSTOMER_PLACEHOLDER, ListedKind, Projector, listed};
-use crate::backend::{ReconcileStore, StateStore, WriteOutcome};
+use super::ties::{could_tie, refetched_as_of, ties_with};
+use crate::backend::{ReconcileStore, StateRecord, StateStore, WriteOutcome};
 use crate::clock::Clock;
 use crate::handlers::kinds;
 use crate::ops::OpsError;
 use crate::stripe_api::{ListPage, StripeApiClient};
+use crate::telemetry::metrics;
 
 /// Objects per page (Stripe's maximum).
 pub const PAGE_SIZE: u8 = 100;
@@ -68,6 +77,9 @@ pub struct ImportReport {
     /// Objects fetched one by one because another object names them and no list returns
     /// them (deleted customers, detached payment methods); counted in `imported` too.
     pub referenced: u64,
+    /// Objects fetched again because their record met an event's record of the same
+    /// second (a tie, see [`super::ties`]).
+    pub ties: u64,
 }
 
 impl fmt::Display for ImportReport {
@@ -97,8 +109,8 @@ impl fmt::Display for ImportReport {
         ))?;
         writeln!(
             f,
-            "{} list requests; {} unlisted objects fetched by reference",
-            self.pages, self.referenced
+            "{} list requests; {} unlisted objects fetched by reference; {} same-second ties fetched again",
+            self.pages, self.referenced, self.ties
         )
     }
 }
@@ -257,7 +269,7 @@ impl<S: StateStore, C: ReconcileStore> Reconciler<'_, S, C> {
             for object in &page.data {
                 *report.listed.entry(kind.kind.to_owned()).or_default() += 1;
                 names_in(object, &mut named);
-                let written = self.write(tenant, kind, object, fetched_at).await?;
+                let written = self.write(tenant, kind, object, fetched_at, report).await?;
                 let counter = if written == Some(WriteOutcome::Written) {
                     &mut report.imported
                 } else if written.is_none() {
@@ -328,7 +340,11 @@ impl<S: StateStore, C: ReconcileStore> Reconciler<'_, S, C> {
                 Err(e) => return Err(e.into()),
             };
             report.referenced += 1;
-            if self.write(tenant, kind, &object, fetched_at).await? == Some(WriteOutcome::Written) {
+            if self
+                .write(tenant, kind, &object, fetched_at, report)
+                .await?
+                == Some(WriteOutcome::Written)
+            {
                 *report.imported.entry(kind.kind.to_owned()).or_default() += 1;
             }
             progress.inc(1);
@@ -336,24 +352,107 @@ impl<S: StateStore, C: ReconcileStore> Reconciler<'_, S, C> {
         Ok(())
     }
 
-    /// Write `object`, fetched at `fetched_ms`, as a record of `kind`; `None` when the
-    /// handlers keep no record of it.
-    pub async fn write(
+    /// Write `object`, fetched at `fetched_ms`, as a record of `kind` ([`Self::store`]);
+    /// `None` when the handlers keep no record of it.
+    async fn write(
         &self,
         tenant: &str,
         kind: &ListedKind,
         object: &Value,
         fetched_ms: i64,
+        report: &mut ImportReport,
     ) -> Result<Option<WriteOutcome>, OpsError> {
-        match self.projector.record(tenant, kind, object, fetched_ms) {
-            Ok(Some(record)) => Ok(Some(self.state.put_if_newer(&record).await?)),
-            Ok(None) => Ok(None),
-            Err(error) => {
+        let Some(record) = self.record(tenant, kind, object, fetched_ms) else {
+            return Ok(None);
+        };
+        let stored = self.store(tenant, kind, record).await?;
+        report.ties += u64::from(stored.refetched);
+        Ok(Some(stored.outcome))
+    }
+
+    /// The record `object`, fetched at `fetched_ms`, gives for `kind`; `None` when the
+    /// handlers keep none, or refuse the object (logged).
+    pub(super) fn record(
+        &self,
+        tenant: &str,
+        kind: &ListedKind,
+        object: &Value,
+        fetched_ms: i64,
+    ) -> Option<StateRecord> {
+        self.projector
+            .record(tenant, kind, object, fetched_ms)
+            .unwrap_or_else(|error| {
                 let id = object.get("id").and_then(Value::as_str).unwrap_or("?");
-                tracing::warn!(%error, kind = kind.kind, id, "import: skipping an object the handler refuses");
-                Ok(None)
+                tracing::warn!(%error, kind = kind.kind, id, "skipping an object the handler refuses");
+                None
+            })
+    }
+
+    /// Store `record`, a version of a `kind` object fetched from the API, through the
+    /// ordered upsert. When it ties with the stored record of an event of the same second
+    /// ([`ties_with`]), the object is fetched again and that version stored instead (see
+    /// the module docs); a refetch that finds the object gone, or no longer kept, leaves
+    /// the stored record as it is.
+    pub async fn store(
+        &self,
+        tenant: &str,
+        kind: &ListedKind,
+        record: StateRecord,
+    ) -> Result<Stored, OpsError> {
+        let mut record = record;
+        let mut refetched = false;
+        if could_tie(&record)
+            && let Some(stored) = self.state.get(tenant, &record.kind, &record.id).await?
+            && ties_with(&stored, &record)
+        {
+            refetched = true;
+            metrics::get().state_tie("fetched");
+            tracing::debug!(kind = %record.kind, id = %record.id, "fetched version meets an event of its second: fetching again");
+            match self.refetch(tenant, kind, &record).await? {
+                Some(again) => record = again,
+                None => {
+                    return Ok(Stored {
+                        outcome: WriteOutcome::Stale,
+                        refetched,
+                    });
+                }
             }
         }
+        let outcome = self.state.put_if_newer(&record).await?;
+        Ok(Stored { outcome, refetched })
+    }
+
+    /// `tied`'s object fetched again, as its record ([`refetched_as_of`]); `None` when it
+    /// is gone or no longer kept.
+    async fn refetch(
+        &self,
+        tenant: &str,
+        kind: &ListedKind,
+        tied: &StateRecord,
+    ) -> Result<Option<StateRecord>, OpsError> {
+        let reference = crate::event::ObjectRef {
+            id: tied.id.clone(),
+            object_type: kind.object_type.to_owned(),
+            url: None,
+            customer: None,
+        };
+        let fetched_ms = (self.clock)();
+        let object = match self.api.get_object(tenant, &reference, None).await {
+            Ok(object) => object,
+            Err(crate::hydrate::HydrateError::Permanent { code, .. })
+                if code == crate::stripe_api::codes::NOT_FOUND =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(self
+            .record(tenant, kind, &object, fetched_ms)
+            .filter(|r| r.kind == tied.kind && r.id == tied.id)
+            .map(|r| StateRecord {
+                as_of_ms: refetched_as_of(fetched_ms, tied.as_of_ms),
+                ..r
+            }))
     }
 
     async fn page(
@@ -389,6 +488,15 @@ impl<S: StateStore, C: ReconcileStore> Reconciler<'_, S, C> {
             .await?;
         Ok(())
     }
+}
+
+/// What [`Reconciler::store`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// Whether the record (or its refetched version) was written.
+    pub outcome: WriteOutcome,
+    /// Whether the object was fetched again to resolve a same-second tie.
+    pub refetched: bool,
 }
 
 /// (kind, id) of objects named by other objects.

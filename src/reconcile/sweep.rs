@@ -5,9 +5,19 @@
 //! acts on each event has applied it; the events some handler never applied are
 //! published on the bus as webhook snapshot entries, where the rules route them like any
 //! other. It works for every delivery path, unlike `backfill`, whose
-//! `delivery_success=false` only knows about webhook endpoints. Thin events are covered
-//! too: the worker dedupes a thin event of a v1 type by its `snapshot_event`, which is the
-//! id this list returns.
+//! `delivery_success=false` only knows about webhook endpoints. A thin event of a v1 type
+//! is covered by this list: the worker dedupes it by its `snapshot_event`, the id this
+//! list returns.
+//!
+//! Thin events of API v2 types are only in the v2 list (`GET /v2/core/events`, RFC 3339
+//! `created[gte]`, `page` tokens via `next_page_url`). For a tenant with an event
+//! destination ([`thin_destinations`]) the sweep lists it too, decodes each event as the
+//! worker would (the dedupe id is its `snapshot_event`, else its own id) and publishes the
+//! missing ones as that destination delivers them: the thin `v2.core.event` on the
+//! partner source ([`partner_v2_event_entry`]), so the worker hydrates them as usual. An
+//! event the v1 list of the same sweep already published (same dedupe id) is not
+//! published twice. API v2 takes secret keys only: with a restricted key the v2 list
+//! answers 401/403, and the sweep reports it (`v2_skipped`, a warning) and goes on.
 //!
 //! Stripe keeps events for 30 days. An older `--since` is passed to the API as given
 //! (with a warning): the API decides what it still holds, not the local clock.
@@ -17,22 +27,26 @@
 //! warns (log and the `stripe_worker.sweep.unswept_age` gauge) when the oldest unswept
 //! time nears Stripe's 30 days.
 
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Bus, BusEntry, DedupeKey, ReconcileStore};
 use crate::clock::Clock;
 use crate::event::decode_message;
-use crate::event::envelope::{envelope_json, webhook_snapshot_entry};
+use crate::event::envelope::{
+    EnvelopeError, envelope_json, partner_v2_event_entry, rfc3339_millis, webhook_snapshot_entry,
+};
 use crate::handlers::Handler;
+use crate::hydrate::HydrateError;
 use crate::ops::{OpsError, ceil_secs, time_text};
-use crate::stripe_api::StripeApiClient;
+use crate::stripe_api::{StripeApiClient, codes};
 use crate::telemetry::metrics;
+use crate::tenant::TenantConfig;
 
 /// How long Stripe keeps events, in days.
 pub const STRIPE_EVENT_DAYS: i64 = crate::ops::backfill::MAX_DAYS;
@@ -53,6 +67,14 @@ pub const WATERMARK: &str = "sweep:watermark";
 
 const DAY_MS: i64 = 86_400_000;
 
+/// The v1 event list (`GET /v1/events`).
+pub const V1_LIST: &str = "v1";
+
+/// The API v2 event list (`GET /v2/core/events`).
+pub const V2_LIST: &str = "v2";
+
+const V2_EVENTS_PATH: &str = "/v2/core/events";
+
 /// What a sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SweepReport {
@@ -64,6 +86,29 @@ pub struct SweepReport {
     pub until: Option<String>,
     /// Whether `since` is older than Stripe keeps events (the API was asked anyway).
     pub since_beyond_retention: bool,
+    /// List requests made (both lists).
+    pub pages: u64,
+    /// Events listed (both lists).
+    pub listed: u64,
+    /// Events some handler acts on and has not applied (both lists, each event once).
+    pub missing: u64,
+    /// Missing events published on the bus (both lists).
+    pub published: u64,
+    /// Events no handler acts on (both lists).
+    pub unhandled: u64,
+    /// Events that are not valid Stripe events (logged; both lists).
+    pub skipped: u64,
+    /// The same, per list read: [`V1_LIST`], and [`V2_LIST`] for a tenant with an event
+    /// destination.
+    pub lists: BTreeMap<String, ListCounts>,
+    /// Why the v2 list was not read although the tenant has an event destination (a
+    /// restricted key: API v2 takes secret keys only).
+    pub v2_skipped: Option<String>,
+}
+
+/// What a sweep found in one event list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ListCounts {
     /// List requests made.
     pub pages: u64,
     /// Events listed.
@@ -76,6 +121,22 @@ pub struct SweepReport {
     pub unhandled: u64,
     /// Events that are not valid Stripe events (logged).
     pub skipped: u64,
+    /// Missing events an earlier list of the same sweep already published (the same
+    /// dedupe id, e.g. a thin event of a v1 type); not counted in `missing`.
+    pub duplicates: u64,
+}
+
+impl SweepReport {
+    /// Add one list's counts to the totals.
+    fn add(&mut self, list: &str, counts: ListCounts) {
+        self.pages += counts.pages;
+        self.listed += counts.listed;
+        self.missing += counts.missing;
+        self.published += counts.published;
+        self.unhandled += counts.unhandled;
+        self.skipped += counts.skipped;
+        self.lists.insert(list.to_owned(), counts);
+    }
 }
 
 impl fmt::Display for SweepReport {
@@ -96,8 +157,36 @@ impl fmt::Display for SweepReport {
             self.published,
             self.unhandled,
             self.skipped
-        )
+        )?;
+        if self.lists.len() > 1 {
+            for (list, c) in &self.lists {
+                writeln!(
+                    f,
+                    "  {list} list: {} listed, {} missing, {} published, {} already published by another list",
+                    c.listed, c.missing, c.published, c.duplicates
+                )?;
+            }
+        }
+        if let Some(why) = &self.v2_skipped {
+            writeln!(f, "  v2 list not read: {why}")?;
+        }
+        Ok(())
     }
+}
+
+/// Per tenant, the event destination (`ed_...`) whose deliveries a sweep imitates for
+/// events only the v2 list has: the first one `tenants` maps to the tenant. The
+/// configuration does not say which destinations send thin payloads, so every tenant
+/// with a destination gets its v2 list read (a few requests when it holds nothing the
+/// handlers act on).
+pub fn thin_destinations(tenants: &TenantConfig) -> BTreeMap<String, String> {
+    let mut found = BTreeMap::new();
+    for (destination, tenant) in &tenants.destinations {
+        found
+            .entry(tenant.clone())
+            .or_insert_with(|| destination.clone());
+    }
+    found
 }
 
 /// What a sweep needs.
@@ -112,6 +201,9 @@ pub struct Sweeper<D, B> {
     pub handlers: Vec<Arc<dyn Handler>>,
     /// The wall clock.
     pub clock: Clock,
+    /// Per tenant, the destination to publish v2-list events as ([`thin_destinations`]);
+    /// a tenant without one is swept from the v1 list only.
+    pub thin_destinations: BTreeMap<String, String>,
 }
 
 impl<D: ReconcileStore, B: Bus> Sweeper<D, B> {
@@ -141,60 +233,178 @@ impl<D: ReconcileStore, B: Bus> Sweeper<D, B> {
             since_beyond_retention: beyond,
             ..SweepReport::default()
         };
-        // `created` is whole seconds: round the start up and the end up, so the window
-        // is exactly the events created in [since, until).
-        let mut params = vec![("created[gte]".to_owned(), ceil_secs(since_ms).to_string())];
-        if let Some(until) = until_ms {
-            params.push(("created[lt]".to_owned(), ceil_secs(until).to_string()));
-        }
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .api
-                .list_page(tenant, "/v1/events", &params, after.as_deref(), 100)
+        let mut published = HashSet::new();
+        let v1 = self
+            .sweep_v1(tenant, (since_ms, until_ms), now, &mut published, progress)
+            .await?;
+        report.add(V1_LIST, v1);
+        if let Some(destination) = self.thin_destinations.get(tenant) {
+            let v2 = self
+                .sweep_v2(
+                    tenant,
+                    destination,
+                    (since_ms, until_ms),
+                    now,
+                    &mut published,
+                    &mut report,
+                    progress,
+                )
                 .await?;
-            report.pages += 1;
-            report.listed += page.data.len() as u64;
-            let mut missing: Vec<BusEntry> = Vec::new();
-            for event in &page.data {
-                match self.check(tenant, event, now).await? {
-                    Check::Applied => {}
-                    Check::Unhandled => report.unhandled += 1,
-                    Check::Invalid => report.skipped += 1,
-                    Check::Missing(entry) => missing.push(*entry),
-                }
-            }
-            report.missing += missing.len() as u64;
-            for chunk in missing.chunks(10) {
-                crate::backend::publish_entries(self.bus.as_ref(), chunk)
-                    .await
-                    .map_err(|e| OpsError::Publish(format!("{e:#}")))?;
-                report.published += chunk.len() as u64;
-            }
-            progress.set_position(report.listed);
-            after = page.last_id().map(str::to_owned);
-            if !page.has_more || after.is_none() {
-                break;
+            if let Some(v2) = v2 {
+                report.add(V2_LIST, v2);
             }
         }
         progress.finish_and_clear();
         Ok(report)
     }
 
-    /// Whether every handler acting on `event` has applied it; if not, the entry to
-    /// publish.
-    async fn check(&self, tenant: &str, event: &Value, now: i64) -> Result<Check, OpsError> {
+    /// The v1 list: every event, as a webhook snapshot entry.
+    async fn sweep_v1(
+        &self,
+        tenant: &str,
+        (since_ms, until_ms): (i64, Option<i64>),
+        now: i64,
+        published: &mut HashSet<String>,
+        progress: &indicatif::ProgressBar,
+    ) -> Result<ListCounts, OpsError> {
+        // `created` is whole seconds: round the start up and the end up, so the window
+        // is exactly the events created in [since, until).
+        let mut params = vec![("created[gte]".to_owned(), ceil_secs(since_ms).to_string())];
+        if let Some(until) = until_ms {
+            params.push(("created[lt]".to_owned(), ceil_secs(until).to_string()));
+        }
+        let mut counts = ListCounts::default();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .api
+                .list_page(tenant, "/v1/events", &params, after.as_deref(), 100)
+                .await?;
+            counts.pages += 1;
+            let entries = page
+                .data
+                .iter()
+                .map(|event| webhook_snapshot_entry(event, tenant, now, None));
+            self.sweep_page(tenant, entries, now, published, &mut counts)
+                .await?;
+            progress.set_position(counts.listed);
+            after = page.last_id().map(str::to_owned);
+            if !page.has_more || after.is_none() {
+                return Ok(counts);
+            }
+        }
+    }
+
+    /// The v2 list: every event, as `destination` delivers it. `None` when the API
+    /// refuses the key (see the module docs; noted in `report`).
+    #[allow(clippy::too_many_arguments)]
+    async fn sweep_v2(
+        &self,
+        tenant: &str,
+        destination: &str,
+        (since_ms, until_ms): (i64, Option<i64>),
+        now: i64,
+        published: &mut HashSet<String>,
+        report: &mut SweepReport,
+        progress: &indicatif::ProgressBar,
+    ) -> Result<Option<ListCounts>, OpsError> {
+        let time = |ms: i64| {
+            rfc3339_millis(ms).map_err(|e| OpsError::Invalid(format!("sweep window: {e}")))
+        };
+        let mut params = vec![("created[gte]".to_owned(), time(since_ms)?)];
+        if let Some(until) = until_ms {
+            params.push(("created[lt]".to_owned(), time(until)?));
+        }
+        let mut counts = ListCounts::default();
+        let mut next: Option<String> = None;
+        loop {
+            let page = match self
+                .api
+                .list_v2_page(tenant, V2_EVENTS_PATH, &params, next.as_deref(), 100)
+                .await
+            {
+                Ok(page) => page,
+                Err(HydrateError::Permanent { code, message, .. })
+                    if code == codes::UNAUTHORIZED || code == codes::FORBIDDEN =>
+                {
+                    let why = format!(
+                        "GET {V2_EVENTS_PATH} refused the key ({message}); API v2 takes \
+                         secret keys only, so thin events of v2 types were not swept"
+                    );
+                    tracing::warn!(tenant, "sweep: {why}");
+                    report.v2_skipped = Some(why);
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            counts.pages += 1;
+            let entries = page
+                .data
+                .iter()
+                .map(|event| partner_v2_event_entry(event, destination));
+            self.sweep_page(tenant, entries, now, published, &mut counts)
+                .await?;
+            progress.set_position(report.listed + counts.listed);
+            next = page.next_page_url;
+            if next.is_none() || page.data.is_empty() {
+                return Ok(Some(counts));
+            }
+        }
+    }
+
+    /// Check each of one page's `entries` (as built from its events) and publish the
+    /// missing ones not in `published` yet, counting in `counts`.
+    async fn sweep_page(
+        &self,
+        tenant: &str,
+        entries: impl Iterator<Item = Result<BusEntry, EnvelopeError>>,
+        now: i64,
+        published: &mut HashSet<String>,
+        counts: &mut ListCounts,
+    ) -> Result<(), OpsError> {
+        let mut missing: Vec<BusEntry> = Vec::new();
+        for entry in entries {
+            counts.listed += 1;
+            match self.check(tenant, entry, now).await? {
+                Check::Applied => {}
+                Check::Unhandled => counts.unhandled += 1,
+                Check::Invalid => counts.skipped += 1,
+                Check::Missing(entry, dedupe_id) => {
+                    if published.insert(dedupe_id) {
+                        missing.push(*entry);
+                    } else {
+                        counts.duplicates += 1;
+                    }
+                }
+            }
+        }
+        counts.missing += missing.len() as u64;
+        for chunk in missing.chunks(10) {
+            crate::backend::publish_entries(self.bus.as_ref(), chunk)
+                .await
+                .map_err(|e| OpsError::Publish(format!("{e:#}")))?;
+            counts.published += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Whether every handler acting on the event of `entry` has applied it; if not, the
+    /// entry to publish and the event's dedupe id.
+    async fn check(
+        &self,
+        tenant: &str,
+        entry: Result<BusEntry, EnvelopeError>,
+        now: i64,
+    ) -> Result<Check, OpsError> {
         // The entry is decoded as the worker will decode it, so the dedupe id asked for
         // is the one the worker would claim.
-        let decoded = webhook_snapshot_entry(event, tenant, now, None)
-            .map_err(|e| e.to_string())
-            .and_then(|entry| {
-                let envelope = envelope_json(&entry, "sweep", now, "local", None)
-                    .map_err(|e| e.to_string())?;
-                let decoded =
-                    decode_message(envelope.to_string().as_bytes()).map_err(|e| e.to_string())?;
-                Ok((entry, decoded))
-            });
+        let decoded = entry.map_err(|e| e.to_string()).and_then(|entry| {
+            let envelope =
+                envelope_json(&entry, "sweep", now, "local", None).map_err(|e| e.to_string())?;
+            let decoded =
+                decode_message(envelope.to_string().as_bytes()).map_err(|e| e.to_string())?;
+            Ok((entry, decoded))
+        });
         let (entry, decoded) = match decoded {
             Ok(pair) => pair,
             Err(error) => {
@@ -217,7 +427,7 @@ impl<D: ReconcileStore, B: Bus> Sweeper<D, B> {
                 dedupe_id: decoded.dedupe_id.clone(),
             };
             if !self.dedupe.was_applied(&key, now).await? {
-                return Ok(Check::Missing(Box::new(entry)));
+                return Ok(Check::Missing(Box::new(entry), decoded.dedupe_id));
             }
         }
         Ok(Check::Applied)
@@ -310,7 +520,7 @@ enum Check {
     Applied,
     Unhandled,
     Invalid,
-    Missing(Box<BusEntry>),
+    Missing(Box<BusEntry>, String),
 }
 
 fn millis(d: Duration) -> i64 {

@@ -6,8 +6,9 @@
 //! (deleted, detached), are fetched one by one. `--sample N` instead
 //! fetches N stored records picked at random: cheap enough for a schedule, blind to
 //! objects missing from the store. `--repair` writes Stripe's version of every object
-//! that differs, as an import would (as-of = the fetch), so live events newer than the
-//! check still win.
+//! that differs, as an import would ([`Reconciler::store`]: as of the fetch's second, and
+//! fetched again when it meets an event of that very second), so live events newer than
+//! the check still win.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -219,7 +220,7 @@ impl<S: StateStore, C: ReconcileStore> Reconciler<'_, S, C> {
                 let Some(truth) = truth else { continue };
                 let key = (truth.kind.clone(), truth.id.clone());
                 seen.insert(key.clone());
-                self.compare(stored.get(&key), Some(truth), options, report)
+                self.compare(tenant, kind, stored.get(&key), Some(truth), options, report)
                     .await?;
                 progress.inc(1);
             }
@@ -263,23 +264,23 @@ impl<S: StateStore, C: ReconcileStore> Reconciler<'_, S, C> {
                 report.checked += 1;
                 Ok(())
             }
-            (record, truth) => self.compare(record, truth, options, report).await,
+            (record, truth) => {
+                self.compare(tenant, listed_kind, record, truth, options, report)
+                    .await
+            }
         }
     }
 
     /// Stripe's record of `object`, or `None` when the handlers keep none.
     fn truth(&self, tenant: &str, kind: &ListedKind, object: &Value, fetched_at: i64) -> Truth {
-        self.projector
-            .record(tenant, kind, object, fetched_at)
-            .unwrap_or_else(|error| {
-                tracing::warn!(%error, kind = kind.kind, "verify: an object the handler refuses");
-                None
-            })
+        self.record(tenant, kind, object, fetched_at)
     }
 
     /// Record the differences between `stored` and `truth`, and repair when asked.
     async fn compare(
         &self,
+        tenant: &str,
+        kind: &ListedKind,
         stored: Option<&StateRecord>,
         truth: Truth,
         options: &VerifyOptions,
@@ -293,7 +294,7 @@ impl<S: StateStore, C: ReconcileStore> Reconciler<'_, S, C> {
         report.differences.extend(found);
         if options.repair
             && let Some(truth) = truth
-            && self.state.put_if_newer(&truth).await? == WriteOutcome::Written
+            && self.store(tenant, kind, truth).await?.outcome == WriteOutcome::Written
         {
             report.repaired += 1;
         }

@@ -9,8 +9,14 @@
 //! - `GET /v1/customers/<id>/payment_methods`: that customer's payment methods;
 //! - deleted objects (a deleted customer's stub) are served by id but never listed;
 //! - `GET /v1/events` and `GET /v1/events/<id>`, with the same parameters and `type`;
+//! - `GET /v2/core/events` and `GET /v2/core/events/<id>`: the API v2 (thin) events, newest
+//!   first, with `limit` (default 20, at most 100), `created[gte|gt|lte|lt]` (RFC 3339),
+//!   `object_id` (the related object) and `types` (repeated); pages are a `page` token
+//!   and the response's `next_page_url` (the same filters and the next token),
+//!   `previous_page_url` is always null;
 //! - `Authorization: Bearer <key>` picks the tenant ([`ServeOptions::keys`]); another key
-//!   is a 401;
+//!   is a 401, and so is every API v2 request with [`ServeOptions::refuse_v2`] (a
+//!   restricted key);
 //! - injected faults: every n-th request a 429 (with a `Retry-After` when asked), and an
 //!   outage after a number of requests (503 with `Stripe-Should-Retry: false`), to stop an
 //!   import mid-way.
@@ -39,6 +45,9 @@ pub struct ServeOptions {
     pub throttle_every: u64,
     /// The `Retry-After` (whole seconds) sent with an injected 429; none when `None`.
     pub retry_after_secs: Option<u64>,
+    /// Answer every API v2 request with a 401, as Stripe answers a restricted key there
+    /// (API v2 takes secret keys only).
+    pub refuse_v2: bool,
 }
 
 /// A running HTTP double; stops when dropped.
@@ -168,9 +177,28 @@ async fn handle(
         .map(|u| u.query_pairs().into_owned().collect())
         .unwrap_or_default();
     let path = uri.path().trim_end_matches('/');
+    if state.options.refuse_v2 && path.starts_with("/v2/") {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            None,
+            "API v2 requests need a secret key",
+        );
+    }
     let double = &state.double;
     if path == "/v1/events" {
         return list(double, tenant, path, double.events_of(tenant), &params);
+    }
+    if path == V2_EVENTS {
+        return list_v2(path, double.v2_events_of(tenant), &params);
+    }
+    if let Some(id) = path
+        .strip_prefix(V2_EVENTS)
+        .and_then(|rest| rest.strip_prefix('/'))
+    {
+        return match double.v2_event(tenant, id) {
+            Some(event) => axum::Json(event).into_response(),
+            None => missing(id),
+        };
     }
     let (parent, last) = path.rsplit_once('/').unwrap_or(("", path));
     if parent == "/v1/events" {
@@ -242,6 +270,89 @@ fn list(
     let has_more = matching.next().is_some();
     double.note_listed(tenant, data.iter().filter_map(id_of));
     axum::Json(json!({"object": "list", "url": path, "has_more": has_more, "data": data}))
+        .into_response()
+}
+
+/// The API v2 event list.
+const V2_EVENTS: &str = "/v2/core/events";
+
+/// The start of the double's `page` tokens; the rest is the last id of the page before.
+const PAGE_TOKEN_PREFIX: &str = "after_";
+
+/// One page of `all` (newest first) as API v2 pages it: a `page` token, and a
+/// `next_page_url` carrying the same filters.
+fn list_v2(path: &str, all: Vec<Value>, params: &[(String, String)]) -> Response {
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let invalid =
+        |message: &str| error(StatusCode::BAD_REQUEST, Some("invalid_parameter"), message);
+    let limit = match param("limit").map(str::parse::<usize>) {
+        None => 20,
+        Some(Ok(l)) if (1..=100).contains(&l) => l,
+        Some(_) => return invalid("limit must be between 1 and 100"),
+    };
+    let start = match param("page") {
+        None => 0,
+        Some(token) => {
+            let after = token.strip_prefix(PAGE_TOKEN_PREFIX);
+            match after.and_then(|a| all.iter().position(|o| id_of(o) == Some(a))) {
+                Some(i) => i + 1,
+                None => return invalid("page is not a page token of this list"),
+            }
+        }
+    };
+    let mut bounds = Vec::new();
+    for (name, keep) in [
+        (
+            "created[gte]",
+            std::cmp::Ordering::is_ge as fn(std::cmp::Ordering) -> bool,
+        ),
+        ("created[gt]", std::cmp::Ordering::is_gt),
+        ("created[lte]", std::cmp::Ordering::is_le),
+        ("created[lt]", std::cmp::Ordering::is_lt),
+    ] {
+        if let Some(text) = param(name) {
+            match crate::ops::parse_time(text) {
+                Ok(ms) => bounds.push((ms, keep)),
+                Err(_) => return invalid(&format!("{name} must be an RFC 3339 timestamp")),
+            }
+        }
+    }
+    let types: Vec<&str> = params
+        .iter()
+        .filter(|(n, _)| n == "types" || (n.starts_with("types[") && n.ends_with(']')))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let object_id = param("object_id");
+    let passes = |event: &&Value| {
+        let created = super::created_ms(event);
+        let related = event
+            .get("related_object")
+            .and_then(|r| r.get("id"))
+            .and_then(Value::as_str);
+        let event_type = event.get("type").and_then(Value::as_str).unwrap_or("");
+        bounds.iter().all(|(bound, keep)| keep(created.cmp(bound)))
+            && object_id.is_none_or(|id| related == Some(id))
+            && (types.is_empty() || types.contains(&event_type))
+    };
+    let mut matching = all[start..].iter().filter(passes);
+    let data: Vec<Value> = matching.by_ref().take(limit).cloned().collect();
+    let more = matching.next().is_some();
+    let next_page_url = match data.last().and_then(id_of) {
+        Some(last) if more => {
+            let mut url = Url::parse(&format!("http://double{path}")).expect("a valid path");
+            url.query_pairs_mut()
+                .extend_pairs(params.iter().filter(|(n, _)| n != "page"))
+                .append_pair("page", &format!("{PAGE_TOKEN_PREFIX}{last}"));
+            Value::String(format!("{}?{}", url.path(), url.query().unwrap_or("")))
+        }
+        _ => Value::Null,
+    };
+    axum::Json(json!({"data": data, "next_page_url": next_page_url, "previous_page_url": null}))
         .into_response()
 }
 

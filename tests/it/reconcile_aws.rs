@@ -40,6 +40,19 @@ async fn a_same_second_pair_ends_with_the_fetched_object_in_either_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_versions_tie_with_events_of_their_second_in_either_order() {
+    scenario::fetched_versions_tie_with_events_of_their_second(async || {
+        backend("rc-fetch-ties").await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_publishes_thin_events_only_the_v2_list_has() {
+    scenario::sweep_reads_the_v2_list(&backend("rc-sweep-v2").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_never_meet_dedupe_keys() {
     let backend = backend("rc-checkpoint").await;
     let dedupe = backend.dedupe.as_ref();

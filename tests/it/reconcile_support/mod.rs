@@ -6,19 +6,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use stripe_worker::backend::publish_entries;
 use stripe_worker::backend::{
     Backend, Bus, DedupeStore, Queue, ReconcileStore, StateRecord, StateStore,
 };
-use stripe_worker::clock::system_clock;
+use stripe_worker::clock::{Clock, system_clock};
 use stripe_worker::config::Config;
 use stripe_worker::demo::generator::{GeneratedStream, GeneratorConfig, generate};
-use stripe_worker::event::envelope::webhook_snapshot_entry;
+use stripe_worker::backend::publish_entries;
+use stripe_worker::event::envelope::{
+    partner_v2_event_entry, rfc3339_millis, webhook_snapshot_entry,
+};
 use stripe_worker::handlers::standard_handlers;
 use stripe_worker::hydrate::Hydrator;
 use stripe_worker::reconcile::import::Reconciler;
 use stripe_worker::reconcile::kinds::{LISTED, Projector, select};
-use stripe_worker::reconcile::sweep::Sweeper;
+use stripe_worker::reconcile::sweep::{Sweeper, V1_LIST, V2_LIST, thin_destinations};
 use stripe_worker::reconcile::verify::VerifyOptions;
 use stripe_worker::stripe_api::{ApiKey, StripeApiClient, StripeApiConfig};
 use stripe_worker::stripe_double::{DoubleServer, ServeOptions, StripeDouble};
@@ -33,6 +35,19 @@ pub fn config() -> Config {
     let mut config = Config::default();
     config.worker.wait_time_secs = 0;
     config.tenants.tenants = vec![TENANT.to_owned()];
+    config
+}
+
+/// The event destination (thin payloads) of [`TENANT`] in [`config_with_destination`].
+pub const DESTINATION: &str = "ed_test_reconcile";
+
+/// [`config`], with [`TENANT`]'s events also arriving through [`DESTINATION`].
+pub fn config_with_destination() -> Config {
+    let mut config = config();
+    config
+        .tenants
+        .destinations
+        .insert(DESTINATION.to_owned(), TENANT.to_owned());
     config
 }
 
@@ -65,6 +80,7 @@ pub async fn serve(
             keys: [(KEY.to_owned(), TENANT.to_owned())].into(),
             throttle_every,
             retry_after_secs: None,
+            refuse_v2: false,
         })
         .await
         .expect("serve the double");
@@ -143,6 +159,23 @@ fn reconciler<'a, S: StateStore, C: ReconcileStore>(
         checkpoints,
         projector,
         clock: system_clock(),
+    }
+}
+
+/// The sweeper over `backend`, reading the double through `server`, with the
+/// destinations of `config`.
+fn sweeper<Q, D, S, B>(
+    backend: &Backend<Q, D, S, B>,
+    server: &DoubleServer,
+    config: &Config,
+) -> Sweeper<D, B> {
+    Sweeper {
+        api: client(server, None),
+        dedupe: Arc::clone(&backend.dedupe),
+        bus: Arc::clone(&backend.bus),
+        handlers: standard_handlers(),
+        clock: system_clock(),
+        thin_destinations: thin_destinations(&config.tenants),
     }
 }
 
@@ -321,13 +354,7 @@ where
         .min()
         .expect("events")
         * 1000;
-    let sweeper = Sweeper {
-        api: client(&server, None),
-        dedupe: Arc::clone(&backend.dedupe),
-        bus: Arc::clone(&backend.bus),
-        handlers: standard_handlers(),
-        clock: system_clock(),
-    };
+    let sweeper = sweeper(backend, &server, &config);
     let report = sweeper
         .sweep(TENANT, since, None, &indicatif::ProgressBar::hidden())
         .await
@@ -346,6 +373,8 @@ where
         .count();
     assert_eq!(report.missing as usize, dropped_handled);
     assert_eq!(report.published, report.missing);
+    // No event destination configured: the v1 list alone.
+    assert_eq!(report.lists.keys().collect::<Vec<_>>(), [V1_LIST]);
     drain(backend, &config, None).await;
     assert_state_is_the_streams(backend.state.as_ref(), &stream, "after sweep").await;
 
@@ -507,7 +536,277 @@ pub async fn same_second_ties<Q: Queue, D, S, B: Bus>(
             "order {order}, api {with_api}: {stored:?}"
         );
         if with_api {
+            // As of the fetch (now), not of the tie: an event delayed in the queues,
+            // created after the tie but before the fetch, is older and loses.
             assert!(stored.tiebreak.starts_with("~fetched."), "{stored:?}");
+            assert!(stored.as_of_ms > created * 1000, "{stored:?}");
+            let delayed = subscription_event("evt_3delayed", "active", created + 2);
+            let entry = webhook_snapshot_entry(&delayed, TENANT, 0, None).expect("entry");
+            publish_entries(backend.bus.as_ref(), &[entry])
+                .await
+                .expect("publish");
+            drain(&backend, &config, hydrator.clone()).await;
+            let after = backend
+                .state
+                .get(TENANT, "subscription", "sub_tie")
+                .await
+                .expect("get")
+                .expect("stored");
+            assert_eq!(after, stored, "order {order}: the delayed event lost");
         }
     }
+}
+
+/// A version fetched by `import` is as of its fetch's second, so it ties with an event of
+/// that second, in either order: an import meeting the stored event fetches again, and an
+/// event meeting the imported record makes the worker fetch again (without an API the
+/// fetched version keeps its place by the rule). Every case ends as Stripe's object.
+pub async fn fetched_versions_tie_with_events_of_their_second<Q: Queue, D, S, B: Bus>(
+    mut fresh: impl AsyncFnMut() -> Backend<Q, D, S, B>,
+) where
+    D: DedupeStore + ReconcileStore,
+    S: StateStore,
+{
+    let created = 1_760_000_100;
+    // The event carries the older state; Stripe has the newer one.
+    let stale = subscription_event("evt_2active", "active", created);
+    let double = Arc::new(StripeDouble::new());
+    double
+        .put(
+            TENANT,
+            subscription_event("evt_1pastdue", "past_due", created)["data"]["object"].clone(),
+        )
+        .expect("id");
+    let server = double
+        .serve(ServeOptions {
+            keys: [(KEY.to_owned(), TENANT.to_owned())].into(),
+            ..ServeOptions::default()
+        })
+        .await
+        .expect("serve");
+    let api = client(&server, None);
+    let projector = Projector::default();
+    let subscriptions = select(&["subscription".to_owned()]).expect("known kind");
+    let hidden = indicatif::ProgressBar::hidden();
+    let config = config();
+    // The import's requests start half-way through the event's second.
+    let fetch_clock: Clock = Arc::new(move || created * 1000 + 500);
+    let import = async |backend: &Backend<Q, D, S, B>| {
+        Reconciler {
+            api: &api,
+            state: backend.state.as_ref(),
+            checkpoints: backend.dedupe.as_ref(),
+            projector: &projector,
+            clock: Arc::clone(&fetch_clock),
+        }
+        .import(TENANT, &subscriptions, &hidden)
+        .await
+        .expect("import")
+    };
+    let deliver_stale = async |backend: &Backend<Q, D, S, B>,
+                               hydrator: Option<Arc<dyn Hydrator>>| {
+        let entry = webhook_snapshot_entry(&stale, TENANT, 0, None).expect("entry");
+        publish_entries(backend.bus.as_ref(), &[entry])
+            .await
+            .expect("publish");
+        drain(backend, &config, hydrator).await;
+    };
+    let stored = async |backend: &Backend<Q, D, S, B>| {
+        backend
+            .state
+            .get(TENANT, "subscription", "sub_tie")
+            .await
+            .expect("get")
+            .expect("stored")
+    };
+
+    // The event first (no API for the worker: it is stored as it came), then the import.
+    let backend = fresh().await;
+    deliver_stale(&backend, None).await;
+    assert_eq!(stored(&backend).await.doc["status"], "active");
+    let report = import(&backend).await;
+    assert_eq!(report.ties, 1, "{report:?}");
+    let record = stored(&backend).await;
+    assert_eq!(record.doc["status"], "past_due", "{record:?}");
+    assert!(record.tiebreak.starts_with("~fetched."), "{record:?}");
+    assert_eq!(record.as_of_ms, created * 1000, "as of the fetch's second");
+
+    // The import first, then the event of its second.
+    for with_api in [true, false] {
+        let backend = fresh().await;
+        let report = import(&backend).await;
+        assert_eq!(report.ties, 0);
+        let hydrator = with_api.then(|| Arc::clone(&api) as Arc<dyn Hydrator>);
+        deliver_stale(&backend, hydrator).await;
+        let record = stored(&backend).await;
+        assert_eq!(
+            record.doc["status"], "past_due",
+            "api {with_api}: {record:?}"
+        );
+        assert!(record.tiebreak.starts_with("~fetched."), "{record:?}");
+        if with_api {
+            assert!(
+                record.as_of_ms > created * 1000,
+                "fetched again: {record:?}"
+            );
+        } else {
+            assert_eq!(record.as_of_ms, created * 1000, "{record:?}");
+        }
+    }
+}
+
+/// A thin `v2.core.event` for `sub_id` of a v1 type, as `GET /v2/core/events` lists it.
+fn thin_event(id: &str, sub_id: &str, created_ms: i64, snapshot_event: Option<&str>) -> Value {
+    let mut event = json!({
+        "id": id, "object": "v2.core.event", "type": "v1.customer.subscription.updated",
+        "created": rfc3339_millis(created_ms).expect("time"), "livemode": false,
+        "context": null,
+        "related_object": {"id": sub_id, "type": "subscription",
+                           "url": format!("/v1/subscriptions/{sub_id}")},
+    });
+    if let Some(snapshot) = snapshot_event {
+        event["snapshot_event"] = json!(snapshot);
+    }
+    event
+}
+
+/// A subscription of the v2 scenario.
+fn v2_subscription(id: &str, status: &str, created: i64) -> Value {
+    json!({"id": id, "object": "subscription", "customer": "cus_v2", "status": status,
+           "created": created, "cancel_at_period_end": false,
+           "items": {"object": "list", "data": []}})
+}
+
+/// A tenant with an event destination: thin events only the v2 list has, 30% of them
+/// never delivered, then `sweep`: the v2 list is read over two pages (through 429s) and
+/// the missing events are published as the destination delivers them, hydrated by the
+/// worker as usual; a thin event of a v1 type in both lists is published once; the
+/// state ends as Stripe's, and a second sweep finds nothing missing.
+pub async fn sweep_reads_the_v2_list<Q: Queue, D, S, B: Bus>(backend: &Backend<Q, D, S, B>)
+where
+    D: DedupeStore + ReconcileStore,
+    S: StateStore,
+{
+    let base_ms: i64 = 1_760_000_000_000;
+    let since_ms = base_ms - 1_000;
+    let double = Arc::new(StripeDouble::new());
+    let thin = 150;
+    for i in 0..thin {
+        let id = format!("sub_v2n{i}");
+        let status = if i % 2 == 0 { "active" } else { "past_due" };
+        double
+            .put(TENANT, v2_subscription(&id, status, base_ms / 1000))
+            .expect("id");
+        let event = thin_event(&format!("evt_v2n{i}"), &id, base_ms + i * 10, None);
+        double.put_v2_event(TENANT, event).expect("id");
+    }
+    // Before the window: never listed.
+    let old = thin_event("evt_v2old", "sub_v2n0", since_ms - 5_000, None);
+    double.put_v2_event(TENANT, old).expect("id");
+    // A v2-native event no handler acts on.
+    double
+        .put_v2_event(
+            TENANT,
+            json!({"id": "evt_v2ping", "object": "v2.core.event",
+                   "type": "v2.core.event_destination.ping",
+                   "created": rfc3339_millis(base_ms + 5).expect("time"), "livemode": false,
+                   "context": null,
+                   "related_object": {"id": DESTINATION, "type": "v2.core.event_destination",
+                                      "url": format!("/v2/core/event_destinations/{DESTINATION}")}}),
+        )
+        .expect("id");
+    // One change in both lists: the v1 event, and its thin form naming it.
+    let both = v2_subscription("sub_v2both", "canceled", base_ms / 1000);
+    double.put(TENANT, both.clone()).expect("id");
+    double
+        .put_event(
+            TENANT,
+            json!({"id": "evt_1both", "object": "event", "type": "customer.subscription.updated",
+                   "created": base_ms / 1000 + 1, "livemode": false,
+                   "api_version": "2025-03-31.basil", "data": {"object": both}}),
+        )
+        .expect("id");
+    let both_thin = thin_event(
+        "evt_v2both",
+        "sub_v2both",
+        base_ms + 1_000,
+        Some("evt_1both"),
+    );
+    double.put_v2_event(TENANT, both_thin).expect("id");
+    let server = double
+        .serve(ServeOptions {
+            keys: [(KEY.to_owned(), TENANT.to_owned())].into(),
+            throttle_every: 7,
+            retry_after_secs: None,
+            refuse_v2: false,
+        })
+        .await
+        .expect("serve");
+    let config = config_with_destination();
+    let hydrator = Some(client(&server, None) as Arc<dyn Hydrator>);
+
+    // 70% of the thin events arrive through the destination.
+    let delivered: Vec<_> = (0..thin)
+        .filter(|i| i % 10 >= 3)
+        .map(|i| {
+            let event = double
+                .v2_event(TENANT, &format!("evt_v2n{i}"))
+                .expect("stored");
+            partner_v2_event_entry(&event, DESTINATION).expect("entry")
+        })
+        .collect();
+    for chunk in delivered.chunks(10) {
+        publish_entries(backend.bus.as_ref(), chunk)
+            .await
+            .expect("publish");
+    }
+    drain(backend, &config, hydrator.clone()).await;
+
+    let sweeper = sweeper(backend, &server, &config);
+    let hidden = indicatif::ProgressBar::hidden();
+    let report = sweeper
+        .sweep(TENANT, since_ms, None, &hidden)
+        .await
+        .expect("sweep");
+    let dropped = (0..thin).filter(|i| i % 10 < 3).count() as u64;
+    let v1 = &report.lists[V1_LIST];
+    assert_eq!(
+        (v1.listed, v1.missing, v1.published),
+        (1, 1, 1),
+        "{report:#?}"
+    );
+    let v2 = &report.lists[V2_LIST];
+    assert_eq!(v2.listed, thin as u64 + 2, "{report:#?}");
+    assert!(v2.pages >= 2, "two pages of 100: {report:#?}");
+    assert_eq!(
+        (v2.missing, v2.published),
+        (dropped, dropped),
+        "{report:#?}"
+    );
+    assert_eq!((v2.unhandled, v2.duplicates), (1, 1), "{report:#?}");
+    assert_eq!(
+        (report.listed, report.missing, report.published),
+        (thin as u64 + 3, dropped + 1, dropped + 1)
+    );
+    assert_eq!(report.v2_skipped, None);
+    assert!(server.throttled() > 0, "the double answered some 429s");
+
+    drain(backend, &config, hydrator).await;
+    let mut ids: Vec<String> = (0..thin).map(|i| format!("sub_v2n{i}")).collect();
+    ids.push("sub_v2both".to_owned());
+    for id in &ids {
+        let record = backend
+            .state
+            .get(TENANT, "subscription", id)
+            .await
+            .expect("get")
+            .unwrap_or_else(|| panic!("{id} is stored"));
+        let want = double.get(TENANT, id).expect("in the double");
+        assert_eq!(record.doc["status"], want["status"], "{id}");
+    }
+    let again = sweeper
+        .sweep(TENANT, since_ms, None, &hidden)
+        .await
+        .expect("sweep again");
+    assert_eq!((again.missing, again.published), (0, 0), "{again:#?}");
 }
