@@ -116,6 +116,7 @@ store_cases!(pair =>
 
 store_cases!(state_only =>
     state_put_get_roundtrip,
+    state_keeps_raw_objects,
     state_newer_wins_older_ignored,
     state_tiebreak_rule,
     state_by_customer,

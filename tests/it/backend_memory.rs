@@ -93,6 +93,7 @@ store_cases!(memory_pair() =>
 
 store_cases!(MemoryState::new() =>
     state_put_get_roundtrip,
+    state_keeps_raw_objects,
     state_newer_wins_older_ignored,
     state_tiebreak_rule,
     state_by_customer,
