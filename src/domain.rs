@@ -9,11 +9,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Domain {
-    /// `customer.subscription.*`
+    /// Subscriptions, subscription schedules and the catalogue (products, prices,
+    /// coupons, promotion codes).
     Subscription,
-    /// Invoices, invoice payments, payment intents and charges.
+    /// Invoices, invoice payments, payment intents, charges, refunds, disputes and credit
+    /// notes.
     Payment,
-    /// Customers, their payment methods, checkout sessions and setup intents.
+    /// Customers, their payment methods, checkout sessions, setup intents, discounts, tax
+    /// ids and entitlements.
     Customer,
 }
 

@@ -249,36 +249,29 @@ pub fn customer_status(records: &[StateRecord]) -> CustomerStatus {
     status
 }
 
-/// The export section each built-in kind goes to.
+/// The export section each built-in kind goes to: its plural ([`kinds::INFO`]).
+/// Payment methods are the exception, see [`export_document`].
 fn section(kind: &str) -> Option<&'static str> {
-    Some(match kind {
-        kinds::SUBSCRIPTION => "subscriptions",
-        kinds::INVOICE => "invoices",
-        kinds::INVOICE_PAYMENT => "invoice_payments",
-        kinds::PAYMENT_INTENT => "payment_intents",
-        kinds::CHARGE => "charges",
-        kinds::CUSTOMER => "customers",
-        kinds::CHECKOUT_SESSION => "checkout_sessions",
-        kinds::SETUP_INTENT => "setup_intents",
-        _ => return None,
-    })
+    kinds::info_of(kind).map(|info| info.plural)
 }
 
-/// The sections every tenant has in the export, present even when empty so that the
-/// document's shape does not depend on the data.
-const SECTIONS: [&str; 9] = [
-    "subscriptions",
-    "invoices",
-    "invoice_payments",
-    "payment_intents",
-    "charges",
-    "customers",
-    "detached_payment_methods",
-    "checkout_sessions",
-    "setup_intents",
-];
+/// The section of payment methods no customer holds any more.
+const DETACHED_PAYMENT_METHODS: &str = "detached_payment_methods";
 
-/// The whole state as one JSON document, keys sorted:
+/// The sections every tenant has in the export, present even when empty so that the
+/// document's shape does not depend on the data: every built-in kind's plural, attached
+/// payment methods sitting under their customer instead.
+fn section_names() -> impl Iterator<Item = &'static str> {
+    kinds::INFO
+        .iter()
+        .filter(|info| info.kind != kinds::PAYMENT_METHOD)
+        .map(|info| info.plural)
+        .chain([DETACHED_PAYMENT_METHODS])
+}
+
+/// The whole state as one JSON document, keys sorted, without the records' raw Stripe
+/// objects (doc field `raw`, see [`crate::handlers::raw`]) so that it stays readable;
+/// [`export_document_with_raw`] keeps them.
 ///
 /// ```text
 /// {"tenants": {T: {
@@ -286,7 +279,10 @@ const SECTIONS: [&str; 9] = [
 ///     "payment_intents": {..}, "charges": {..},
 ///     "customers": {id: {..doc, "payment_methods": {pm_id: doc}}},
 ///     "detached_payment_methods": {pm_id: doc},
-///     "checkout_sessions": {..}, "setup_intents": {..},
+///     "checkout_sessions": {..}, "setup_intents": {..}, "products": {..}, "prices": {..},
+///     "coupons": {..}, "promotion_codes": {..}, "discounts": {..}, "refunds": {..},
+///     "disputes": {..}, "credit_notes": {..}, "subscription_schedules": {..},
+///     "tax_ids": {..}, "entitlement_summaries": {customer_id: doc},
 ///     "other": {kind: {id: doc}}      // only when custom handlers wrote other kinds
 /// }}}
 /// ```
@@ -295,6 +291,11 @@ const SECTIONS: [&str; 9] = [
 /// payment methods appears as `{"id", "payment_methods"}`. Detached payment methods have
 /// no customer any more and get their own section.
 pub fn export_document(records: &[StateRecord]) -> Value {
+    export_document_with_raw(records, false)
+}
+
+/// [`export_document`], keeping each doc's `raw` object when `include_raw`.
+pub fn export_document_with_raw(records: &[StateRecord], include_raw: bool) -> Value {
     type Docs = BTreeMap<String, Value>;
     #[derive(Default)]
     struct Tenant {
@@ -306,7 +307,10 @@ pub fn export_document(records: &[StateRecord]) -> Value {
     let mut tenants: BTreeMap<String, Tenant> = BTreeMap::new();
     for ((tenant, kind, id), record) in newest(records) {
         let entry = tenants.entry(tenant.to_owned()).or_default();
-        let doc = record.doc.clone();
+        let mut doc = record.doc.clone();
+        if !include_raw && let Some(fields) = doc.as_object_mut() {
+            fields.remove(crate::handlers::raw::RAW_FIELD);
+        }
         if kind == kinds::PAYMENT_METHOD {
             match record.customer.clone().or_else(|| text(&doc, "customer")) {
                 Some(customer) => {
@@ -319,7 +323,7 @@ pub fn export_document(records: &[StateRecord]) -> Value {
                 None => {
                     entry
                         .sections
-                        .entry("detached_payment_methods")
+                        .entry(DETACHED_PAYMENT_METHODS)
                         .or_default()
                         .insert(id.to_owned(), doc);
                 }
@@ -357,7 +361,7 @@ pub fn export_document(records: &[StateRecord]) -> Value {
             }
         }
         let mut sections = Map::new();
-        for name in SECTIONS {
+        for name in section_names() {
             let docs = t.sections.remove(name).unwrap_or_default();
             sections.insert(name.to_owned(), object(docs));
         }
@@ -695,7 +699,7 @@ mod tests {
     #[test]
     fn export_groups_by_tenant_and_section() {
         let mut records = sample();
-        let mut other = record("refund", "re_1", 1, json!({"id": "re_1"}));
+        let mut other = record("widget", "wd_1", 1, json!({"id": "wd_1"}));
         other.tenant = "t2".to_owned();
         records.push(other);
         let doc = export_document(&records);
@@ -710,7 +714,29 @@ mod tests {
         assert!(t1["setup_intents"].as_object().is_some_and(Map::is_empty));
         assert!(t1.get("other").is_none());
         assert_eq!(
-            doc["tenants"]["t2"]["other"]["refund"]["re_1"]["id"],
+            doc["tenants"]["t2"]["other"]["widget"]["wd_1"]["id"],
+            "wd_1"
+        );
+        assert!(t1["refunds"].as_object().is_some_and(Map::is_empty));
+        assert!(t1["entitlement_summaries"].as_object().is_some());
+        assert!(t1.get("payment_methods").is_none());
+    }
+
+    #[test]
+    fn export_leaves_out_raw_objects_unless_asked() {
+        let records = vec![record(
+            "refund",
+            "re_1",
+            1,
+            json!({"id": "re_1", "status": "succeeded", "raw": {"id": "re_1", "metadata": {}}}),
+        )];
+        let readable = export_document(&records);
+        let refund = &readable["tenants"]["t1"]["refunds"]["re_1"];
+        assert_eq!(refund["status"], "succeeded");
+        assert!(refund.get("raw").is_none());
+        let whole = export_document_with_raw(&records, true);
+        assert_eq!(
+            whole["tenants"]["t1"]["refunds"]["re_1"]["raw"]["id"],
             "re_1"
         );
     }

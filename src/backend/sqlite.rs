@@ -102,6 +102,38 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 ) WITHOUT ROWID;
 ";
 
+/// One read-only view per built-in kind over the `state` table, named by the kind's
+/// plural (`subscriptions`, `tax_ids`, ...): `tenant`, `id`, `customer`, `as_of_ms`, each
+/// projected doc field as a column (`json_extract`, so booleans read 0/1 and lists JSON
+/// text) and `raw`, the whole Stripe object as JSON text. So `sqlite3` answers
+/// `select id, status from subscriptions where status = 'past_due'`.
+fn kind_views_sql() -> String {
+    let mut sql = String::new();
+    for info in crate::handlers::kinds::INFO {
+        let mut columns = vec![
+            "tenant".to_owned(),
+            "id".to_owned(),
+            "customer".to_owned(),
+            "as_of_ms".to_owned(),
+        ];
+        columns.extend(
+            info.fields
+                .iter()
+                .chain(&[crate::handlers::raw::RAW_FIELD])
+                .filter(|f| !matches!(**f, "id" | "customer"))
+                .map(|f| format!("json_extract(doc, '$.{f}') AS \"{f}\"")),
+        );
+        sql.push_str(&format!(
+            "DROP VIEW IF EXISTS {plural};\nCREATE VIEW {plural} AS SELECT {columns} \
+             FROM state WHERE kind = '{kind}';\n",
+            plural = info.plural,
+            columns = columns.join(", "),
+            kind = info.kind,
+        ));
+    }
+    sql
+}
+
 /// Map a SQLite error to what the caller should do: busy/locked is throttling, I/O and
 /// resource trouble may pass, the rest (bad schema, corrupt or read-only file, SQL errors)
 /// will not.
@@ -308,6 +340,10 @@ fn migrate(conn: &mut Connection) -> BackendResult<()> {
     if version < 2 {
         tx.execute_batch(SCHEMA_V2).map_err(|e| db_error(op, e))?;
     }
+    // The views follow this build's kinds (their fields may change without a schema
+    // change), so every migration re-creates them.
+    tx.execute_batch(&kind_views_sql())
+        .map_err(|e| db_error(op, e))?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(|e| db_error(op, e))?;
     tx.commit().map_err(|e| db_error(op, e))

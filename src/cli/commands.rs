@@ -26,7 +26,7 @@ use crate::handlers::standard_handlers;
 use crate::hydrate::Hydrator;
 use crate::ingress::config::IngressConfig;
 use crate::ingress::server::{IngressState, serve};
-use crate::state_view::{customer_status, export_document};
+use crate::state_view::{customer_status, export_document_with_raw};
 use crate::stripe_api::StripeApiClient;
 use crate::worker::{PoolSettings, Worker};
 
@@ -524,7 +524,7 @@ async fn export<Q, D, S: StateStore, B>(
         return Ok(ExitCode::from(1));
     }
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, &export_document(&records))?;
+    serde_json::to_writer_pretty(&mut out, &export_document_with_raw(&records, args.raw))?;
     writeln!(out)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -440,6 +440,10 @@ pub struct ExportArgs {
     /// Print JSON (the only format; accepted for clarity in scripts).
     #[arg(long)]
     pub json: bool,
+    /// Keep each record's whole Stripe object (doc field `raw`), left out by default so
+    /// the document stays readable.
+    #[arg(long)]
+    pub raw: bool,
 }
 
 /// Parse the command line, run the command, and map errors to exit codes.

@@ -207,6 +207,126 @@ impl ExpectedState {
         );
     }
 
+    /// A product's latest facts.
+    pub fn product(&mut self, tenant: &str, id: &str, name: &str, deleted: bool) {
+        self.set(
+            tenant,
+            kinds::PRODUCT,
+            id,
+            facts(json!({"name": name, "deleted": deleted})),
+        );
+    }
+
+    /// A price's latest facts.
+    pub fn price(&mut self, tenant: &str, id: &str, product: &str, unit_amount: i64) {
+        self.set(
+            tenant,
+            kinds::PRICE,
+            id,
+            facts(json!({"product": product, "unit_amount": unit_amount})),
+        );
+    }
+
+    /// A coupon's latest facts; the percentage is left out when unknown (a deleted
+    /// coupon fetched from the API is only a stub).
+    pub fn coupon(&mut self, tenant: &str, id: &str, percent_off: Option<f64>, deleted: bool) {
+        let mut facts = facts(json!({"deleted": deleted}));
+        if let Some(percent_off) = percent_off {
+            facts.insert("percent_off".to_owned(), json!(percent_off));
+        }
+        self.set(tenant, kinds::COUPON, id, facts);
+    }
+
+    /// A promotion code and its coupon.
+    pub fn promotion_code(&mut self, tenant: &str, id: &str, code: &str, coupon: &str) {
+        self.set(
+            tenant,
+            kinds::PROMOTION_CODE,
+            id,
+            facts(json!({"code": code, "coupon": coupon})),
+        );
+    }
+
+    /// A subscription's discount, and whether it has ended.
+    pub fn discount(
+        &mut self,
+        tenant: &str,
+        id: &str,
+        customer: &str,
+        subscription: &str,
+        deleted: bool,
+    ) {
+        self.set(
+            tenant,
+            kinds::DISCOUNT,
+            id,
+            facts(json!({"customer": customer, "subscription": subscription, "deleted": deleted})),
+        );
+    }
+
+    /// A refund's latest status.
+    pub fn refund(&mut self, tenant: &str, id: &str, charge: &str, status: &str) {
+        self.set(
+            tenant,
+            kinds::REFUND,
+            id,
+            facts(json!({"charge": charge, "status": status})),
+        );
+    }
+
+    /// A dispute's latest status.
+    pub fn dispute(&mut self, tenant: &str, id: &str, charge: &str, status: &str) {
+        self.set(
+            tenant,
+            kinds::DISPUTE,
+            id,
+            facts(json!({"charge": charge, "status": status})),
+        );
+    }
+
+    /// A credit note's latest status.
+    pub fn credit_note(&mut self, tenant: &str, id: &str, invoice: &str, status: &str) {
+        self.set(
+            tenant,
+            kinds::CREDIT_NOTE,
+            id,
+            facts(json!({"invoice": invoice, "status": status})),
+        );
+    }
+
+    /// A subscription schedule's latest status.
+    pub fn subscription_schedule(&mut self, tenant: &str, id: &str, customer: &str, status: &str) {
+        self.set(
+            tenant,
+            kinds::SUBSCRIPTION_SCHEDULE,
+            id,
+            facts(json!({"customer": customer, "status": status})),
+        );
+    }
+
+    /// A tax id's latest verification status, or `None` once it is deleted (then only
+    /// `deleted` is certain: the API serves a deleted tax id as a stub).
+    pub fn tax_id(&mut self, tenant: &str, id: &str, customer: &str, verification: Option<&str>) {
+        let facts = match verification {
+            Some(status) => facts(json!({"customer": customer, "verification_status": status,
+                                         "deleted": false})),
+            None => facts(json!({"deleted": true})),
+        };
+        self.set(tenant, kinds::TAX_ID, id, facts);
+    }
+
+    /// A customer's active features (lookup keys, sorted).
+    pub fn entitlement_summary(&mut self, tenant: &str, customer: &str, features: &[&str]) {
+        let mut features = features.to_vec();
+        features.sort_unstable();
+        self.set(
+            tenant,
+            kinds::ENTITLEMENT_SUMMARY,
+            customer,
+            facts(json!({"customer": customer, "features": features})),
+        );
+    }
+
     /// Every difference between this model and `records`: expected objects without a
     /// record, facts the record's doc does not hold, and records of objects the model does
     /// not know. Empty means the state is exactly what the generator meant. When `records`

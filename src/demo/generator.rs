@@ -1,8 +1,11 @@
 //! A deterministic generator of realistic Stripe v1 event streams for the demo and tests.
 //!
-//! Each customer gets a story: sign-up (through Checkout or a setup intent), a
-//! subscription that may start with a trial, monthly invoices paid by payment intents and
-//! charges, declines with a retry that recovers or ends in cancellation, card changes,
+//! Each tenant first sets up its catalogue (products, prices, coupons, a promotion code).
+//! Then each customer gets a story: sign-up (through Checkout or a setup intent), now and
+//! then a tax id, a subscription that may start with a trial and a promotion code's
+//! discount, the entitlements its plan grants, monthly invoices paid by payment intents
+//! and charges, now and then a refund with its credit note or a dispute, declines with a
+//! retry that recovers or ends in cancellation, card changes, a subscription schedule,
 //! cancellations at period end and now and then the customer's deletion. Stories run in
 //! parallel on their own clocks; the stream is their merge in time order.
 //!
@@ -17,6 +20,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
 
 use super::expected::ExpectedState;
+use super::shapes::{self, DiscountOf, Payment};
 
 /// The API version every generated event and object is shaped for (item-level billing
 /// periods, invoice `parent`, invoice payments).
@@ -85,7 +89,11 @@ pub fn generate_for_tenants(cfg: &GeneratorConfig, first_tenant: usize) -> Gener
     generator.first_tenant = first_tenant;
     while generator.events.len() < cfg.events {
         let tenant = generator.rng.random_range(0..tenants);
-        generator.story(tenant);
+        if generator.promotions[tenant].is_none() {
+            generator.catalog(tenant);
+        } else {
+            generator.story(tenant);
+        }
     }
     generator.finish()
 }
@@ -158,6 +166,8 @@ struct Subscription {
     created: i64,
     latest_invoice: Option<String>,
     default_pm: Option<String>,
+    /// The ids of the discounts applied to it.
+    discounts: Vec<String>,
 }
 
 impl Subscription {
@@ -265,6 +275,9 @@ struct Generator {
     /// `(tenant, customer id, subscription id)` of stories whose ids others may reuse.
     shareable: Vec<(usize, String, String)>,
     catalogs: Vec<Vec<Price>>,
+    /// Per tenant, once its catalogue is on the stream: the coupon (as embedded in
+    /// promotion codes and discounts) and the promotion code customers redeem.
+    promotions: Vec<Option<(Value, String)>>,
     /// `(created, generation sequence, event)`, sorted at the end.
     events: Vec<(i64, u64, GeneratedEvent)>,
     expected: ExpectedState,
@@ -282,6 +295,7 @@ impl Generator {
             first_tenant: 0,
             shareable: Vec::new(),
             catalogs: Vec::new(),
+            promotions: vec![None; tenants],
             events: Vec::new(),
             expected: ExpectedState::new(),
             finals: BTreeMap::new(),
@@ -383,6 +397,7 @@ impl Generator {
     /// Put one event on the stream at the story's next tick and remember the object's
     /// latest version. Every event advances the clock, so each object's events have
     /// strictly increasing `created`.
+    /// An object without an id (an entitlement summary) is not kept: no API serves it.
     fn emit(&mut self, story: &mut Story, event_type: &str, object: Value) {
         story.clock += self.rng.random_range(1..=90);
         let created = story.clock;
@@ -391,9 +406,10 @@ impl Generator {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
+        let has_id = !object_id.is_empty();
         let key = (story.tenant_name.clone(), object_id);
         let mut data = Map::new();
-        if event_type.ends_with(".updated") {
+        if event_type.ends_with(".updated") && has_id {
             let previous = match self.finals.get(&key) {
                 Some(Final::Event(index)) => self.object_at(*index),
                 Some(Final::Stub(stub)) => Some(stub),
@@ -432,7 +448,9 @@ impl Generator {
         });
         // Moved in after the macro: `json!` would re-serialize (deep-copy) a `Value`.
         event["data"] = Value::Object(data);
-        self.finals.insert(key, Final::Event(self.events.len()));
+        if has_id {
+            self.finals.insert(key, Final::Event(self.events.len()));
+        }
         let seq = self.events.len() as u64;
         self.events.push((
             created,
@@ -472,6 +490,11 @@ impl Generator {
             invoices: 0,
         };
         self.emit_customer(&mut story, "customer.created", &customer);
+        let tax_id = if self.rng.random_bool(0.2) {
+            Some(self.tax_id(&mut story, &customer.id))
+        } else {
+            None
+        };
 
         // Some visitors abandon a first checkout before signing up for good.
         if self.rng.random_bool(0.1) {
@@ -516,6 +539,11 @@ impl Generator {
 
         let mut sub = self.new_subscription(&story, subscription_id, &customer, &pm, trial);
         self.emit_subscription(&mut story, "customer.subscription.created", &sub);
+        let discount = if self.rng.random_bool(0.2) {
+            self.apply_discount(&mut story, &mut sub)
+        } else {
+            None
+        };
 
         // The first invoice: free during a trial, else paid at sign-up (Checkout and the
         // API both confirm the first payment before the subscription turns active).
@@ -549,9 +577,16 @@ impl Generator {
             self.expected
                 .checkout_session(&story.tenant_name, &session_id, Some(&sub.id));
         }
+        self.entitlements(&mut story, &sub);
 
         let cycles = self.rng.random_range(1..=4);
-        for _ in 0..cycles {
+        for cycle in 0..cycles {
+            if cycle == 3
+                && let Some(discount) = &discount
+            {
+                // The coupon's three months are over.
+                self.end_discount(&mut story, &mut sub, discount.clone());
+            }
             // Renewal: a new period starts and its invoice is billed.
             Self::wait_until(&mut story, sub.period_end);
             sub.period_start = sub.period_end;
@@ -583,6 +618,9 @@ impl Generator {
             if self.rng.random_bool(0.1) {
                 pm = self.replace_card(&mut story, &mut customer, &mut sub, pm);
             }
+            if cycle == 0 && self.rng.random_bool(0.1) {
+                self.schedule(&mut story, &sub);
+            }
         }
 
         if !canceled && self.rng.random_bool(0.25) {
@@ -596,9 +634,12 @@ impl Generator {
         }
 
         if canceled && self.rng.random_bool(0.3) {
-            // Cards are detached before the customer is deleted.
+            // Cards are detached and tax ids deleted before the customer is deleted.
             pm.customer = None;
             self.emit_payment_method(&mut story, "payment_method.detached", &pm);
+            if let Some(tax_id) = tax_id {
+                self.delete_tax_id(&mut story, tax_id);
+            }
             self.emit_customer(&mut story, "customer.deleted", &customer);
             // The API serves only a stub for a deleted customer.
             self.finals.insert(
@@ -669,6 +710,7 @@ impl Generator {
             created: start,
             latest_invoice: None,
             default_pm: Some(pm.id.clone()),
+            discounts: Vec::new(),
         }
     }
 
@@ -850,6 +892,12 @@ impl Generator {
                 invoice.next_payment_attempt = None;
                 self.emit_invoice(story, "invoice.paid", invoice);
                 self.emit_invoice(story, "invoice.payment_succeeded", invoice);
+                let payment = (charge_id.as_str(), intent.id.as_str(), intent.amount);
+                if self.rng.random_bool(0.04) {
+                    self.refund(story, invoice, payment);
+                } else if self.rng.random_bool(0.03) {
+                    self.dispute(story, payment);
+                }
             }
             Some(decline) => {
                 let json = charge_json(
@@ -879,6 +927,8 @@ impl Generator {
         sub.canceled_at = Some(story.clock);
         sub.ended_at = Some(story.clock);
         self.emit_subscription(story, "customer.subscription.deleted", sub);
+        // Its plan's features go with it.
+        self.entitlements(story, sub);
     }
 
     /// A new card becomes the default and the old one is detached.
@@ -898,6 +948,255 @@ impl Generator {
         old.customer = None;
         self.emit_payment_method(story, "payment_method.detached", &old);
         new
+    }
+
+    // ----- the catalogue and the customer's terms -----
+
+    /// A tenant's catalogue, set up before its first customer: a product and a price per
+    /// plan, a coupon with the promotion code customers redeem, and a launch coupon that
+    /// was deleted again.
+    fn catalog(&mut self, tenant: usize) {
+        let mut story = Story {
+            tenant,
+            tenant_name: tenant_name(self.first_tenant + tenant),
+            clock: EPOCH - 90 * DAY,
+        };
+        let name = story.tenant_name.clone();
+        for price in self.catalogs[tenant].clone() {
+            let product = shapes::product(
+                &price.product,
+                &name,
+                price.nickname,
+                &price.id,
+                story.clock,
+            );
+            self.emit(&mut story, "product.created", product.clone());
+            let json = merge(
+                price_json(&price),
+                json!({"metadata": {"tenant_id": name}, "lookup_key": price.nickname.to_lowercase().replace(' ', "_")}),
+            );
+            self.emit(&mut story, "price.created", json);
+            self.expected
+                .price(&name, &price.id, &price.product, price.unit_amount);
+            if price.nickname == "Team seat" {
+                let described = merge(
+                    product,
+                    json!({"description": "Billed per seat", "updated": story.clock}),
+                );
+                self.emit(&mut story, "product.updated", described);
+            }
+            self.expected
+                .product(&name, &price.product, price.nickname, false);
+        }
+
+        let coupon_id = self.object_id(&story, "", 8);
+        let coupon = shapes::coupon(&coupon_id, &name, 20.0, 3, story.clock);
+        self.emit(&mut story, "coupon.created", coupon.clone());
+        self.expected.coupon(&name, &coupon_id, Some(20.0), false);
+        let promo_id = self.object_id(&story, "promo_", 24);
+        let code = format!("WELCOME{}", self.random_chars(4).to_uppercase());
+        let promo = shapes::promotion_code(&promo_id, &name, &code, &coupon, story.clock);
+        self.emit(&mut story, "promotion_code.created", promo);
+        self.expected
+            .promotion_code(&name, &promo_id, &code, &coupon_id);
+
+        let launch_id = self.object_id(&story, "", 8);
+        let launch = shapes::coupon(&launch_id, &name, 50.0, 1, story.clock);
+        self.emit(&mut story, "coupon.created", launch.clone());
+        self.emit(&mut story, "coupon.deleted", launch);
+        // The API serves only a stub for a deleted coupon, so only `deleted` is certain.
+        self.expected.coupon(&name, &launch_id, None, true);
+        self.finals.insert(
+            (name, launch_id.clone()),
+            Final::Stub(json!({"id": launch_id, "object": "coupon", "deleted": true})),
+        );
+        self.promotions[tenant] = Some((coupon, promo_id));
+    }
+
+    /// A German VAT id, verified (or not) a moment after it is added; the last version.
+    fn tax_id(&mut self, story: &mut Story, customer: &str) -> Value {
+        let id = self.object_id(story, "txi_", 24);
+        let value = format!("DE{}", self.rng.random_range(100_000_000..1_000_000_000u64));
+        let created = story.clock;
+        let json = shapes::tax_id(&id, customer, &value, "pending", created);
+        self.emit(story, "customer.tax_id.created", json);
+        let status = if self.rng.random_bool(0.8) {
+            "verified"
+        } else {
+            "unverified"
+        };
+        let json = shapes::tax_id(&id, customer, &value, status, created);
+        self.emit(story, "customer.tax_id.updated", json.clone());
+        self.expected
+            .tax_id(&story.tenant_name, &id, customer, Some(status));
+        json
+    }
+
+    /// A tax id deleted with its customer: the API no longer serves it.
+    fn delete_tax_id(&mut self, story: &mut Story, tax_id: Value) {
+        let id = tax_id["id"].as_str().unwrap_or_default().to_owned();
+        let customer = tax_id["customer"].as_str().unwrap_or_default().to_owned();
+        self.emit(story, "customer.tax_id.deleted", tax_id);
+        self.expected
+            .tax_id(&story.tenant_name, &id, &customer, None);
+        self.finals.insert(
+            (story.tenant_name.clone(), id.clone()),
+            Final::Stub(json!({"id": id, "object": "tax_id", "deleted": true})),
+        );
+    }
+
+    /// The tenant's promotion code redeemed on `sub`: its discount, for three periods.
+    fn apply_discount(&mut self, story: &mut Story, sub: &mut Subscription) -> Option<Value> {
+        let (coupon, promotion_code) = self.promotions[story.tenant].clone()?;
+        let id = self.object_id(story, "di_", 24);
+        let json = shapes::discount(&DiscountOf {
+            id: &id,
+            customer: &sub.customer,
+            subscription: &sub.id,
+            coupon: &coupon,
+            promotion_code: &promotion_code,
+            start: story.clock,
+            end: story.clock + 3 * PERIOD,
+        });
+        self.emit(story, "customer.discount.created", json.clone());
+        self.expected
+            .discount(&story.tenant_name, &id, &sub.customer, &sub.id, false);
+        sub.discounts.push(id);
+        self.emit_subscription(story, "customer.subscription.updated", sub);
+        Some(json)
+    }
+
+    /// A discount's end: removed from the subscription.
+    fn end_discount(&mut self, story: &mut Story, sub: &mut Subscription, discount: Value) {
+        let id = discount["id"].as_str().unwrap_or_default().to_owned();
+        self.emit(story, "customer.discount.deleted", discount);
+        self.expected
+            .discount(&story.tenant_name, &id, &sub.customer, &sub.id, true);
+        sub.discounts.retain(|d| *d != id);
+        self.emit_subscription(story, "customer.subscription.updated", sub);
+    }
+
+    /// The customer's active features: those of `sub`'s plans while it lives, none once
+    /// it is canceled.
+    fn entitlements(&mut self, story: &mut Story, sub: &Subscription) {
+        let mut keys: Vec<&'static str> = Vec::new();
+        if sub.status != "canceled" {
+            for item in &sub.items {
+                keys.extend(features_of(item.price.nickname));
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        let features: Vec<(String, String, &str)> = keys
+            .iter()
+            .map(|key| {
+                (
+                    self.fresh_id("ent_test_", 24),
+                    format!("feat_test_{key}"),
+                    *key,
+                )
+            })
+            .collect();
+        let json = shapes::entitlement_summary(&sub.customer, &features);
+        self.emit(
+            story,
+            "entitlements.active_entitlement_summary.updated",
+            json,
+        );
+        self.expected
+            .entitlement_summary(&story.tenant_name, &sub.customer, &keys);
+    }
+
+    /// A schedule made from `sub` for its current period, then released.
+    fn schedule(&mut self, story: &mut Story, sub: &Subscription) {
+        let id = self.object_id(story, "sub_sched_", 24);
+        let created = story.clock;
+        let phase = (sub.period_start, sub.period_end);
+        let name = story.tenant_name.clone();
+        let json =
+            shapes::subscription_schedule(&id, &name, &sub.customer, &sub.id, phase, None, created);
+        self.emit(story, "subscription_schedule.created", json);
+        let released_at = story.clock + 1;
+        let json = shapes::subscription_schedule(
+            &id,
+            &name,
+            &sub.customer,
+            &sub.id,
+            phase,
+            Some(released_at),
+            created,
+        );
+        self.emit(story, "subscription_schedule.released", json);
+        self.expected
+            .subscription_schedule(&name, &id, &sub.customer, "released");
+    }
+
+    /// A refund of a paid invoice's charge, with the credit note that records it.
+    fn refund(
+        &mut self,
+        story: &mut Story,
+        invoice: &Invoice,
+        (charge, intent, amount): (&str, &str, i64),
+    ) {
+        let name = story.tenant_name.clone();
+        let payment = Payment {
+            tenant: &name,
+            charge,
+            payment_intent: intent,
+            amount,
+        };
+        let id = self.object_id(story, "re_", 24);
+        let created = story.clock;
+        self.emit(
+            story,
+            "refund.created",
+            shapes::refund(&id, &payment, "pending", created),
+        );
+        let note = self.object_id(story, "cn_", 24);
+        let json = shapes::credit_note(
+            &note,
+            &name,
+            &format!("{}-CN-01", invoice.number),
+            &invoice.customer,
+            &invoice.id,
+            &id,
+            amount,
+            story.clock,
+        );
+        self.emit(story, "credit_note.created", json);
+        self.emit(
+            story,
+            "refund.updated",
+            shapes::refund(&id, &payment, "succeeded", created),
+        );
+        self.expected.refund(&name, &id, charge, "succeeded");
+        self.expected
+            .credit_note(&name, &note, &invoice.id, "issued");
+    }
+
+    /// A dispute of a charge: opened, answered with evidence, then won or lost.
+    fn dispute(&mut self, story: &mut Story, (charge, intent, amount): (&str, &str, i64)) {
+        let name = story.tenant_name.clone();
+        let payment = Payment {
+            tenant: &name,
+            charge,
+            payment_intent: intent,
+            amount,
+        };
+        let id = self.object_id(story, "du_", 24);
+        let created = story.clock;
+        let json = shapes::dispute(&id, &payment, "needs_response", created);
+        self.emit(story, "charge.dispute.created", json);
+        let json = shapes::dispute(&id, &payment, "under_review", created);
+        self.emit(story, "charge.dispute.updated", json);
+        let outcome = if self.rng.random_bool(0.6) {
+            "won"
+        } else {
+            "lost"
+        };
+        let json = shapes::dispute(&id, &payment, outcome, created);
+        self.emit(story, "charge.dispute.closed", json);
+        self.expected.dispute(&name, &id, charge, outcome);
     }
 
     // ----- emitting objects and recording the model -----
@@ -1023,7 +1322,7 @@ impl Generator {
             "default_source": null,
             "default_tax_rates": [],
             "description": null,
-            "discounts": [],
+            "discounts": s.discounts,
             "ended_at": s.ended_at,
             "invoice_settings": {"account_tax_ids": null, "issuer": {"type": "self"}},
             "items": {
@@ -1332,6 +1631,15 @@ impl Generator {
             "url": null,
         });
         merge(head, rest)
+    }
+}
+
+/// The entitlement features a plan grants (their lookup keys).
+fn features_of(nickname: &str) -> &'static [&'static str] {
+    match nickname {
+        "Starter" => &["api"],
+        "Pro" => &["api", "audit_log", "sso"],
+        _ => &["team_workspace"],
     }
 }
 

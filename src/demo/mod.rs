@@ -7,6 +7,7 @@
 
 pub mod expected;
 pub mod generator;
+mod shapes;
 
 pub use expected::{ExpectedState, Facts, Mismatch};
 pub use generator::{GeneratedEvent, GeneratedStream, GeneratorConfig, generate};

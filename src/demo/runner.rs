@@ -339,7 +339,9 @@ fn publishable_entries(
                 &destination(tenant, "snapshot"),
             )?);
         }
-        if rng.random_bool(0.2) {
+        // Only objects the API serves by id can be sent thin (not discounts, nor
+        // entitlement summaries, which have no id).
+        if rng.random_bool(0.2) && fetchable(&generated.event["data"]["object"]) {
             entries.push(envelope::partner_thin_entry(
                 &generated.event,
                 &destination(tenant, "thin"),
@@ -347,6 +349,12 @@ fn publishable_entries(
         }
     }
     Ok(entries)
+}
+
+/// Whether the Stripe API serves `object` by id, so a thin event can name it.
+fn fetchable(object: &serde_json::Value) -> bool {
+    let text = |field: &str| object.get(field).and_then(serde_json::Value::as_str);
+    matches!((text("object"), text("id")), (Some(t), Some(id)) if envelope::api_path(t, id).is_some())
 }
 
 /// Messages that can never succeed, each for a different reason, sent straight to a queue.

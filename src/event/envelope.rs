@@ -468,14 +468,36 @@ pub fn api_path(object_type: &str, id: &str) -> Option<String> {
         "setup_intent" => "setup_intents",
         "payment_method" => "payment_methods",
         "subscription_item" => "subscription_items",
+        "subscription_schedule" => "subscription_schedules",
+        "product" => "products",
+        "price" => "prices",
+        "coupon" => "coupons",
+        "promotion_code" => "promotion_codes",
+        "refund" => "refunds",
+        "dispute" => "disputes",
+        "credit_note" => "credit_notes",
+        "tax_id" => "tax_ids",
         _ => return None,
     };
     Some(format!("/v1/{collection}/{id}"))
 }
 
+/// Object types the Stripe API serves by no id: discounts (only embedded in customers and
+/// subscriptions) and entitlement summaries (which have no id). Their events can only be
+/// applied as the snapshot they carry.
+pub const NOT_RETRIEVABLE: [&str; 2] = ["discount", "entitlements.active_entitlement_summary"];
+
+/// Whether the API can serve the current version of `object` (see [`NOT_RETRIEVABLE`]).
+pub fn retrievable(object: &Value) -> bool {
+    object
+        .get("object")
+        .and_then(Value::as_str)
+        .is_none_or(|t| !NOT_RETRIEVABLE.contains(&t))
+}
+
 /// The object type an event of `event_type` carries, for the types the worker handles
 /// (a leading `v1.` is ignored). `None` for other types, including sub-resources that
-/// share a prefix (`customer.source.*`, `charge.dispute.*`, ...).
+/// share a prefix but are not handled (`customer.source.*`, ...).
 pub fn object_type_for_event_type(event_type: &str) -> Option<&'static str> {
     let t = event_type.strip_prefix("v1.").unwrap_or(event_type);
     let (prefix, action) = t.rsplit_once('.')?;
@@ -492,6 +514,19 @@ pub fn object_type_for_event_type(event_type: &str) -> Option<&'static str> {
         "checkout.session" => Some("checkout.session"),
         "setup_intent" => Some("setup_intent"),
         "payment_method" => Some("payment_method"),
+        "subscription_schedule" => Some("subscription_schedule"),
+        "product" => Some("product"),
+        "price" => Some("price"),
+        "coupon" => Some("coupon"),
+        "promotion_code" => Some("promotion_code"),
+        "customer.discount" => Some("discount"),
+        "refund" | "charge.refund" => Some("refund"),
+        "charge.dispute" => Some("dispute"),
+        "credit_note" => Some("credit_note"),
+        "customer.tax_id" => Some("tax_id"),
+        "entitlements.active_entitlement_summary" => {
+            Some("entitlements.active_entitlement_summary")
+        }
         _ => None,
     }
 }
@@ -836,6 +871,13 @@ mod tests {
             ("setup_intent", "seti_1", "/v1/setup_intents/seti_1"),
             ("payment_method", "pm_1", "/v1/payment_methods/pm_1"),
             ("subscription_item", "si_1", "/v1/subscription_items/si_1"),
+            ("refund", "re_1", "/v1/refunds/re_1"),
+            ("tax_id", "txi_1", "/v1/tax_ids/txi_1"),
+            (
+                "subscription_schedule",
+                "sub_sched_1",
+                "/v1/subscription_schedules/sub_sched_1",
+            ),
         ];
         for (object_type, id, path) in cases {
             assert_eq!(api_path(object_type, id).as_deref(), Some(path));
@@ -847,19 +889,30 @@ mod tests {
     }
 
     #[test]
+    fn discounts_and_entitlement_summaries_are_not_retrievable() {
+        assert!(!retrievable(&json!({"id": "di_1", "object": "discount"})));
+        assert!(!retrievable(
+            &json!({"object": "entitlements.active_entitlement_summary"})
+        ));
+        assert!(retrievable(&json!({"id": "re_1", "object": "refund"})));
+        assert!(retrievable(&json!({"id": "x"})));
+    }
+
+    #[test]
     fn object_types_of_event_types() {
         let cases = [
             ("customer.subscription.updated", Some("subscription")),
             ("v1.customer.subscription.deleted", Some("subscription")),
             ("customer.created", Some("customer")),
             ("customer.source.created", None),
-            ("customer.discount.created", None),
+            ("customer.discount.created", Some("discount")),
             ("invoice.paid", Some("invoice")),
             ("invoice_payment.paid", Some("invoice_payment")),
             ("invoiceitem.created", None),
             ("payment_intent.succeeded", Some("payment_intent")),
             ("charge.succeeded", Some("charge")),
-            ("charge.dispute.created", None),
+            ("charge.dispute.created", Some("dispute")),
+            ("charge.refund.updated", Some("refund")),
             ("checkout.session.completed", Some("checkout.session")),
             ("setup_intent.succeeded", Some("setup_intent")),
             ("payment_method.attached", Some("payment_method")),

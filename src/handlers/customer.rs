@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::fields::{copy, expandable_id, flag, object, one_segment_after, reference, required_id};
-use super::{Handler, HandlerError, StateChange, kinds};
+use super::{Handler, HandlerError, StateChange, kinds, raw};
 use crate::domain::Domain;
 
 /// The handler's name (part of the dedupe key; do not rename).
@@ -29,8 +29,11 @@ pub const NAME: &str = "customer";
 /// - `setup_intent.succeeded` → `setup_intent`: `id`, `customer`, `payment_method`,
 ///   `status`, `usage`, `created`. Earlier steps of a setup intent are not state.
 ///
-/// `customer.source.*`, `customer.tax_id.*` and `customer.discount.*` carry sources,
-/// tax ids and discounts, which are not modelled: not handled.
+/// Every record but a deleted customer's also keeps the whole object as `raw`
+/// ([`super::raw`]).
+///
+/// `customer.source.*` carries sources, which are not modelled: not handled. Tax ids,
+/// discounts and entitlements are [`super::customer_terms`]'.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CustomerHandler;
 
@@ -78,7 +81,11 @@ impl Handler for CustomerHandler {
             Some(CustomerObject::SetupIntent) => setup_intent(object)?,
             None => return Ok(Vec::new()),
         };
-        Ok(vec![change])
+        // A deleted customer keeps nothing personal, so not its raw object either.
+        if change.kind == kinds::CUSTOMER && change.doc["deleted"] == Value::Bool(true) {
+            return Ok(vec![change]);
+        }
+        Ok(vec![raw::attach(change, object)])
     }
 }
 

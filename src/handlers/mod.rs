@@ -6,10 +6,15 @@
 //! Add your own handler by implementing [`Handler`] and passing it to the worker next to
 //! [`standard_handlers`] (see the README, "Adding a handler").
 
+pub mod adjustment;
+pub mod catalog;
 pub mod customer;
+pub mod customer_terms;
 mod fields;
 pub mod kinds;
 pub mod payment;
+pub mod raw;
+pub mod schedule;
 pub mod subscription;
 
 use std::future::Future;
@@ -100,11 +105,17 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
-/// The built-in handlers: subscription, payment and customer.
+/// The built-in handlers, in [`Domain::ALL`] order: subscription, subscription schedule
+/// and catalogue (subscription queue); payment and adjustment (payment queue); customer
+/// and customer terms (customer queue). Each event type has at most one of them.
 pub fn standard_handlers() -> Vec<Arc<dyn Handler>> {
     vec![
         Arc::new(subscription::SubscriptionHandler),
+        Arc::new(schedule::ScheduleHandler),
+        Arc::new(catalog::CatalogHandler),
         Arc::new(payment::PaymentHandler),
+        Arc::new(adjustment::AdjustmentHandler),
         Arc::new(customer::CustomerHandler),
+        Arc::new(customer_terms::CustomerTermsHandler),
     ]
 }

@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 use super::fields::{
     copy, error, expandable_id, object, one_segment_after, reference, required_id,
 };
-use super::{Handler, HandlerError, StateChange, kinds};
+use super::{Handler, HandlerError, StateChange, kinds, raw};
 use crate::domain::Domain;
 
 /// The handler's name (part of the dedupe key; do not rename).
@@ -77,7 +77,7 @@ impl Handler for PaymentHandler {
             Some(PaymentObject::Charge) => charge(object)?,
             None => return Ok(Vec::new()),
         };
-        Ok(vec![change])
+        Ok(vec![raw::attach(change, object)])
     }
 }
 

@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 use super::fields::{
     copy, error, expandable_id, flag, object, one_segment_after, reference, required_id,
 };
-use super::{Handler, HandlerError, StateChange, kinds};
+use super::{Handler, HandlerError, StateChange, kinds, raw};
 use crate::domain::Domain;
 
 /// The handler's name (part of the dedupe key; do not rename).
@@ -28,7 +28,8 @@ pub const STATUSES: [&str; 8] = [
 /// Turns subscription objects into `subscription` records.
 ///
 /// Doc fields: `id`, `customer`, `status`, `items` (`[{id, price, product, quantity}]`),
-/// `current_period_start`, `current_period_end`, `cancel_at_period_end`, `cancel_at`,
+/// `discounts` (the ids of the discounts applied to it), `current_period_start`,
+/// `current_period_end`, `cancel_at_period_end`, `cancel_at`,
 /// `canceled_at`, `trial_end`, `created`, `deleted`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SubscriptionHandler;
@@ -49,7 +50,10 @@ impl Handler for SubscriptionHandler {
     }
 
     fn changes(&self, event_type: &str, object: &Value) -> Result<Vec<StateChange>, HandlerError> {
-        Ok(vec![subscription_change(event_type, object)?])
+        Ok(vec![raw::attach(
+            subscription_change(event_type, object)?,
+            object,
+        )])
     }
 }
 
@@ -79,6 +83,7 @@ fn subscription_change(event_type: &str, value: &Value) -> Result<StateChange, H
         "customer": customer,
         "status": status,
         "items": items,
+        "discounts": discounts(map)?,
         "current_period_start": period_start,
         "current_period_end": period_end,
         "cancel_at_period_end": flag(NAME, map, "cancel_at_period_end")?,
@@ -128,6 +133,27 @@ fn items(map: &Map<String, Value>) -> Result<Vec<Value>, HandlerError> {
             }))
         })
         .collect()
+}
+
+/// The subscription's discounts, as ids: `discounts` (ids or expanded objects), else the
+/// id of the legacy single `discount` object, when it has one (old discounts had none,
+/// which must not make the subscription unreadable). The discounts themselves are
+/// records of their own (`customer.discount.*` events).
+fn discounts(map: &Map<String, Value>) -> Result<Vec<String>, HandlerError> {
+    match map.get("discounts") {
+        Some(Value::Array(list)) => list
+            .iter()
+            .filter_map(|d| reference(NAME, Some(d), "discounts[]").transpose())
+            .collect(),
+        Some(Value::Null) | None => Ok(map
+            .get("discount")
+            .and_then(|d| d.get("id"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .into_iter()
+            .collect()),
+        Some(other) => Err(error(NAME, format!("`discounts` is not a list: {other}"))),
+    }
 }
 
 /// The billing period. Since API version 2025-03-31 it lives on each item, so the

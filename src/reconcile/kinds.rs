@@ -47,10 +47,11 @@ fn status_is(object: &Value, status: &str) -> bool {
     object.get("status").and_then(Value::as_str) == Some(status)
 }
 
-/// Every kind the built-in handlers keep, customers and payment methods first: the other
-/// objects name them, and an import fetches the named ones no list returns (deleted
-/// customers, detached payment methods) once those two lists are done.
-pub const LISTED: [ListedKind; 9] = [
+/// Every kind the built-in handlers keep that Stripe lists (all but [`UNLISTED`]),
+/// customers and payment methods first: the other objects name them, and an import
+/// fetches the named ones no list returns (deleted customers, detached payment methods)
+/// once those two lists are done.
+pub const LISTED: [ListedKind; 18] = [
     ListedKind {
         kind: kinds::CUSTOMER,
         path: "/v1/customers",
@@ -123,6 +124,93 @@ pub const LISTED: [ListedKind; 9] = [
         object_type: "setup_intent",
         keep: |o| status_is(o, "succeeded"),
     },
+    ListedKind {
+        kind: kinds::PRODUCT,
+        path: "/v1/products",
+        params: &[],
+        event_type: "product.updated",
+        object_type: "product",
+        keep: always,
+    },
+    ListedKind {
+        kind: kinds::PRICE,
+        path: "/v1/prices",
+        params: &[],
+        event_type: "price.updated",
+        object_type: "price",
+        keep: always,
+    },
+    ListedKind {
+        kind: kinds::COUPON,
+        path: "/v1/coupons",
+        params: &[],
+        event_type: "coupon.updated",
+        object_type: "coupon",
+        keep: always,
+    },
+    ListedKind {
+        kind: kinds::PROMOTION_CODE,
+        path: "/v1/promotion_codes",
+        params: &[],
+        event_type: "promotion_code.updated",
+        object_type: "promotion_code",
+        keep: always,
+    },
+    ListedKind {
+        kind: kinds::REFUND,
+        path: "/v1/refunds",
+        params: &[],
+        event_type: "refund.updated",
+        object_type: "refund",
+        keep: always,
+    },
+    ListedKind {
+        kind: kinds::DISPUTE,
+        path: "/v1/disputes",
+        params: &[],
+        event_type: "charge.dispute.updated",
+        object_type: "dispute",
+        keep: always,
+    },
+    ListedKind {
+        kind: kinds::CREDIT_NOTE,
+        path: "/v1/credit_notes",
+        params: &[],
+        event_type: "credit_note.updated",
+        object_type: "credit_note",
+        keep: always,
+    },
+    ListedKind {
+        kind: kinds::SUBSCRIPTION_SCHEDULE,
+        path: "/v1/subscription_schedules",
+        params: &[],
+        event_type: "subscription_schedule.updated",
+        object_type: "subscription_schedule",
+        keep: always,
+    },
+    ListedKind {
+        kind: kinds::TAX_ID,
+        path: "/v1/customers/{customer}/tax_ids",
+        params: &[],
+        event_type: "customer.tax_id.updated",
+        object_type: "tax_id",
+        keep: always,
+    },
+];
+
+/// The kinds the handlers keep that `import` and `verify` cannot list, and why. Their
+/// records come from events only.
+pub const UNLISTED: [(&str, &str); 2] = [
+    (
+        kinds::DISCOUNT,
+        "Stripe has no list or retrieve endpoint for discounts; they are only embedded in \
+         customers (`discount`) and subscriptions (`discounts`)",
+    ),
+    (
+        kinds::ENTITLEMENT_SUMMARY,
+        "Stripe has no summary endpoint; rebuilding one needs a list of active \
+         entitlements per customer (`GET /v1/entitlements/active_entitlements?customer=`)",
+    ),
 ];
 
 /// The listed kind of record kind `kind`.
@@ -134,6 +222,9 @@ pub fn listed(kind: &str) -> Option<&'static ListedKind> {
 /// unknown name.
 pub fn select(names: &[String]) -> Result<Vec<&'static ListedKind>, String> {
     if let Some(unknown) = names.iter().find(|n| listed(n).is_none()) {
+        if let Some((kind, why)) = UNLISTED.iter().find(|(k, _)| k == unknown) {
+            return Err(format!("kind `{kind}` cannot be listed: {why}"));
+        }
         let known: Vec<&str> = LISTED.iter().map(|k| k.kind).collect();
         return Err(format!(
             "unknown kind `{unknown}` (expected one of {})",
@@ -209,8 +300,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_handler_kind_is_listed_once() {
-        let mut listed: Vec<&str> = LISTED.iter().map(|k| k.kind).collect();
+    fn every_handler_kind_is_listed_once_or_says_why_not() {
+        let mut listed: Vec<&str> = LISTED
+            .iter()
+            .map(|k| k.kind)
+            .chain(UNLISTED.iter().map(|(k, _)| *k))
+            .collect();
         listed.sort_unstable();
         let mut all = kinds::ALL.to_vec();
         all.sort_unstable();
@@ -234,13 +329,19 @@ mod tests {
 
     #[test]
     fn selection_by_name() {
-        assert_eq!(select(&[]).map(|k| k.len()), Ok(9));
+        assert_eq!(select(&[]).map(|k| k.len()), Ok(LISTED.len()));
         let two = select(&["invoice".into(), "customer".into()]).expect("known");
         assert_eq!(
             two.iter().map(|k| k.kind).collect::<Vec<_>>(),
             ["customer", "invoice"]
         );
-        assert!(select(&["refund".into()]).is_err());
+        assert!(select(&["plan".into()]).is_err());
+        let unlisted = select(&["discount".into()]).expect_err("not listable");
+        assert!(unlisted.contains("no list"), "{unlisted}");
+        assert_eq!(
+            select(&["tax_id".into()]).map(|k| k[0].per_customer()),
+            Ok(true)
+        );
     }
 
     #[test]

@@ -331,8 +331,13 @@ impl<S: StateStore, C: ReconcileStore> Reconciler<'_, S, C> {
     }
 }
 
-/// The fields in which `stored` and `truth` differ: the record's customer and each doc
-/// field, or the whole record when one side has none.
+/// The fields in which `stored` and `truth` differ: the record's customer and each
+/// projected doc field, or the whole record when one side has none.
+///
+/// Not compared: the raw Stripe object (doc field `raw`, [`crate::handlers::raw`]), a copy
+/// for reading as of the last write whose unprojected fields change without any event
+/// (a repair still rewrites it with the rest); and the other fields of an object both
+/// sides say is deleted, since the API serves a deleted object as a stub or not at all.
 pub fn differences(stored: Option<&StateRecord>, truth: Option<&StateRecord>) -> Vec<Difference> {
     let (kind, id) = match (stored, truth) {
         (None, None) => return Vec::new(),
@@ -355,6 +360,10 @@ pub fn differences(stored: Option<&StateRecord>, truth: Option<&StateRecord>) ->
             )];
         }
     };
+    let deleted = |r: &StateRecord| r.doc.get("deleted") == Some(&Value::Bool(true));
+    if deleted(stored) && deleted(truth) {
+        return Vec::new();
+    }
     let mut found = Vec::new();
     if stored.customer != truth.customer {
         found.push(diff(
@@ -367,7 +376,10 @@ pub fn differences(stored: Option<&StateRecord>, truth: Option<&StateRecord>) ->
     let s = stored.doc.as_object().unwrap_or(&empty);
     let t = truth.doc.as_object().unwrap_or(&empty);
     let fields: BTreeSet<&String> = s.keys().chain(t.keys()).collect();
-    for field in fields {
+    for field in fields
+        .into_iter()
+        .filter(|f| *f != crate::handlers::raw::RAW_FIELD)
+    {
         let (a, b) = (s.get(field), t.get(field));
         if a != b {
             found.push(diff(
@@ -411,6 +423,24 @@ mod tests {
         assert_eq!(found[2].stored, "active");
         assert_eq!(found[2].stripe, "past_due");
         assert!(differences(Some(&a), Some(&a)).is_empty());
+    }
+
+    #[test]
+    fn raw_objects_and_the_rest_of_deleted_objects_are_not_compared() {
+        let a = record(
+            json!({"status": "active", "raw": {"metadata": {"a": 1}}}),
+            None,
+        );
+        let b = record(
+            json!({"status": "active", "raw": {"metadata": {"a": 2}}}),
+            None,
+        );
+        assert!(differences(Some(&a), Some(&b)).is_empty());
+        let gone = record(json!({"name": "Pro", "deleted": true}), Some("cus_1"));
+        let stub = record(json!({"name": null, "deleted": true}), None);
+        assert!(differences(Some(&gone), Some(&stub)).is_empty());
+        let alive = record(json!({"name": null, "deleted": false}), None);
+        assert!(!differences(Some(&gone), Some(&alive)).is_empty());
     }
 
     #[test]

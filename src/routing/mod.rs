@@ -86,15 +86,33 @@ pub const ROUTES: &[RouteRow] = &[
         MatchKind::Prefix,
         "customer.subscription.",
     ),
+    row(
+        Domain::Subscription,
+        MatchKind::Prefix,
+        "subscription_schedule.",
+    ),
+    row(Domain::Subscription, MatchKind::Prefix, "product."),
+    row(Domain::Subscription, MatchKind::Prefix, "price."),
+    row(Domain::Subscription, MatchKind::Prefix, "coupon."),
+    row(Domain::Subscription, MatchKind::Prefix, "promotion_code."),
     row(Domain::Payment, MatchKind::Prefix, "invoice."),
     row(Domain::Payment, MatchKind::Prefix, "invoice_payment."),
     row(Domain::Payment, MatchKind::Prefix, "payment_intent."),
+    // Also carries charge.refund.updated and charge.dispute.*.
     row(Domain::Payment, MatchKind::Prefix, "charge."),
+    row(Domain::Payment, MatchKind::Prefix, "refund."),
+    row(Domain::Payment, MatchKind::Prefix, "credit_note."),
     row(Domain::Customer, MatchKind::Exact, "customer.created"),
     row(Domain::Customer, MatchKind::Exact, "customer.updated"),
     row(Domain::Customer, MatchKind::Exact, "customer.deleted"),
     row(Domain::Customer, MatchKind::Prefix, "customer.source."),
     row(Domain::Customer, MatchKind::Prefix, "customer.tax_id."),
+    row(Domain::Customer, MatchKind::Prefix, "customer.discount."),
+    row(
+        Domain::Customer,
+        MatchKind::Exact,
+        "entitlements.active_entitlement_summary.updated",
+    ),
     row(Domain::Customer, MatchKind::Prefix, "checkout.session."),
     row(Domain::Customer, MatchKind::Prefix, "setup_intent."),
     row(Domain::Customer, MatchKind::Prefix, "payment_method."),
@@ -244,23 +262,31 @@ mod tests {
 
     #[test]
     fn subscription_pattern_is_rendered_from_the_definition() {
+        let types = json!([
+            {"prefix": "customer.subscription."},
+            {"prefix": "v1.customer.subscription."},
+            {"prefix": "subscription_schedule."},
+            {"prefix": "v1.subscription_schedule."},
+            {"prefix": "product."},
+            {"prefix": "v1.product."},
+            {"prefix": "price."},
+            {"prefix": "v1.price."},
+            {"prefix": "coupon."},
+            {"prefix": "v1.coupon."},
+            {"prefix": "promotion_code."},
+            {"prefix": "v1.promotion_code."}
+        ]);
         assert_eq!(
             domain_pattern(Domain::Subscription),
             json!({
                 "$or": [
                     {
                         "source": ["stripe.webhook"],
-                        "detail": { "type": [
-                            {"prefix": "customer.subscription."},
-                            {"prefix": "v1.customer.subscription."}
-                        ] }
+                        "detail": { "type": types.clone() }
                     },
                     {
                         "source": [{"prefix": "aws.partner/stripe.com/"}],
-                        "detail-type": [
-                            {"prefix": "customer.subscription."},
-                            {"prefix": "v1.customer.subscription."}
-                        ]
+                        "detail-type": types
                     }
                 ]
             })
@@ -300,7 +326,23 @@ mod tests {
             domain_for_event_type("customer.updated"),
             Some(Domain::Customer)
         );
-        assert_eq!(domain_for_event_type("customer.discount.created"), None);
+        assert_eq!(
+            domain_for_event_type("customer.discount.created"),
+            Some(Domain::Customer)
+        );
+        assert_eq!(
+            domain_for_event_type("v1.charge.dispute.created"),
+            Some(Domain::Payment)
+        );
+        assert_eq!(
+            domain_for_event_type("subscription_schedule.released"),
+            Some(Domain::Subscription)
+        );
+        assert_eq!(
+            domain_for_event_type("customer.source.created"),
+            Some(Domain::Customer)
+        );
+        assert_eq!(domain_for_event_type("plan.created"), None);
         assert_eq!(domain_for_event_type("v1."), None);
         assert_eq!(domain_for_event_type("v1.v1.invoice.paid"), None);
         assert_eq!(

@@ -6,7 +6,8 @@
 //!   100), `starting_after`, `created[gte|gt|lte|lt]`, `customer` and `status` (on
 //!   subscriptions, as Stripe does, canceled ones only with `status=all` or
 //!   `status=canceled`);
-//! - `GET /v1/customers/<id>/payment_methods`: that customer's payment methods;
+//! - `GET /v1/customers/<id>/payment_methods` and `/tax_ids`: that customer's payment
+//!   methods and tax ids;
 //! - deleted objects (a deleted customer's stub) are served by id but never listed;
 //! - `GET /v1/events` and `GET /v1/events/<id>`, with the same parameters and `type`;
 //! - `GET /v2/core/events` and `GET /v2/core/events/<id>`: the API v2 (thin) events, newest
@@ -212,13 +213,17 @@ async fn handle(
     {
         return axum::Json(object).into_response();
     }
-    if let Some(customer) = path
-        .strip_prefix("/v1/customers/")
-        .and_then(|rest| rest.strip_suffix("/payment_methods"))
-    {
-        params.push(("customer".to_owned(), customer.to_owned()));
-        let objects = double.objects_in(tenant, "/v1/payment_methods");
-        return list(double, tenant, path, objects, &params);
+    // A customer's own lists: the top-level collection filtered by that customer.
+    for collection in ["payment_methods", "tax_ids"] {
+        if let Some(customer) = path
+            .strip_prefix("/v1/customers/")
+            .and_then(|rest| rest.strip_suffix(collection))
+            .and_then(|rest| rest.strip_suffix('/'))
+        {
+            params.push(("customer".to_owned(), customer.to_owned()));
+            let objects = double.objects_in(tenant, &format!("/v1/{collection}"));
+            return list(double, tenant, path, objects, &params);
+        }
     }
     // Collection names are lower-case words; ids carry digits.
     let is_collection =

@@ -597,6 +597,12 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
             (EventObject::Full { object }, HydrateMode::Thin) => {
                 return Ok((object.clone(), event.created_ms));
             }
+            // Nothing to fetch: the API serves no current version of it.
+            (EventObject::Full { object }, HydrateMode::Always)
+                if !envelope::retrievable(object) =>
+            {
+                return Ok((object.clone(), event.created_ms));
+            }
             (EventObject::Full { object }, HydrateMode::Always) => reference_to(object)
                 .ok_or_else(|| HydrateError::Permanent {
                     object_id: String::new(),

@@ -385,3 +385,67 @@ proptest::proptest! {
         rt.block_on(conformance::state_any_order_converges(&store, &versions));
     }
 }
+
+/// The migration creates one SQL view per built-in kind, so the file answers `sqlite3`
+/// queries on projected fields and on any field of the raw Stripe object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_views_per_kind() {
+    use stripe_worker::handlers::{Handler, kinds, subscription::SubscriptionHandler};
+
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join(stripe_worker::app::DATABASE_FILE);
+    let state = SqliteState::new(&SqliteDb::open(&path).unwrap());
+    for (id, status) in [
+        ("sub_1", "past_due"),
+        ("sub_2", "active"),
+        ("sub_3", "past_due"),
+    ] {
+        let object = serde_json::json!({"id": id, "object": "subscription", "customer": "cus_1",
+            "status": status, "items": {"object": "list", "data": []},
+            "metadata": {"plan": format!("plan_{id}")}});
+        let change = SubscriptionHandler
+            .changes("customer.subscription.updated", &object)
+            .unwrap()
+            .remove(0);
+        let record = StateRecord {
+            tenant: "acme".to_owned(),
+            kind: change.kind,
+            id: change.id,
+            customer: change.customer,
+            as_of_ms: 1,
+            tiebreak: "evt_1".to_owned(),
+            doc: change.doc,
+        };
+        state.put_if_newer(&record).await.unwrap();
+    }
+
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mut query = conn
+        .prepare(
+            "SELECT id, customer, json_extract(raw, '$.metadata.plan'), deleted \
+             FROM subscriptions WHERE status = 'past_due' ORDER BY id",
+        )
+        .unwrap();
+    let rows: Vec<(String, String, String, i64)> = query
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("sub_1".into(), "cus_1".into(), "plan_sub_1".into(), 0),
+            ("sub_3".into(), "cus_1".into(), "plan_sub_3".into(), 0),
+        ]
+    );
+    for info in kinds::INFO {
+        // Every view exists and has a column per projected field.
+        let sql = format!("SELECT * FROM {} LIMIT 0", info.plural);
+        let stmt = conn.prepare(&sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let columns = stmt.column_names();
+        for field in info.fields {
+            assert!(columns.contains(field), "{}: {field}", info.plural);
+        }
+        assert!(columns.contains(&"raw"), "{}", info.plural);
+    }
+}

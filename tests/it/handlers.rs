@@ -53,11 +53,23 @@ fn with(mut object: Value, fields: Value) -> Value {
 }
 
 #[test]
-fn standard_handlers_are_one_per_domain() {
+fn standard_handlers_cover_every_domain() {
     let handlers = standard_handlers();
     let names: Vec<&str> = handlers.iter().map(|h| h.name()).collect();
-    assert_eq!(names, ["subscription", "payment", "customer"]);
-    let domains: Vec<Domain> = handlers.iter().map(|h| h.domain()).collect();
+    assert_eq!(
+        names,
+        [
+            "subscription",
+            "subscription_schedule",
+            "catalog",
+            "payment",
+            "adjustment",
+            "customer",
+            "customer_terms"
+        ]
+    );
+    let mut domains: Vec<Domain> = handlers.iter().map(|h| h.domain()).collect();
+    domains.dedup();
     assert_eq!(domains, Domain::ALL);
 }
 
@@ -78,14 +90,28 @@ fn event_types_reach_the_right_handler_or_none() {
         ("checkout.session.completed", Some("customer")),
         ("checkout.session.async_payment_succeeded", Some("customer")),
         ("setup_intent.succeeded", Some("customer")),
+        (
+            "subscription_schedule.released",
+            Some("subscription_schedule"),
+        ),
+        ("product.deleted", Some("catalog")),
+        ("price.updated", Some("catalog")),
+        ("coupon.created", Some("catalog")),
+        ("promotion_code.updated", Some("catalog")),
+        ("refund.failed", Some("adjustment")),
+        ("charge.refund.updated", Some("adjustment")),
+        ("charge.dispute.closed", Some("adjustment")),
+        ("credit_note.voided", Some("adjustment")),
+        ("customer.discount.created", Some("customer_terms")),
+        ("customer.tax_id.updated", Some("customer_terms")),
+        (
+            "entitlements.active_entitlement_summary.updated",
+            Some("customer_terms"),
+        ),
         // Not state, or objects these handlers do not model.
         ("invoice.upcoming", None),
         ("invoiceitem.created", None),
-        ("charge.dispute.created", None),
-        ("charge.refund.updated", None),
         ("customer.source.created", None),
-        ("customer.tax_id.updated", None),
-        ("customer.discount.created", None),
         ("checkout.session.expired", None),
         ("setup_intent.created", None),
         ("plan.created", None),
@@ -344,20 +370,42 @@ fn the_eventbridge_envelopes_object_is_handled() {
     assert_eq!((c.kind.as_str(), c.id.as_str()), ("customer", "cus_123"));
 }
 
-#[test]
-fn every_doc_carries_its_id() {
-    let cases = [
+/// One event type and fixture per kind.
+fn one_per_kind() -> Vec<(&'static str, Value)> {
+    vec![
         ("customer.subscription.updated", fixture("subscription")),
         ("invoice.paid", fixture("invoice")),
         ("invoice_payment.paid", fixture("invoice_payment")),
         ("payment_intent.succeeded", fixture("payment_intent")),
         ("charge.succeeded", fixture("charge")),
         ("customer.created", fixture("customer")),
-        ("customer.deleted", fixture("deleted_customer")),
         ("payment_method.updated", fixture("payment_method")),
         ("checkout.session.completed", fixture("checkout_session")),
         ("setup_intent.succeeded", fixture("setup_intent")),
-    ];
+        ("product.updated", fixture("product")),
+        ("price.created", fixture("price")),
+        ("coupon.updated", fixture("coupon")),
+        ("promotion_code.created", fixture("promotion_code")),
+        ("customer.discount.created", fixture("discount")),
+        ("refund.updated", fixture("refund")),
+        ("charge.dispute.created", fixture("dispute")),
+        ("credit_note.created", fixture("credit_note")),
+        (
+            "subscription_schedule.updated",
+            fixture("subscription_schedule"),
+        ),
+        ("customer.tax_id.created", fixture("tax_id")),
+        (
+            "entitlements.active_entitlement_summary.updated",
+            fixture("entitlement_summary"),
+        ),
+    ]
+}
+
+#[test]
+fn every_doc_carries_its_id() {
+    let mut cases = one_per_kind();
+    cases.push(("customer.deleted", fixture("deleted_customer")));
     let mut seen_kinds = Vec::new();
     for (event_type, object) in cases {
         let c = change(event_type, &object);
@@ -416,6 +464,51 @@ fn bad_objects_are_permanent_handler_errors() {
             with(fixture("checkout_session"), json!({"id": 7})),
         ),
         ("setup_intent.succeeded", json!({})),
+        (
+            "product.updated",
+            with(fixture("product"), json!({"id": 5})),
+        ),
+        (
+            "price.updated",
+            with(fixture("price"), json!({"product": 5})),
+        ),
+        ("coupon.updated", fixture("product")),
+        (
+            "promotion_code.updated",
+            with(fixture("promotion_code"), json!({"coupon": {"name": "x"}})),
+        ),
+        (
+            "customer.discount.created",
+            with(fixture("discount"), json!({"id": null})),
+        ),
+        (
+            "refund.updated",
+            with(fixture("refund"), json!({"charge": [1]})),
+        ),
+        ("charge.dispute.created", fixture("refund")),
+        (
+            "credit_note.created",
+            with(fixture("credit_note"), json!({"id": ""})),
+        ),
+        (
+            "subscription_schedule.updated",
+            with(fixture("subscription_schedule"), json!({"phases": {}})),
+        ),
+        (
+            "customer.tax_id.created",
+            with(fixture("tax_id"), json!({"deleted": "no"})),
+        ),
+        (
+            "entitlements.active_entitlement_summary.updated",
+            with(fixture("entitlement_summary"), json!({"customer": null})),
+        ),
+        (
+            "entitlements.active_entitlement_summary.updated",
+            with(
+                fixture("entitlement_summary"),
+                json!({"entitlements": {"data": [{"lookup_key": 3}]}}),
+            ),
+        ),
     ];
     for (event_type, object) in bad {
         let handler = handler_for(event_type);
@@ -425,6 +518,190 @@ fn bad_objects_are_permanent_handler_errors() {
         assert_eq!(err.handler, handler.name());
         assert!(!err.message.is_empty());
     }
+}
+
+/// Each kind's doc has exactly the fields `kinds::INFO` lists (which the SQL views and the
+/// export rely on), plus the whole object as `raw`.
+#[test]
+fn docs_have_the_listed_fields_and_the_raw_object() {
+    for (event_type, object) in one_per_kind() {
+        let c = change(event_type, &object);
+        let info = kinds::info_of(&c.kind).expect("built-in kind");
+        let mut fields: Vec<&str> = c
+            .doc
+            .as_object()
+            .expect("object doc")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        fields.sort_unstable();
+        let mut expected: Vec<&str> = info.fields.iter().copied().chain(["raw"]).collect();
+        expected.sort_unstable();
+        assert_eq!(fields, expected, "{event_type}");
+        assert_eq!(c.doc["raw"], object, "{event_type}");
+    }
+    // A deleted customer keeps nothing personal, its raw object included.
+    let stub = change("customer.deleted", &fixture("customer"));
+    assert!(stub.doc.get("raw").is_none());
+}
+
+#[test]
+fn catalog_fixtures() {
+    let product = change("product.updated", &fixture("product"));
+    assert_eq!(product.kind, kinds::PRODUCT);
+    assert_eq!(product.customer, None);
+    assert_eq!(product.doc["name"], "Pro plan");
+    assert_eq!(
+        product.doc["default_price"],
+        "price_1QxA1bLkdIwHu7ixPro0001"
+    );
+    assert_eq!(product.doc["deleted"], false);
+    assert_eq!(
+        change("product.deleted", &fixture("product")).doc["deleted"],
+        true
+    );
+
+    let price = change("price.updated", &fixture("price"));
+    assert_eq!(price.kind, kinds::PRICE);
+    assert_eq!(price.doc["product"], "prod_QxA1b2C3d4E5f6");
+    assert_eq!(price.doc["unit_amount"], 2900);
+    assert_eq!(price.doc["interval"], "month");
+    assert_eq!(price.doc["interval_count"], 1);
+    assert_eq!(price.doc["lookup_key"], "pro_monthly");
+
+    let coupon = change("coupon.updated", &fixture("coupon"));
+    assert_eq!(
+        (coupon.kind.as_str(), coupon.id.as_str()),
+        ("coupon", "SPRING25")
+    );
+    assert_eq!(coupon.doc["percent_off"], 25.0);
+    assert_eq!(coupon.doc["duration"], "repeating");
+    assert_eq!(coupon.doc["valid"], true);
+    assert_eq!(
+        change("coupon.deleted", &fixture("coupon")).doc["deleted"],
+        true
+    );
+
+    let promo = change("promotion_code.updated", &fixture("promotion_code"));
+    assert_eq!(promo.kind, kinds::PROMOTION_CODE);
+    assert_eq!(promo.doc["code"], "SPRING25NOW");
+    assert_eq!(promo.doc["coupon"], "SPRING25");
+    assert_eq!(promo.doc["times_redeemed"], 7);
+    // Restricted to one customer, it belongs to that customer.
+    let own = with(fixture("promotion_code"), json!({"customer": "cus_1"}));
+    assert_eq!(
+        change("promotion_code.created", &own).customer.as_deref(),
+        Some("cus_1")
+    );
+}
+
+#[test]
+fn discount_fixture_is_a_subscription_discount() {
+    let c = change("customer.discount.created", &fixture("discount"));
+    assert_eq!(c.kind, kinds::DISCOUNT);
+    assert_eq!(c.customer.as_deref(), Some("cus_RsT9uV0wX1yZ2a"));
+    assert_eq!(c.doc["subscription"], "sub_1QxD4eLkdIwHu7ixSub00001");
+    assert_eq!(c.doc["coupon"], "SPRING25");
+    assert_eq!(c.doc["promotion_code"], "promo_1QxB2cLkdIwHu7ixSpr0001");
+    assert_eq!(c.doc["end"], 1748736000);
+    assert_eq!(c.doc["deleted"], false);
+    let removed = change("customer.discount.deleted", &fixture("discount"));
+    assert_eq!(removed.doc["deleted"], true);
+    // A customer-level discount names no subscription.
+    let on_customer = with(fixture("discount"), json!({"subscription": null}));
+    assert_eq!(
+        change("customer.discount.updated", &on_customer).doc["subscription"],
+        Value::Null
+    );
+    // The subscription lists its discounts by id.
+    let sub = with(
+        fixture("subscription"),
+        json!({"discounts": ["di_1QxC3dLkdIwHu7ixDisc0001", {"id": "di_2", "object": "discount"}]}),
+    );
+    assert_eq!(
+        change("customer.subscription.updated", &sub).doc["discounts"],
+        json!(["di_1QxC3dLkdIwHu7ixDisc0001", "di_2"])
+    );
+}
+
+#[test]
+fn adjustment_fixtures() {
+    let refund = change("refund.updated", &fixture("refund"));
+    assert_eq!(refund.kind, kinds::REFUND);
+    assert_eq!(refund.customer, None);
+    assert_eq!(refund.doc["charge"], "ch_3QxE5fLkdIwHu7ix0Chg0001");
+    assert_eq!(refund.doc["payment_intent"], "pi_3QxE5fLkdIwHu7ix0Pay0001");
+    assert_eq!(refund.doc["status"], "succeeded");
+    assert_eq!(refund.doc["reason"], "requested_by_customer");
+    // The same refund through the charge's refund event.
+    assert_eq!(change("charge.refund.updated", &fixture("refund")), refund);
+
+    let dispute = change("charge.dispute.funds_withdrawn", &fixture("dispute"));
+    assert_eq!(dispute.kind, kinds::DISPUTE);
+    assert_eq!(dispute.doc["status"], "needs_response");
+    assert_eq!(dispute.doc["reason"], "fraudulent");
+    assert_eq!(dispute.doc["evidence_due_by"], 1742774399);
+    assert_eq!(dispute.doc["is_charge_refundable"], false);
+
+    let note = change("credit_note.created", &fixture("credit_note"));
+    assert_eq!(note.kind, kinds::CREDIT_NOTE);
+    assert_eq!(note.customer.as_deref(), Some("cus_RsT9uV0wX1yZ2a"));
+    assert_eq!(note.doc["invoice"], "in_1QxG7hLkdIwHu7ixInv00001");
+    assert_eq!(note.doc["number"], "ACME-0042-CN-01");
+    assert_eq!(note.doc["type"], "post_payment");
+    assert_eq!(note.doc["total"], 1450);
+    let voided = with(
+        fixture("credit_note"),
+        json!({"status": "void", "voided_at": 1741305600}),
+    );
+    assert_eq!(change("credit_note.voided", &voided).doc["status"], "void");
+}
+
+#[test]
+fn schedule_tax_id_and_entitlement_fixtures() {
+    let schedule = change(
+        "subscription_schedule.updated",
+        &fixture("subscription_schedule"),
+    );
+    assert_eq!(schedule.kind, kinds::SUBSCRIPTION_SCHEDULE);
+    assert_eq!(schedule.customer.as_deref(), Some("cus_RsT9uV0wX1yZ2a"));
+    assert_eq!(schedule.doc["subscription"], "sub_1QxD4eLkdIwHu7ixSub00001");
+    assert_eq!(schedule.doc["status"], "active");
+    assert_eq!(schedule.doc["current_phase_start"], 1741305600);
+    assert_eq!(schedule.doc["current_phase_end"], 1743984000);
+    assert_eq!(schedule.doc["phase_count"], 2);
+    assert_eq!(schedule.doc["end_behavior"], "release");
+
+    let tax_id = change("customer.tax_id.created", &fixture("tax_id"));
+    assert_eq!(tax_id.kind, kinds::TAX_ID);
+    assert_eq!(tax_id.customer.as_deref(), Some("cus_RsT9uV0wX1yZ2a"));
+    assert_eq!(tax_id.doc["type"], "eu_vat");
+    assert_eq!(tax_id.doc["value"], "DE123456789");
+    assert_eq!(tax_id.doc["verification_status"], "pending");
+    assert_eq!(
+        change("customer.tax_id.deleted", &fixture("tax_id")).doc["deleted"],
+        true
+    );
+
+    let summary = change(
+        "entitlements.active_entitlement_summary.updated",
+        &fixture("entitlement_summary"),
+    );
+    // The contract with the read API: kind, id = customer, sorted lookup keys.
+    assert_eq!(summary.kind, "entitlement_summary");
+    assert_eq!(summary.id, "cus_RsT9uV0wX1yZ2a");
+    assert_eq!(summary.customer.as_deref(), Some("cus_RsT9uV0wX1yZ2a"));
+    assert_eq!(summary.doc["features"], json!(["audit_log", "sso"]));
+    assert_eq!(summary.doc["complete"], true);
+    // Losing every feature is a summary with none.
+    let none = with(
+        fixture("entitlement_summary"),
+        json!({"entitlements": {"object": "list", "data": [], "has_more": false}}),
+    );
+    assert_eq!(
+        change("entitlements.active_entitlement_summary.updated", &none).doc["features"],
+        json!([])
+    );
 }
 
 // ----- order independence -----

@@ -83,6 +83,7 @@ macro_rules! state_cases {
     ($run:ident!($($args:tt)*)) => {
         $run!($($args)*
             state_put_get_roundtrip,
+            state_keeps_raw_objects,
             state_newer_wins_older_ignored,
             state_tiebreak_rule,
             state_by_customer,
@@ -1321,6 +1322,53 @@ pub async fn state_put_get_roundtrip<S: StateStore>(store: S) {
         store.get(&tenant, "invoice", "in_1").await.expect("get"),
         Some(no_customer)
     );
+}
+
+/// Records keep the whole Stripe object as doc field `raw`: a small one whole, any field
+/// readable; one too large for a DynamoDB item (an invoice with 600 long lines) with its
+/// embedded list emptied, so the store accepts it and reads it back equal.
+pub async fn state_keeps_raw_objects<S: StateStore>(store: S) {
+    use stripe_worker::handlers::raw::RAW_LIMIT_BYTES;
+    use stripe_worker::handlers::{Handler, payment::PaymentHandler};
+
+    let tenant = unique("t");
+    let line = json!({"id": "il_1", "object": "line_item", "description": "x".repeat(1000)});
+    let invoice = |id: &str, lines: usize| {
+        json!({"id": id, "object": "invoice", "customer": "cus_1", "status": "paid",
+               "metadata": {"plan": "pro"},
+               "lines": {"object": "list", "data": vec![line.clone(); lines], "has_more": false}})
+    };
+    for (id, lines) in [("in_small", 1), ("in_large", 600)] {
+        let change = PaymentHandler
+            .changes("invoice.paid", &invoice(id, lines))
+            .expect("valid invoice")
+            .remove(0);
+        let r = StateRecord {
+            tenant: tenant.clone(),
+            kind: change.kind,
+            id: change.id,
+            customer: change.customer,
+            as_of_ms: T0,
+            tiebreak: "evt_raw".to_owned(),
+            doc: change.doc,
+        };
+        assert!(serde_json::to_vec(&r.doc).expect("json").len() < RAW_LIMIT_BYTES + 4096);
+        assert_eq!(
+            store.put_if_newer(&r).await.expect("put"),
+            WriteOutcome::Written
+        );
+        let stored = store
+            .get(&tenant, "invoice", id)
+            .await
+            .expect("get")
+            .expect("stored");
+        assert_eq!(stored, r);
+        assert_eq!(stored.doc["raw"]["metadata"]["plan"], "pro");
+        let kept_lines = stored.doc["raw"]["lines"]["data"]
+            .as_array()
+            .map_or(0, Vec::len);
+        assert_eq!(kept_lines, if lines == 1 { 1 } else { 0 }, "{id}");
+    }
 }
 
 /// A newer as-of replaces; an older one is `Stale` and changes nothing.

@@ -11,6 +11,7 @@ use stripe_worker::backend::{
 };
 use stripe_worker::clock::{Clock, system_clock};
 use stripe_worker::config::Config;
+use stripe_worker::demo::ExpectedState;
 use stripe_worker::demo::generator::{GeneratedStream, GeneratorConfig, generate};
 use stripe_worker::backend::publish_entries;
 use stripe_worker::event::envelope::{
@@ -106,13 +107,34 @@ pub async fn records<S: StateStore>(state: &S) -> Vec<StateRecord> {
     state.export(Some(TENANT)).await.expect("export")
 }
 
+/// The part of `stream`'s model an import can see: the kinds Stripe lists
+/// ([`LISTED`]), without the deleted catalogue objects and tax ids (the API lists none
+/// and no other object names them; deleted customers are fetched because others do).
+pub fn importable(stream: &GeneratedStream) -> ExpectedState {
+    let mut model = stream.expected.clone();
+    for kinds in model.tenants.values_mut() {
+        kinds.retain(|kind, _| LISTED.iter().any(|k| k.kind == kind.as_str()));
+        for (kind, objects) in kinds.iter_mut() {
+            if ["product", "price", "coupon", "tax_id"].contains(&kind.as_str()) {
+                objects.retain(|_, facts| facts.get("deleted") != Some(&json!(true)));
+            }
+        }
+    }
+    model
+}
+
 /// Fail with the first mismatches between the stored state and `stream`'s model.
 pub async fn assert_state_is_the_streams<S: StateStore>(
     state: &S,
     stream: &GeneratedStream,
     what: &str,
 ) {
-    let mismatches = stream.expected.compare(&records(state).await);
+    assert_state_is(state, &stream.expected, what).await;
+}
+
+/// Fail with the first mismatches between the stored state and `model`.
+pub async fn assert_state_is<S: StateStore>(state: &S, model: &ExpectedState, what: &str) {
+    let mismatches = model.compare(&records(state).await);
     let first: Vec<String> = mismatches.iter().take(8).map(ToString::to_string).collect();
     assert!(
         mismatches.is_empty(),
@@ -200,13 +222,14 @@ where
     .await
     .expect("import");
     assert!(server.throttled() > 0, "the double answered some 429s");
-    assert_state_is_the_streams(backend.state.as_ref(), &stream, "after import").await;
+    let model = importable(&stream);
+    assert_state_is(backend.state.as_ref(), &model, "after import").await;
     let imported: u64 = report.imported.values().sum();
-    assert_eq!(imported as usize, stream.expected.record_count());
+    assert_eq!(imported as usize, model.record_count());
     for kind in &LISTED {
         assert_eq!(
             report.imported.get(kind.kind).copied().unwrap_or(0) as usize,
-            stream.expected.count_of(kind.kind),
+            model.count_of(kind.kind),
             "{}",
             kind.kind
         );
@@ -300,7 +323,12 @@ pub async fn interrupted_import_resumes<Q, D, S, B>(
         !report.resumed.is_empty(),
         "the second run went on from checkpoints"
     );
-    assert_state_is_the_streams(backend.state.as_ref(), &stream, "after a resumed import").await;
+    assert_state_is(
+        backend.state.as_ref(),
+        &importable(&stream),
+        "after a resumed import",
+    )
+    .await;
 
     let mut pages_over_one = 0;
     for (tenant, object) in &stream.final_objects {
@@ -311,12 +339,15 @@ pub async fn interrupted_import_resumes<Q, D, S, B>(
         match object["object"].as_str() {
             // Unlisted objects, fetched by reference instead.
             _ if deleted || detached => assert_eq!(listed, 0, "{id}"),
-            // Customers are walked twice by design: as customers, and to list each one's
-            // payment methods; a walk page cut by the outage is walked again.
+            // Customers are walked three times by design: as customers, and to list each
+            // one's payment methods and tax ids; a walk page cut by the outage is walked
+            // again.
             Some("customer") => {
-                assert!((2..=3).contains(&listed), "{id} listed {listed} times");
-                pages_over_one += usize::from(listed == 3);
+                assert!((3..=4).contains(&listed), "{id} listed {listed} times");
+                pages_over_one += usize::from(listed == 4);
             }
+            // Discounts have no list.
+            Some("discount") => assert_eq!(listed, 0, "{id}"),
             Some("checkout.session") if object["status"] != "complete" => {}
             _ => assert_eq!(listed, 1, "{id} listed {listed} times"),
         }
@@ -424,7 +455,7 @@ where
         .await
         .expect("verify");
     assert!(!check.equal());
-    assert!(check.checked as usize >= stream.expected.record_count());
+    assert!(check.checked as usize >= importable(&stream).record_count());
     assert_eq!(check.repaired, 0, "no repair without --repair");
     assert!(
         check
