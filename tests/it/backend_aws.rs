@@ -119,6 +119,7 @@ store_cases!(state_only =>
     state_newer_wins_older_ignored,
     state_tiebreak_rule,
     state_by_customer,
+    state_by_kind_status,
     state_export_ordering,
     state_tenant_isolation,
     state_concurrent_writers_keep_newest,

@@ -96,6 +96,7 @@ store_cases!(MemoryState::new() =>
     state_newer_wins_older_ignored,
     state_tiebreak_rule,
     state_by_customer,
+    state_by_kind_status,
     state_export_ordering,
     state_tenant_isolation,
     state_concurrent_writers_keep_newest,

@@ -108,6 +108,7 @@ store_cases!(SqliteState::new =>
     state_newer_wins_older_ignored,
     state_tiebreak_rule,
     state_by_customer,
+    state_by_kind_status,
     state_export_ordering,
     state_tenant_isolation,
     state_concurrent_writers_keep_newest,
