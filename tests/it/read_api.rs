@@ -440,3 +440,78 @@ async fn bad_parameters_are_one_clear_400() {
         )
         .await;
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_stripe-worker");
+
+/// `serve-api` as a user runs it: refused without a token (one line naming what to set);
+/// with one, it answers over a data directory the worker filled, and SIGTERM ends it
+/// cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_serve_api_command_needs_a_token_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let backend = open_local(&data, &config(false), system_clock()).expect("open");
+    apply_customer_events(&backend).await;
+    drop(backend);
+    let data_dir = data.to_str().expect("path");
+
+    let refused = std::process::Command::new(BIN)
+        .args(["serve-api", "--data-dir", data_dir])
+        .env("STRIPE_WORKER_TENANTS", "acme")
+        .env_remove("STRIPE_WORKER_API_TOKEN")
+        .env_remove("STRIPE_WORKER_API_TOKEN_ACME")
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("no API token configured") && stderr.contains("STRIPE_WORKER_API_TOKEN"),
+        "{stderr}"
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("address")
+        .port();
+    let log = dir.path().join("serve-api.log");
+    let mut child = std::process::Command::new(BIN)
+        .args(["serve-api", "--data-dir", data_dir])
+        .env("STRIPE_WORKER_API_LISTEN", format!("127.0.0.1:{port}"))
+        .env("STRIPE_WORKER_TENANTS", "acme")
+        .env("STRIPE_WORKER_API_TOKEN_ACME", ACME_TOKEN)
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("serve-api starts");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let url = format!("http://127.0.0.1:{port}/v1/tenants/acme/customers/cus_api/status");
+    // Poll with a generous deadline: the machine may be busy.
+    let mut answer = None;
+    for _ in 0..300 {
+        if let Ok(response) = client.get(&url).bearer_auth(ACME_TOKEN).send().await {
+            answer = Some((response.status(), response.text().await.unwrap_or_default()));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().expect("serve-api ends");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let (code, body) = answer.unwrap_or_else(|| panic!("serve-api never answered: {text}"));
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert!(
+        body.contains("\"latest_invoice\":{\"id\":\"in_api_new\""),
+        "{body}"
+    );
+    assert!(status.success(), "exit after SIGTERM: {text}");
+    assert!(
+        !text.contains(ACME_TOKEN),
+        "the token is never logged: {text}"
+    );
+}
