@@ -372,8 +372,10 @@ impl crate::backend::ReconcileStore for DynamoDedupe {
 /// Keys: partition key `tenant`, sort key `record` = `<kind>#<id>`, so a tenant's export is
 /// one paginated `Query`; a sparse global secondary index `by_customer` on
 /// `tenant_customer` = `<tenant>#<customer>` (sort key `record`) serves per-customer
-/// reads. The document is stored as a JSON string in `doc`. `by_customer` reads the index
-/// and is eventually consistent; `get` and `export` read consistently.
+/// reads; a sparse index `by_kind_status` on `tenant_kind_status` =
+/// `<tenant>#<kind>#<status>` (sort key `id`, on records whose document has a `status`)
+/// serves [`StateStore::by_kind_status`]. The document is stored as a JSON string in `doc`.
+/// The index reads are eventually consistent; `get` and `export` read consistently.
 ///
 /// [`StateStore::apply`] writes the applied-marker into the dedupe table (the one
 /// [`DynamoDedupe`] claims in) in the same `TransactWriteItems` as the records.
