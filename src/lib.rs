@@ -11,8 +11,10 @@
 //! - [`stripe_api`] is the Stripe API client that hydrates thin events;
 //! - [`worker`] polls the queues, dedupes, applies and acknowledges;
 //! - [`backend`] holds the seams and their memory, SQLite and AWS implementations;
-//! - [`bench`] is the load simulator that runs the worker engine over injected latency.
+//! - [`bench`] is the load simulator that runs the worker engine over injected latency;
+//! - [`api`] is the read API: billing state over HTTP, a bearer token per tenant.
 
+pub mod api;
 pub mod app;
 pub mod backend;
 pub mod bench;

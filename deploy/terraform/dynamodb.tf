@@ -57,11 +57,33 @@ resource "aws_dynamodb_table" "state" {
     type = "S"
   }
 
+  # <tenant>#<kind>#<status>, only on records whose document has a status (sparse).
+  attribute {
+    name = "tenant_kind_status"
+    type = "S"
+  }
+
+  # The object id.
+  attribute {
+    name = "id"
+    type = "S"
+  }
+
   # A customer's subscriptions and invoices in one query (`status`).
   global_secondary_index {
     name            = "by_customer"
     hash_key        = "tenant_customer"
     range_key       = "record"
+    projection_type = "ALL"
+  }
+
+  # A tenant's subscriptions by status, in id order, a page at a time (the read API's
+  # lists, `serve-api`). Added to an existing table, DynamoDB fills it from the items that
+  # have the attribute: records written by an earlier version get it on their next write.
+  global_secondary_index {
+    name            = "by_kind_status"
+    hash_key        = "tenant_kind_status"
+    range_key       = "id"
     projection_type = "ALL"
   }
 

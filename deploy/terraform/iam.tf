@@ -1,10 +1,22 @@
-# Least-privilege policies for the three kinds of caller, and the roles that carry them on
+# Least-privilege policies for the four kinds of caller, and the roles that carry them on
 # EKS (IRSA) and ECS (task roles).
 
 locals {
   queue_arns = [for d in local.domains : aws_sqs_queue.main[d].arn]
   dlq_arns   = [for d in local.domains : aws_sqs_queue.dlq[d].arn]
   table_arns = [aws_dynamodb_table.dedupe.arn, aws_dynamodb_table.state.arn]
+
+  # The policy each workload's role carries.
+  role_policy_arns = {
+    worker  = aws_iam_policy.worker.arn
+    ingress = aws_iam_policy.ingress.arn
+    api     = aws_iam_policy.api.arn
+  }
+  service_accounts = {
+    worker  = var.k8s_worker_service_account
+    ingress = var.k8s_ingress_service_account
+    api     = var.k8s_api_service_account
+  }
 }
 
 # --- Policies ----------------------------------------------------------------------------
@@ -65,6 +77,22 @@ data "aws_iam_policy_document" "ingress" {
     sid       = "ReadinessCheck"
     actions   = ["events:DescribeEventBus"]
     resources = [aws_cloudwatch_event_bus.this.arn]
+  }
+}
+
+# `stripe-worker serve-api`: reads the billing state, nothing else. GetItem for one record,
+# Query on the indexes (by_customer for a customer's status, by_kind_status for the lists).
+data "aws_iam_policy_document" "api" {
+  statement {
+    sid       = "ReadState"
+    actions   = ["dynamodb:GetItem", "dynamodb:Query"]
+    resources = [aws_dynamodb_table.state.arn, "${aws_dynamodb_table.state.arn}/index/*"]
+  }
+
+  statement {
+    sid       = "EncryptedTable"
+    actions   = ["kms:Decrypt"]
+    resources = [aws_kms_key.this.arn]
   }
 }
 
@@ -145,6 +173,13 @@ resource "aws_iam_policy" "ingress" {
   tags        = local.tags
 }
 
+resource "aws_iam_policy" "api" {
+  name        = "${local.prefix}-api"
+  description = "stripe-worker serve-api: read the billing state table and its indexes"
+  policy      = data.aws_iam_policy_document.api.json
+  tags        = local.tags
+}
+
 resource "aws_iam_policy" "operator" {
   name        = "${local.prefix}-operator"
   description = "stripe-worker operators: archive replay, DLQ redrive, state export"
@@ -155,10 +190,7 @@ resource "aws_iam_policy" "operator" {
 # --- EKS: IAM roles for service accounts -------------------------------------------------
 
 data "aws_iam_policy_document" "irsa" {
-  for_each = var.eks_oidc_provider_arn == null ? {} : {
-    worker  = var.k8s_worker_service_account
-    ingress = var.k8s_ingress_service_account
-  }
+  for_each = var.eks_oidc_provider_arn == null ? {} : local.service_accounts
 
   statement {
     actions = ["sts:AssumeRoleWithWebIdentity"]
@@ -186,7 +218,7 @@ resource "aws_iam_role" "irsa" {
   for_each = data.aws_iam_policy_document.irsa
 
   name               = "${local.prefix}-${each.key}-irsa"
-  description        = "stripe-worker ${each.key} on EKS (service account ${var.k8s_namespace}/${each.key == "worker" ? var.k8s_worker_service_account : var.k8s_ingress_service_account})"
+  description        = "stripe-worker ${each.key} on EKS (service account ${var.k8s_namespace}/${local.service_accounts[each.key]})"
   assume_role_policy = each.value.json
   tags               = local.tags
 
@@ -202,7 +234,7 @@ resource "aws_iam_role_policy_attachment" "irsa" {
   for_each = aws_iam_role.irsa
 
   role       = each.value.name
-  policy_arn = each.key == "worker" ? aws_iam_policy.worker.arn : aws_iam_policy.ingress.arn
+  policy_arn = local.role_policy_arns[each.key]
 }
 
 # --- ECS: task roles and the task execution role -----------------------------------------
@@ -225,7 +257,7 @@ data "aws_iam_policy_document" "ecs_tasks_assume" {
 }
 
 resource "aws_iam_role" "ecs_task" {
-  for_each = var.create_ecs_roles ? toset(["worker", "ingress"]) : toset([])
+  for_each = var.create_ecs_roles ? toset(["worker", "ingress", "api"]) : toset([])
 
   name               = "${local.prefix}-${each.key}-ecs-task"
   description        = "stripe-worker ${each.key} ECS task role"
@@ -237,7 +269,7 @@ resource "aws_iam_role_policy_attachment" "ecs_task" {
   for_each = aws_iam_role.ecs_task
 
   role       = each.value.name
-  policy_arn = each.key == "worker" ? aws_iam_policy.worker.arn : aws_iam_policy.ingress.arn
+  policy_arn = local.role_policy_arns[each.key]
 }
 
 # The execution role pulls the image, writes the awslogs stream and reads the tenants'

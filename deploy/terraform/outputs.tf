@@ -70,6 +70,11 @@ output "ingress_policy_arn" {
   value       = aws_iam_policy.ingress.arn
 }
 
+output "api_policy_arn" {
+  description = "IAM policy of the read API (serve-api): read the state table and its indexes."
+  value       = aws_iam_policy.api.arn
+}
+
 output "operator_policy_arn" {
   description = "IAM policy for operators (replay, DLQ redrive): attach it to their role or group."
   value       = aws_iam_policy.operator.arn
@@ -85,6 +90,11 @@ output "ingress_irsa_role_arn" {
   value       = try(aws_iam_role.irsa["ingress"].arn, null)
 }
 
+output "api_irsa_role_arn" {
+  description = "IRSA role of the read API service account; null without eks_oidc_provider_arn."
+  value       = try(aws_iam_role.irsa["api"].arn, null)
+}
+
 output "ecs_worker_task_role_arn" {
   description = "ECS task role of the worker (taskRoleArn); null unless create_ecs_roles."
   value       = try(aws_iam_role.ecs_task["worker"].arn, null)
@@ -93,6 +103,11 @@ output "ecs_worker_task_role_arn" {
 output "ecs_ingress_task_role_arn" {
   description = "ECS task role of the ingress; null unless create_ecs_roles."
   value       = try(aws_iam_role.ecs_task["ingress"].arn, null)
+}
+
+output "ecs_api_task_role_arn" {
+  description = "ECS task role of the read API; null unless create_ecs_roles."
+  value       = try(aws_iam_role.ecs_task["api"].arn, null)
 }
 
 output "ecs_execution_role_arn" {

@@ -263,8 +263,19 @@ variable "k8s_ingress_service_account" {
   }
 }
 
+variable "k8s_api_service_account" {
+  description = "Kubernetes service account of the read API Deployment (`serve-api`, trusted by the api IRSA role)."
+  type        = string
+  default     = "stripe-worker-api"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", var.k8s_api_service_account))
+    error_message = "k8s_api_service_account must be a valid Kubernetes name."
+  }
+}
+
 variable "create_ecs_roles" {
-  description = "Create the ECS task roles (worker, ingress) and the task execution role used by deploy/ecs/*.json."
+  description = "Create the ECS task roles (worker, ingress, api) and the task execution role used by deploy/ecs/*.json."
   type        = bool
   default     = false
 }

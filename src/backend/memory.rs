@@ -892,6 +892,33 @@ impl StateStore for MemoryState {
                 .collect(),
         })
     }
+
+    /// A range over the tenant's records of `kind` after `after`, filtered by status: a
+    /// scan of the kind, which is what a test double needs, not an index.
+    async fn by_kind_status(
+        &self,
+        tenant: &str,
+        kind: &str,
+        status: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> BackendResult<Vec<StateRecord>> {
+        use std::ops::Bound;
+        let g = lock(&self.data);
+        let key = |id: &str| (tenant.to_owned(), kind.to_owned(), id.to_owned());
+        let from = match after {
+            Some(after) => Bound::Excluded(key(after)),
+            None => Bound::Included(key("")),
+        };
+        Ok(g.records
+            .range((from, Bound::Unbounded))
+            .take_while(|((t, k, _), _)| t == tenant && k == kind)
+            .map(|(_, r)| r)
+            .filter(|r| super::record_status(&r.doc) == Some(status))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
 }
 
 // ---------------------------------------------------------------------------------------

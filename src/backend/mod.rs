@@ -459,6 +459,43 @@ pub trait StateStore: Send + Sync + 'static {
         &self,
         tenant: Option<&str>,
     ) -> impl Future<Output = BackendResult<Vec<StateRecord>>> + Send;
+
+    /// One page of a tenant's records of `kind` whose [status](record_status) is
+    /// `status`: those with an id greater than `after` (all when `None`), in id order, at
+    /// most `limit`. A caller that asks for one more than it shows knows whether another
+    /// page follows. The read API's subscriptions-by-status list (SQLite: an index on the
+    /// status; DynamoDB: the `by_kind_status` index, eventually consistent like
+    /// `by_customer`).
+    ///
+    /// The default reads the tenant's whole export and is the reference the backends'
+    /// own queries are checked against; only wrappers and test doubles keep it.
+    fn by_kind_status(
+        &self,
+        tenant: &str,
+        kind: &str,
+        status: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = BackendResult<Vec<StateRecord>>> + Send {
+        async move {
+            let records = self.export(Some(tenant)).await?;
+            Ok(records
+                .into_iter()
+                .filter(|r| {
+                    r.kind == kind
+                        && record_status(&r.doc) == Some(status)
+                        && after.is_none_or(|after| r.id.as_str() > after)
+                })
+                .take(limit)
+                .collect())
+        }
+    }
+}
+
+/// The status a record is listed under by [`StateStore::by_kind_status`]: its document's
+/// `status` string (subscriptions, invoices, payment intents...), `None` without one.
+pub fn record_status(doc: &Value) -> Option<&str> {
+    doc.get("status").and_then(Value::as_str)
 }
 
 /// One event to put on a bus (defined with the envelopes it is made from).
@@ -609,6 +646,19 @@ impl<T: StateStore> StateStore for Arc<T> {
 
     async fn export(&self, tenant: Option<&str>) -> BackendResult<Vec<StateRecord>> {
         (**self).export(tenant).await
+    }
+
+    async fn by_kind_status(
+        &self,
+        tenant: &str,
+        kind: &str,
+        status: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> BackendResult<Vec<StateRecord>> {
+        (**self)
+            .by_kind_status(tenant, kind, status, after, limit)
+            .await
     }
 }
 

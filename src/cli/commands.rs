@@ -103,6 +103,9 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             ))
         }
         Command::Ingest(args) => ingest(&load_config(&args.backend)?, &args).await,
+        Command::ServeApi(args) => {
+            super::serve_api::serve_api(&load_config(&args.backend)?, &args).await
+        }
         Command::Publish(args) => {
             let config = load_config(&args.backend)?;
             with_backend!(args.backend, &config, Access::Create, |backend| publish(
@@ -217,7 +220,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Cancel `token` on SIGINT or SIGTERM.
-fn cancel_on_signal(token: CancellationToken) {
+pub(super) fn cancel_on_signal(token: CancellationToken) {
     tokio::spawn(async move {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
@@ -297,17 +300,24 @@ async fn run_worker<Q: Queue, D: DedupeStore + ReconcileStore, S: StateStore, B:
                     .unwrap_or(Domain::Subscription),
                 Some(Arc::clone(&pollers_running)),
             );
-            let metrics = args.prometheus.then(|| {
-                super::prometheus::router(
+            let mut routes = Vec::new();
+            if args.prometheus {
+                let metrics = super::prometheus::router(
                     Arc::clone(&stats),
                     Arc::clone(&backend.queues),
                     settings.domains.clone(),
-                )
-            });
-            Some(tokio::spawn(super::health::serve_admin(
+                );
+                routes.push(("/metrics", metrics));
+            }
+            if args.admin_api {
+                let tokens = args.api_tokens.load(config)?;
+                let api = crate::api::router(Arc::clone(&backend.state), tokens);
+                routes.push(("/v1/tenants/...", api));
+            }
+            Some(tokio::spawn(super::health::serve_admin_routes(
                 listener,
                 ready,
-                metrics,
+                routes,
                 shutdown.clone(),
             )))
         }

@@ -1,6 +1,6 @@
-//! The worker's admin port (`run --admin-listen ADDR`: `/healthz`, `/readyz`) and the
-//! `healthcheck URL` command, which lets an ECS health check probe it from the distroless
-//! image (no curl there).
+//! The worker's admin port (`run --admin-listen ADDR`: `/healthz`, `/readyz`, optionally
+//! `/metrics` and the read API) and the `healthcheck URL` command, which lets an ECS
+//! health check probe it from the distroless image (no curl there).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -83,17 +83,28 @@ pub async fn serve_admin(
     metrics: Option<axum::Router>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let routes = metrics.map(|m| ("/metrics", m)).into_iter().collect();
+    serve_admin_routes(listener, ready, routes, shutdown).await
+}
+
+/// [`serve_admin`] with any further routes (Prometheus `/metrics`, the read API), each
+/// with the path it is logged as.
+pub async fn serve_admin_routes(
+    listener: tokio::net::TcpListener,
+    ready: ReadyCheck,
+    routes: Vec<(&'static str, axum::Router)>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
-        let routes = if metrics.is_some() {
-            "/healthz, /readyz, /metrics"
-        } else {
-            "/healthz, /readyz"
-        };
-        tracing::info!(%addr, "admin endpoints listening ({routes})");
+        let paths: Vec<&str> = ["/healthz", "/readyz"]
+            .into_iter()
+            .chain(routes.iter().map(|(path, _)| *path))
+            .collect();
+        tracing::info!(%addr, "admin endpoints listening ({})", paths.join(", "));
     }
     let mut app = probe_router(Some(ready), shutdown.clone());
-    if let Some(metrics) = metrics {
-        app = app.merge(metrics);
+    for (_, routes) in routes {
+        app = app.merge(routes);
     }
     crate::ingress::server::serve_router(
         listener,

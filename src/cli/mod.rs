@@ -12,6 +12,7 @@ pub mod progress;
 pub mod prometheus;
 pub mod reconcile;
 pub mod routes;
+pub mod serve_api;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,6 +66,10 @@ pub enum Command {
     Publish(PublishArgs),
     /// Show one customer's subscriptions and latest invoice.
     Status(StatusArgs),
+    /// Serve the read API for other services: a customer's status, one object by id,
+    /// subscriptions by status, as JSON, with a bearer token per tenant
+    /// (STRIPE_WORKER_API_TOKEN_<TENANT>). See the README, "Read API".
+    ServeApi(serve_api::ServeApiArgs),
     /// Billing state as a whole.
     State {
         /// What to do with the state.
@@ -253,6 +258,12 @@ pub struct RunArgs {
     /// OpenTelemetry collector).
     #[arg(long, requires = "admin_listen", env = "STRIPE_WORKER_PROMETHEUS")]
     pub prometheus: bool,
+    /// Also serve the read API (`serve-api`'s routes and tokens) on the admin address.
+    #[arg(long, requires = "admin_listen", env = "STRIPE_WORKER_ADMIN_API")]
+    pub admin_api: bool,
+    /// The read API's tokens (with --admin-api).
+    #[command(flatten)]
+    pub api_tokens: serve_api::ApiTokenOptions,
     /// Log a progress line (rates, in flight, backlog) this often, in seconds; 0 turns it off.
     #[arg(long, default_value_t = 60, env = "STRIPE_WORKER_PROGRESS_SECS")]
     pub progress_secs: u64,

@@ -30,7 +30,14 @@ const CLI_VARIABLES: &[&str] = &[
     "PROMETHEUS",
     "PROGRESS_SECS",
     "TEST_AWS",
+    "API_LISTEN",
+    "API_TOKENS_DIR",
+    "ADMIN_API",
 ];
+
+/// Variables with the prefix that hold per-tenant secrets, `<NAME>` and `<NAME>_<TENANT>`,
+/// read by the command that needs them (the read API's tokens), not config keys.
+const SECRET_VARIABLES: &[&str] = &["API_TOKEN"];
 
 /// Keys whose default is "unset", so the serialised defaults do not show them:
 /// (section, key), set as strings.
@@ -54,7 +61,12 @@ pub fn apply_env(
         let Some(key) = name.strip_prefix(ENV_PREFIX) else {
             continue;
         };
-        if CLI_VARIABLES.contains(&key) {
+        if CLI_VARIABLES.contains(&key)
+            || SECRET_VARIABLES.iter().any(|secret| {
+                key.strip_prefix(secret)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('_'))
+            })
+        {
             continue;
         }
         let key = key.to_ascii_lowercase();
@@ -281,9 +293,16 @@ mod tests {
         let mut config = Config::default();
         apply_env(
             &mut config,
-            env(&[("HOME", "/root"), ("STRIPE_WORKER_DATA_DIR", "/tmp/x")]),
+            env(&[
+                ("HOME", "/root"),
+                ("STRIPE_WORKER_DATA_DIR", "/tmp/x"),
+                ("STRIPE_WORKER_API_TOKEN", "t"),
+                ("STRIPE_WORKER_API_TOKEN_ACME", "t"),
+            ]),
         )
         .unwrap();
         assert_eq!(config, Config::default());
+        // A name that only starts like a secret's is still checked.
+        apply_env(&mut config, env(&[("STRIPE_WORKER_API_TOKENX", "t")])).unwrap_err();
     }
 }

@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stripe-worker");
 const SECRET: &str = "whsec_iam_test_0123456789";
+const API_TOKEN: &str = "iam-test-read-token-0123456789abcdef";
 const REGION: &str = "us-east-1";
 
 /// The `moto_server` executable: `MOTO_SERVER`, which `tests/run.sh` exports.
@@ -203,8 +204,8 @@ fn policy_documents(text: &str) -> BTreeMap<String, Vec<Statement>> {
         let after = &rest[at + marker.len()..];
         let name = after[..after.find('"').expect("name")].to_owned();
         let body = block(after);
-        // The three roles' documents; the others (trust policies) have no resources.
-        if ["worker", "ingress", "operator"].contains(&name.as_str()) {
+        // The roles' documents; the others (trust policies) have no resources.
+        if ["worker", "ingress", "operator", "api"].contains(&name.as_str()) {
             documents.insert(name, statements(body));
         }
         rest = &after[body.len()..];
@@ -383,7 +384,7 @@ async fn each_role_runs_with_exactly_the_modules_policy() {
     .expect("iam.tf");
     let documents = policy_documents(&iam_tf);
     let mut keys = BTreeMap::new();
-    for role in ["worker", "ingress", "operator"] {
+    for role in ["worker", "ingress", "operator", "api"] {
         let policy = render(&documents[role], &arns);
         keys.insert(role, emulator.user(role, &policy).await);
     }
@@ -504,6 +505,58 @@ async fn each_role_runs_with_exactly_the_modules_policy() {
             std::fs::read_to_string(&worker_log).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The read API: starts, is ready, and answers the customer's status and a list (the
+    // customer index and the kind-status index) with the api policy alone.
+    let api_port = free_port();
+    let api_log = dir.path().join("api.log");
+    let mut api = Child(
+        emulator
+            .command(
+                &keys["api"],
+                &[
+                    "serve-api",
+                    "--backend",
+                    "aws",
+                    "--prefix",
+                    prefix,
+                    "--listen",
+                ],
+            )
+            .arg(format!("127.0.0.1:{api_port}"))
+            .env("STRIPE_WORKER_API_TOKEN", API_TOKEN)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&api_log).expect("log"))
+            .spawn()
+            .expect("serve-api starts"),
+    );
+    wait_ready(
+        &format!("http://127.0.0.1:{api_port}/readyz"),
+        &mut api,
+        &api_log,
+    )
+    .await;
+    let client = reqwest::Client::new();
+    for (path, expected) in [
+        ("customers/cus_iam/status", "\"email\""),
+        ("subscriptions?status=active", "\"object\":\"list\""),
+    ] {
+        let answer = client
+            .get(format!(
+                "http://127.0.0.1:{api_port}/v1/tenants/default/{path}"
+            ))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .expect("read API");
+        let status = answer.status();
+        let body = answer.text().await.unwrap_or_default();
+        assert!(
+            status == 200 && body.contains(expected),
+            "{path}: {status} {body}\n{}",
+            std::fs::read_to_string(&api_log).unwrap_or_default()
+        );
     }
 }
 

@@ -315,3 +315,100 @@ async fn connect_without_setup_is_a_permanent_error() {
     assert!(matches!(err, BackendError::Permanent { .. }), "{err:?}");
     assert_eq!(err.operation(), "sqs.get_queue_url");
 }
+
+/// A state table created by an earlier version (the customer index only) gets the
+/// `by_kind_status` index from a second setup, and records written then are listed by it.
+#[tokio::test]
+async fn setup_adds_a_missing_index_to_an_existing_state_table() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+        Projection, ProjectionType, ScalarAttributeType,
+    };
+    use stripe_worker::backend::aws::{DynamoState, schema, setup_tables};
+    use stripe_worker::backend::{StateRecord, StateStore};
+
+    let config = sdk_config().await;
+    let names = AwsNames::new(unique("old-table"));
+    let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .unwrap()
+    };
+    let key = |name: &str, key_type| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(key_type)
+            .build()
+            .unwrap()
+    };
+    dynamodb
+        .create_table()
+        .table_name(names.state_table())
+        .attribute_definitions(attribute(schema::STATE_PARTITION_KEY))
+        .attribute_definitions(attribute(schema::STATE_SORT_KEY))
+        .attribute_definitions(attribute(schema::STATE_CUSTOMER_KEY))
+        .key_schema(key(schema::STATE_PARTITION_KEY, KeyType::Hash))
+        .key_schema(key(schema::STATE_SORT_KEY, KeyType::Range))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(schema::STATE_CUSTOMER_INDEX)
+                .key_schema(key(schema::STATE_CUSTOMER_KEY, KeyType::Hash))
+                .key_schema(key(schema::STATE_SORT_KEY, KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create the old table");
+
+    let items = setup_tables(&config, &names, &SetupOptions::default())
+        .await
+        .expect("setup converges the existing table");
+    let state = items
+        .iter()
+        .find(|i| i.name == names.state_table())
+        .expect("state table item");
+    assert_eq!(state.status, SetupStatus::Existed);
+    let indexes: Vec<String> = dynamodb
+        .describe_table()
+        .table_name(names.state_table())
+        .send()
+        .await
+        .expect("describe")
+        .table
+        .and_then(|t| t.global_secondary_indexes)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|i| i.index_name)
+        .collect();
+    assert!(
+        indexes.iter().any(|i| i == schema::STATE_KIND_STATUS_INDEX),
+        "{indexes:?}"
+    );
+
+    let store = DynamoState::new(dynamodb, names.state_table(), names.dedupe_table());
+    let record = StateRecord {
+        tenant: "acme".into(),
+        kind: "subscription".into(),
+        id: "sub_1".into(),
+        customer: Some("cus_1".into()),
+        as_of_ms: 1,
+        tiebreak: "evt_1".into(),
+        doc: json!({"status": "trialing"}),
+    };
+    store.put_if_newer(&record).await.expect("put");
+    let listed = store
+        .by_kind_status("acme", "subscription", "trialing", None, 10)
+        .await
+        .expect("query the new index");
+    assert_eq!(listed, vec![record]);
+}

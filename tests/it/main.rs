@@ -33,6 +33,7 @@ mod ingress;
 mod ingress_e2e;
 mod ops;
 mod ops_aws;
+mod read_api;
 mod reconcile;
 mod reconcile_aws;
 mod reliability_drain;

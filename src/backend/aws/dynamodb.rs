@@ -52,6 +52,14 @@ pub mod schema {
     /// State table: the customer index's partition key, `<tenant>#<customer>`, present only
     /// on records with a customer (a sparse index).
     pub const STATE_CUSTOMER_KEY: &str = "tenant_customer";
+    /// State table: the global secondary index for records by kind and status (the read
+    /// API's lists), sort key [`STATE_ID`].
+    pub const STATE_KIND_STATUS_INDEX: &str = "by_kind_status";
+    /// State table: the kind-status index's partition key, `<tenant>#<kind>#<status>`,
+    /// present only on records whose document has a `status` (a sparse index).
+    pub const STATE_KIND_STATUS_KEY: &str = "tenant_kind_status";
+    /// State table: the object id (also the kind-status index's sort key).
+    pub const STATE_ID: &str = "id";
 }
 
 use schema::*;
@@ -364,8 +372,10 @@ impl crate::backend::ReconcileStore for DynamoDedupe {
 /// Keys: partition key `tenant`, sort key `record` = `<kind>#<id>`, so a tenant's export is
 /// one paginated `Query`; a sparse global secondary index `by_customer` on
 /// `tenant_customer` = `<tenant>#<customer>` (sort key `record`) serves per-customer
-/// reads. The document is stored as a JSON string in `doc`. `by_customer` reads the index
-/// and is eventually consistent; `get` and `export` read consistently.
+/// reads; a sparse index `by_kind_status` on `tenant_kind_status` =
+/// `<tenant>#<kind>#<status>` (sort key `id`, on records whose document has a `status`)
+/// serves [`StateStore::by_kind_status`]. The document is stored as a JSON string in `doc`.
+/// The index reads are eventually consistent; `get` and `export` read consistently.
 ///
 /// [`StateStore::apply`] writes the applied-marker into the dedupe table (the one
 /// [`DynamoDedupe`] claims in) in the same `TransactWriteItems` as the records.
@@ -461,6 +471,11 @@ fn customer_key(tenant: &str, customer: &str) -> String {
     format!("{tenant}#{customer}")
 }
 
+/// The kind-status index key: `<tenant>#<kind>#<status>`.
+fn kind_status_key(tenant: &str, kind: &str, status: &str) -> String {
+    format!("{tenant}#{kind}#{status}")
+}
+
 fn record_from_item(
     operation: &'static str,
     item: &HashMap<String, AttributeValue>,
@@ -508,7 +523,7 @@ fn state_item(
             s(sort_key(&record.kind, &record.id)),
         ),
         ("kind".to_owned(), s(&record.kind)),
-        ("id".to_owned(), s(&record.id)),
+        (STATE_ID.to_owned(), s(&record.id)),
         ("as_of_ms".to_owned(), n(record.as_of_ms)),
         ("tiebreak".to_owned(), s(&record.tiebreak)),
         ("doc".to_owned(), s(doc)),
@@ -518,6 +533,12 @@ fn state_item(
         item.insert(
             STATE_CUSTOMER_KEY.to_owned(),
             s(customer_key(&record.tenant, customer)),
+        );
+    }
+    if let Some(status) = crate::backend::record_status(&record.doc) {
+        item.insert(
+            STATE_KIND_STATUS_KEY.to_owned(),
+            s(kind_status_key(&record.tenant, &record.kind, status)),
         );
     }
     Ok((item, size + 256))
@@ -834,6 +855,65 @@ impl StateStore for DynamoState {
             None => self.scan_all(OP).await?,
         };
         sort_records(&mut records);
+        Ok(records)
+    }
+
+    /// A `Query` of the `by_kind_status` index, `id > after` in the key condition so a
+    /// page starts where the last one ended without a start key. Pages of the index are
+    /// read until `limit` records came (a 1 MB page may hold fewer).
+    async fn by_kind_status(
+        &self,
+        tenant: &str,
+        kind: &str,
+        status: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> BackendResult<Vec<StateRecord>> {
+        const OP: &str = "dynamodb.state.by_kind_status";
+        let mut records = Vec::new();
+        let mut start = None;
+        let mut names = HashMap::from([("#pk".to_owned(), STATE_KIND_STATUS_KEY.to_owned())]);
+        let mut values =
+            HashMap::from([(":pk".to_owned(), s(kind_status_key(tenant, kind, status)))]);
+        let condition = match after {
+            Some(after) => {
+                names.insert("#sk".to_owned(), STATE_ID.to_owned());
+                values.insert(":after".to_owned(), s(after));
+                "#pk = :pk AND #sk > :after"
+            }
+            None => "#pk = :pk",
+        };
+        while records.len() < limit {
+            let want = i32::try_from(limit - records.len()).unwrap_or(i32::MAX);
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(STATE_KIND_STATUS_INDEX)
+                .key_condition_expression(condition)
+                .set_expression_attribute_names(Some(names.clone()))
+                .set_expression_attribute_values(Some(values.clone()))
+                .limit(want)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| from_sdk(OP, e))?;
+            for item in out.items.unwrap_or_default() {
+                let record = record_from_item(OP, &item)?;
+                // `#` may occur in an id or status, making two keys equal: exact only.
+                if record.tenant == tenant
+                    && record.kind == kind
+                    && crate::backend::record_status(&record.doc) == Some(status)
+                {
+                    records.push(record);
+                }
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        records.truncate(limit);
         Ok(records)
     }
 }

@@ -508,30 +508,47 @@ fn dedupe_table(name: &str) -> BackendResult<TableSpec> {
     })
 }
 
-fn state_table(name: &str) -> BackendResult<TableSpec> {
-    let index = GlobalSecondaryIndex::builder()
-        .index_name(schema::STATE_CUSTOMER_INDEX)
-        .key_schema(key(schema::STATE_CUSTOMER_KEY, KeyType::Hash)?)
-        .key_schema(key(schema::STATE_SORT_KEY, KeyType::Range)?)
+/// A global secondary index projecting every attribute (the readers want whole records).
+fn index(name: &str, hash: &str, range: &str) -> BackendResult<GlobalSecondaryIndex> {
+    GlobalSecondaryIndex::builder()
+        .index_name(name)
+        .key_schema(key(hash, KeyType::Hash)?)
+        .key_schema(key(range, KeyType::Range)?)
         .projection(
             Projection::builder()
                 .projection_type(ProjectionType::All)
                 .build(),
         )
         .build()
-        .map_err(|e| build_error("setup.create_table", e))?;
+        .map_err(|e| build_error("setup.create_table", e))
+}
+
+fn state_table(name: &str) -> BackendResult<TableSpec> {
     Ok(TableSpec {
         name: name.to_owned(),
         attributes: vec![
             attribute(schema::STATE_PARTITION_KEY)?,
             attribute(schema::STATE_SORT_KEY)?,
             attribute(schema::STATE_CUSTOMER_KEY)?,
+            attribute(schema::STATE_KIND_STATUS_KEY)?,
+            attribute(schema::STATE_ID)?,
         ],
         keys: vec![
             key(schema::STATE_PARTITION_KEY, KeyType::Hash)?,
             key(schema::STATE_SORT_KEY, KeyType::Range)?,
         ],
-        indexes: vec![index],
+        indexes: vec![
+            index(
+                schema::STATE_CUSTOMER_INDEX,
+                schema::STATE_CUSTOMER_KEY,
+                schema::STATE_SORT_KEY,
+            )?,
+            index(
+                schema::STATE_KIND_STATUS_INDEX,
+                schema::STATE_KIND_STATUS_KEY,
+                schema::STATE_ID,
+            )?,
+        ],
     })
 }
 
@@ -556,6 +573,9 @@ async fn ensure_table(
         Err(e) => return Err(from_sdk("setup.create_table", e)),
     };
     wait_active(dynamodb, &spec.name, opts.table_wait).await?;
+    if status == SetupStatus::Existed {
+        add_missing_indexes(dynamodb, spec, opts).await?;
+    }
 
     let ttl = dynamodb
         .describe_time_to_live()
@@ -585,6 +605,53 @@ async fn ensure_table(
             .map_err(|e| from_sdk("setup.update_time_to_live", e))?;
     }
     Ok(status)
+}
+
+/// Add the indexes of `spec` that an existing table lacks (one created by an earlier
+/// version), so running setup again converges the table too. One `UpdateTable` per
+/// index, each waited for: DynamoDB builds one new index of a table at a time.
+async fn add_missing_indexes(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    spec: &TableSpec,
+    opts: &SetupOptions,
+) -> BackendResult<()> {
+    use aws_sdk_dynamodb::types::{CreateGlobalSecondaryIndexAction, GlobalSecondaryIndexUpdate};
+    const OP: &str = "setup.update_table";
+    let existing: Vec<String> = dynamodb
+        .describe_table()
+        .table_name(&spec.name)
+        .send()
+        .await
+        .map_err(|e| from_sdk("setup.describe_table", e))?
+        .table
+        .and_then(|t| t.global_secondary_indexes)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|i| i.index_name)
+        .collect();
+    for index in &spec.indexes {
+        if existing.iter().any(|name| name == index.index_name()) {
+            continue;
+        }
+        let create = CreateGlobalSecondaryIndexAction::builder()
+            .index_name(index.index_name())
+            .set_key_schema(Some(index.key_schema().to_vec()))
+            .set_projection(index.projection().cloned())
+            .build()
+            .map_err(|e| build_error(OP, e))?;
+        dynamodb
+            .update_table()
+            .table_name(&spec.name)
+            .set_attribute_definitions(Some(spec.attributes.clone()))
+            .global_secondary_index_updates(
+                GlobalSecondaryIndexUpdate::builder().create(create).build(),
+            )
+            .send()
+            .await
+            .map_err(|e| from_sdk(OP, e))?;
+        wait_active(dynamodb, &spec.name, opts.table_wait).await?;
+    }
+    Ok(())
 }
 
 async fn wait_active(

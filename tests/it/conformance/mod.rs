@@ -87,6 +87,7 @@ macro_rules! state_cases {
             state_newer_wins_older_ignored,
             state_tiebreak_rule,
             state_by_customer,
+            state_by_kind_status,
             state_export_ordering,
             state_tenant_isolation,
             state_concurrent_writers_keep_newest,
@@ -1582,6 +1583,172 @@ pub async fn state_tenant_isolation<S: StateStore>(store: S) {
         vec![r1.clone()]
     );
     assert_eq!(store.export(Some(&t2)).await.expect("export"), vec![r2]);
+}
+
+/// `by_kind_status` lists one kind's records of one status in id order, a page at a time:
+/// pages chained by their last id hold every match once (no gap, no duplicate), and
+/// records of another kind, status or tenant, or without a status, are never listed. A
+/// record whose status changes moves to the other list. The backend's answer equals the
+/// trait's reference (the default method, over `export`).
+pub async fn state_by_kind_status<S: StateStore>(store: S) {
+    let store = Arc::new(store);
+    let tenant = unique("t");
+    let other_tenant = unique("t");
+    let put = |tenant: &str, kind: &str, id: &str, as_of: i64, doc: serde_json::Value| {
+        let mut r = record(tenant, kind, id, as_of, "evt_a");
+        r.doc = doc;
+        r
+    };
+    // "sub_10" < "sub_2": plain string order, not natural order.
+    let active: BTreeSet<String> = (1..=11).map(|i| format!("sub_{i}")).collect();
+    let mut writes = Vec::new();
+    for id in &active {
+        writes.push(put(
+            &tenant,
+            "subscription",
+            id,
+            T0,
+            json!({"status": "active"}),
+        ));
+    }
+    writes.push(put(
+        &tenant,
+        "subscription",
+        "sub_pd",
+        T0,
+        json!({"status": "past_due"}),
+    ));
+    writes.push(put(
+        &tenant,
+        "invoice",
+        "sub_5x",
+        T0,
+        json!({"status": "active"}),
+    ));
+    writes.push(put(
+        &tenant,
+        "subscription",
+        "sub_0",
+        T0,
+        json!({"state": "active"}),
+    ));
+    writes.push(put(
+        &other_tenant,
+        "subscription",
+        "sub_3",
+        T0,
+        json!({"status": "active"}),
+    ));
+    for r in &writes {
+        assert_eq!(
+            store.put_if_newer(r).await.expect("put"),
+            WriteOutcome::Written
+        );
+    }
+
+    let mut listed = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..10 {
+        let page = store
+            .by_kind_status(&tenant, "subscription", "active", after.as_deref(), 4)
+            .await
+            .expect("by_kind_status");
+        assert!(page.len() <= 4, "a page holds at most limit records");
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        listed.extend(page);
+    }
+    let ids: Vec<String> = listed.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(
+        ids,
+        active.iter().cloned().collect::<Vec<_>>(),
+        "every match once, in id order"
+    );
+    assert!(
+        listed.iter().all(|r| writes.contains(r)),
+        "whole records returned"
+    );
+
+    // The status changes: the record leaves `active` and joins `canceled`.
+    let canceled = put(
+        &tenant,
+        "subscription",
+        "sub_2",
+        T0 + 1,
+        json!({"status": "canceled"}),
+    );
+    assert_eq!(
+        store.put_if_newer(&canceled).await.expect("put"),
+        WriteOutcome::Written
+    );
+    let page = store
+        .by_kind_status(&tenant, "subscription", "active", Some("sub_11"), 100)
+        .await
+        .expect("by_kind_status");
+    let ids: Vec<&str> = page.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "sub_3", "sub_4", "sub_5", "sub_6", "sub_7", "sub_8", "sub_9"
+        ]
+    );
+    assert_eq!(
+        store
+            .by_kind_status(&tenant, "subscription", "canceled", None, 100)
+            .await
+            .expect("by_kind_status"),
+        vec![canceled]
+    );
+    assert!(
+        store
+            .by_kind_status(&tenant, "subscription", "unpaid", None, 100)
+            .await
+            .expect("by_kind_status")
+            .is_empty()
+    );
+
+    // The same answers as the trait's reference, for a few cursors.
+    struct Reference<S>(Arc<S>);
+    impl<S: StateStore> StateStore for Reference<S> {
+        async fn apply(&self, w: &EventWrite<'_>) -> Result<ApplyOutcome, BackendError> {
+            self.0.apply(w).await
+        }
+        async fn put_if_newer(&self, r: &StateRecord) -> Result<WriteOutcome, BackendError> {
+            self.0.put_if_newer(r).await
+        }
+        async fn get(
+            &self,
+            t: &str,
+            k: &str,
+            i: &str,
+        ) -> Result<Option<StateRecord>, BackendError> {
+            self.0.get(t, k, i).await
+        }
+        async fn by_customer(&self, t: &str, c: &str) -> Result<Vec<StateRecord>, BackendError> {
+            self.0.by_customer(t, c).await
+        }
+        async fn export(&self, t: Option<&str>) -> Result<Vec<StateRecord>, BackendError> {
+            self.0.export(t).await
+        }
+    }
+    for (after, limit) in [
+        (None, 1),
+        (Some("sub_1"), 3),
+        (Some("sub_9"), 10),
+        (Some("a"), 2),
+    ] {
+        assert_eq!(
+            store
+                .by_kind_status(&tenant, "subscription", "active", after, limit)
+                .await
+                .expect("by_kind_status"),
+            Reference(Arc::clone(&store))
+                .by_kind_status(&tenant, "subscription", "active", after, limit)
+                .await
+                .expect("reference"),
+            "after {after:?}, limit {limit}"
+        );
+    }
 }
 
 /// Concurrent writers of one key leave the newest version, and exactly the writes that
