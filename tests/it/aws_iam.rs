@@ -12,8 +12,11 @@
 //! statement granting it is rendered twice: as written with the ARNs, and `GetQueueUrl` on
 //! `*`. AWS authorises `TransactWriteItems` item by item (`dynamodb:PutItem`,
 //! `dynamodb:ConditionCheckItem`); moto checks the operation's own name instead, so a
-//! statement granting both is rendered with `dynamodb:TransactWriteItems` added. The
-//! actions are otherwise the module's, exactly.
+//! statement granting both is rendered with `dynamodb:TransactWriteItems` added. Likewise
+//! AWS authorises SQS's batch calls by their single action (`ChangeMessageVisibilityBatch`
+//! by `sqs:ChangeMessageVisibility`, and `DeleteMessageBatch`, `SendMessageBatch`), which
+//! moto names by the batch operation: a statement granting the single action is rendered
+//! with the batch one added. The actions are otherwise the module's, exactly.
 
 use crate::stripe_signing;
 
@@ -163,7 +166,11 @@ impl Emulator {
             .endpoint_url(&self.endpoint)
             .region(aws_config::Region::new(REGION))
             .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-                &keys.id, &keys.secret, None, None, "aws_iam test",
+                &keys.id,
+                &keys.secret,
+                None,
+                None,
+                "aws_iam test",
             ))
             .timeout_config(
                 aws_config::timeout::TimeoutConfig::builder()
@@ -314,6 +321,15 @@ fn render(statements: &[Statement], arns: &BTreeMap<&str, Vec<String>>) -> Value
         {
             actions.push("dynamodb:TransactWriteItems".to_owned());
         }
+        for single in [
+            "sqs:ChangeMessageVisibility",
+            "sqs:DeleteMessage",
+            "sqs:SendMessage",
+        ] {
+            if s.actions.iter().any(|a| a == single) {
+                actions.push(format!("{single}Batch"));
+            }
+        }
         rendered.push(json!({"Effect": "Allow", "Action": actions, "Resource": resources}));
         if sqs_only && s.actions.iter().any(|a| a == "sqs:GetQueueUrl") {
             rendered
@@ -367,13 +383,24 @@ async fn each_role_runs_with_exactly_the_modules_policy() {
     };
 
     let setup = emulator
-        .command(&admin, &["setup", "--backend", "aws", "--prefix", prefix])
+        .command(
+            &admin,
+            &["setup", "--backend", "aws", "--prefix", prefix, "--json"],
+        )
         .output()
         .expect("setup runs");
     assert!(
         setup.status.success(),
         "{}",
         String::from_utf8_lossy(&setup.stderr)
+    );
+    let report: Value = serde_json::from_slice(&setup.stdout).expect("setup --json");
+    assert_eq!(report["existed"], 0, "{report}");
+    assert!(
+        report["queue_urls"]["customer"]["dlq"]
+            .as_str()
+            .is_some_and(|url| url.ends_with(&format!("{prefix}-customer-events-dlq"))),
+        "{report}"
     );
 
     // The queue ARNs as the module's locals name them.
@@ -470,7 +497,14 @@ async fn each_role_runs_with_exactly_the_modules_policy() {
             .command(
                 &keys["operator"],
                 &[
-                    "dlq", "list", "--backend", "aws", "--prefix", prefix, "--domain", "customer",
+                    "dlq",
+                    "list",
+                    "--backend",
+                    "aws",
+                    "--prefix",
+                    prefix,
+                    "--domain",
+                    "customer",
                     "--json",
                 ],
             )
@@ -522,7 +556,10 @@ async fn each_role_runs_with_exactly_the_modules_policy() {
         .queue_url(&delivery_dlq)
         .send()
         .await;
-    assert!(denied.is_err(), "the worker role must not read the delivery DLQ");
+    assert!(
+        denied.is_err(),
+        "the worker role must not read the delivery DLQ"
+    );
 
     // The ingress: starts, is ready, publishes a signed webhook.
     let port = free_port();
