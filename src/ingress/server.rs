@@ -36,7 +36,6 @@ use crate::event::envelope::{webhook_snapshot_entry, webhook_thin_entry};
 use crate::telemetry::metrics::{self, time_backend};
 use crate::telemetry::trace::{MESSAGING_SYSTEM_EVENTBRIDGE, link_trace, traceparent_of};
 
-/// The event-bus source of webhook entries (the publish span's destination).
 /// The bus name of the embedded backend's local bus (the publish span's destination).
 pub const LOCAL_BUS_NAME: &str = "local-bus";
 

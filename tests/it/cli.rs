@@ -517,10 +517,21 @@ fn a_closed_pipe_ends_the_output_quietly() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
     demo_json(&["--events", "1500"], &data);
+    let event = fixture("stripe/eventbridge_snapshot_envelope.json");
     for args in [
         &["state", "export", "--data-dir", data.to_str().unwrap()][..],
         &["routes", "--format", "json"],
+        &["routes", "test", "--event", &event, "--json"],
         &["queues", "--data-dir", data.to_str().unwrap()],
+        &[
+            "dlq",
+            "list",
+            "--domain",
+            "customer",
+            "--json",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
         &["completions", "bash"],
     ] {
         // `... | head -0`: the reader is gone before the command writes.
@@ -1001,4 +1012,55 @@ fn the_readme_lists_every_variable_the_binary_reads() {
         .filter(|name| !(documented(name) || name.starts_with("OTEL_") && documented("OTEL_*")))
         .collect();
     assert!(missing.is_empty(), "not in the README's table: {missing:?}");
+}
+
+/// The demo on a terminal (a pseudo-terminal from util-linux `script`): a spinner while
+/// the stream is generated (never "0/0"), then a bar that never passes its length, log
+/// lines printed between redraws (never drawn into the bar), and colour, which it has only
+/// on a terminal.
+#[test]
+fn the_demo_progress_bar_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let transcript = dir.path().join("tty.txt");
+    let command = format!(
+        "{BIN} demo --events 1500 --data-dir {}",
+        dir.path().join("data").display()
+    );
+    let status = Command::new("script")
+        .args(["-qec", &command])
+        .arg(&transcript)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("util-linux `script` runs the demo on a pseudo-terminal");
+    assert!(status.success());
+    let text = std::fs::read_to_string(&transcript).unwrap();
+    // Each redraw and each log line, apart: the terminal's line breaks, carriage returns
+    // and the bar's clear-line sequence.
+    let pieces: Vec<&str> = text
+        .split(['\n', '\r'])
+        .flat_map(|p| p.split("\u{1b}[2K"))
+        .collect();
+    assert!(
+        pieces
+            .iter()
+            .any(|p| p.contains("generating and publishing events")),
+        "{text}"
+    );
+    let mut counted = 0;
+    for piece in &pieces {
+        if let Some((_, rest)) = piece.split_once("processed ") {
+            let (pos, rest) = rest.split_once('/').expect("pos/len");
+            let len: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            let (pos, len): (u64, u64) = (pos.parse().unwrap(), len.parse().unwrap());
+            assert!(len > 0 && pos <= len, "{piece}");
+            assert!(
+                !piece.contains("WARN"),
+                "a log line drawn into the bar: {piece}"
+            );
+            counted += 1;
+        }
+    }
+    assert!(counted > 0, "the bar counts messages: {text}");
+    assert!(text.contains('\u{1b}'), "colour on a terminal");
 }
