@@ -16,6 +16,11 @@
 #    with a local subset schema, plus the deployment's own invariants
 #    (deploy/tools/validate_manifests.py).
 # 3. The ECS task definitions (deploy/tools/check_ecs.py).
+# 3b. Observability (deploy/tools/check_observability.py): every alarm's metric, dimension
+#    and value is one the code emits and the collector publishes (with the delta
+#    conversion), every ECS task and rendered workload that exports OTLP has its collector
+#    sidecar, the k8s copy of the collector config is deploy/otel-collector/config.yaml, and
+#    every Grafana query reads emitted series with a job variable of the right service.
 # 4. checkov: terraform + dockerfile + secrets over deploy/ and k8s/, kubernetes over the
 #    rendered overlays (every base and component object is in one of them).
 #    The overlays are given to checkov as rendered in step 2.
@@ -148,6 +153,13 @@ if "$PY" deploy/tools/check_ecs.py README.md src/config/env.rs deploy/ecs/*-task
   record "ecs task definitions" ok
 else
   record "ecs task definitions" FAILED
+fi
+
+echo "== observability (alarms, collector, dashboard)"
+if "$PY" deploy/tools/check_observability.py "$ROOT" "$WORK"/rendered/*.yaml; then
+  record "alarms, collector sidecars, dashboard" ok
+else
+  record "alarms, collector sidecars, dashboard" FAILED
 fi
 
 # checkov exits 1 on failed checks; its JSON report is read for the summary either way.

@@ -29,6 +29,7 @@ use futures::future::BoxFuture;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::event::ObjectRef;
 use crate::hydrate::{HydrateError, Hydrator};
@@ -555,7 +556,19 @@ impl StripeApiClient {
         headers: &HeaderMap,
         object_id: &str,
     ) -> Result<Value, AttemptError> {
-        let resp = match self.http.get(url).headers(headers.clone()).send().await {
+        let span = crate::telemetry::trace::http_client_span("GET", url);
+        let sent = self
+            .http
+            .get(url)
+            .headers(headers.clone())
+            .send()
+            .instrument(span.clone())
+            .await;
+        crate::telemetry::trace::record_http_status(
+            &span,
+            sent.as_ref().ok().map(|r| r.status().as_u16()),
+        );
+        let resp = match sent {
             Ok(resp) => resp,
             Err(e) if e.is_builder() => {
                 return Err(AttemptError::Fail(HydrateError::Permanent {

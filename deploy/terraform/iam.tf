@@ -4,7 +4,10 @@
 locals {
   queue_arns = [for d in local.domains : aws_sqs_queue.main[d].arn]
   dlq_arns   = [for d in local.domains : aws_sqs_queue.dlq[d].arn]
-  table_arns = [aws_dynamodb_table.dedupe.arn, aws_dynamodb_table.state.arn]
+  # What an operator may peek at and redrive: the domain DLQs and the queue of events
+  # EventBridge could not deliver.
+  operator_dlq_arns = concat(local.dlq_arns, [aws_sqs_queue.delivery_dlq.arn])
+  table_arns        = [aws_dynamodb_table.dedupe.arn, aws_dynamodb_table.state.arn]
 
   # The policy each workload's role carries.
   role_policy_arns = {
@@ -121,7 +124,8 @@ data "aws_iam_policy_document" "operator" {
   # DLQ redrive: a message move task reads the DLQ and sends back to its source queue.
   # `dlq list` and `dlq show` peek: they receive messages and release them at once
   # (ChangeMessageVisibility to 0), else the peeked messages would stay hidden for the
-  # visibility timeout.
+  # visibility timeout. The delivery DLQ is read the same way (`aws sqs receive-message`,
+  # deploy/README.md), its events published again after the fix.
   statement {
     sid = "RedriveDeadLetters"
     actions = [
@@ -135,7 +139,7 @@ data "aws_iam_policy_document" "operator" {
       "sqs:GetQueueUrl",
       "sqs:ListDeadLetterSourceQueues",
     ]
-    resources = local.dlq_arns
+    resources = local.operator_dlq_arns
   }
 
   # Redrive back to the source queues; also `stripe-worker publish --to-queue`.
@@ -282,6 +286,13 @@ data "aws_iam_policy_document" "ecs_execution" {
       [for t in var.tenants : aws_secretsmanager_secret.webhook[t].arn],
       [for t in var.tenants : aws_secretsmanager_secret.api_key[t].arn],
     )
+  }
+
+  # The collector sidecar's configuration (collector.tf).
+  statement {
+    sid       = "ReadCollectorConfig"
+    actions   = ["ssm:GetParameters"]
+    resources = ["arn:${local.partition}:ssm:${local.region}:${local.account_id}:parameter/${local.prefix}/otel-collector/config"]
   }
 
   statement {

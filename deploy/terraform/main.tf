@@ -27,6 +27,9 @@ locals {
   event_log_group_arn = "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:${var.event_log_group_name}"
   # The ECS tasks' awslogs group (deploy/ecs/terraform) shares the key.
   ecs_log_group_arn = "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:/ecs/${local.prefix}"
+  # The collector sidecars' embedded metrics (collector.tf).
+  otel_log_group_name = "/aws/otel/${local.prefix}"
+  otel_log_group_arn  = "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:${local.otel_log_group_name}"
 
   oidc_host = var.eks_oidc_provider_url == null ? null : trimprefix(var.eks_oidc_provider_url, "https://")
 
@@ -70,7 +73,8 @@ data "aws_iam_policy_document" "kms" {
     }
   }
 
-  # CloudWatch Logs encrypts the monitoring log group and the ECS tasks' log group, no other.
+  # CloudWatch Logs encrypts the monitoring log group, the ECS tasks' log group and the
+  # collector's embedded-metrics group, no other.
   statement {
     sid       = "LogsEncryptsTheEventLogGroup"
     actions   = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
@@ -84,7 +88,7 @@ data "aws_iam_policy_document" "kms" {
     condition {
       test     = "ArnEquals"
       variable = "kms:EncryptionContext:aws:logs:arn"
-      values   = [local.event_log_group_arn, local.ecs_log_group_arn]
+      values   = [local.event_log_group_arn, local.ecs_log_group_arn, local.otel_log_group_arn]
     }
   }
 }

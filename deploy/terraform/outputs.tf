@@ -134,3 +134,18 @@ output "delivery_dlq_url" {
   description = "URL of the queue holding events EventBridge could not deliver to a domain queue (or, for partner buses, to the custom bus) after its retries."
   value       = aws_sqs_queue.delivery_dlq.id
 }
+
+output "otel_log_group_name" {
+  description = "CloudWatch Logs group of the collector sidecars' embedded metrics: EMF_LOG_GROUP of the sidecars."
+  value       = aws_cloudwatch_log_group.otel.name
+}
+
+output "otel_collector_policy_arn" {
+  description = "IAM policy of the collector sidecar (attached to the IRSA and ECS task roles the module creates; attach it to your own roles otherwise)."
+  value       = aws_iam_policy.otel_collector.arn
+}
+
+output "otel_collector_config_parameter_arn" {
+  description = "SSM parameter holding the collector's configuration for ECS (OTEL_COLLECTOR_CONFIG_PARAMETER_ARN of the task definitions); null without create_ecs_roles."
+  value       = var.create_ecs_roles ? aws_ssm_parameter.otel_collector_config[0].arn : null
+}

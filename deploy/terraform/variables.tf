@@ -154,7 +154,7 @@ variable "handler_errors_threshold" {
 }
 
 variable "processing_time_ratio" {
-  description = "Alarm when a domain's p99 processing time exceeds this share of visibility_timeout_seconds: messages then risk becoming visible again while still being worked on."
+  description = "Alarm when a domain's mean processing time over 5 minutes exceeds this share of visibility_timeout_seconds: messages then risk becoming visible again while still being worked on."
   type        = number
   default     = 0.8
 
@@ -205,6 +205,39 @@ variable "processing_time_metric_name" {
   validation {
     condition     = length(var.processing_time_metric_name) > 0
     error_message = "processing_time_metric_name must not be empty."
+  }
+}
+
+variable "ingress_requests_metric_name" {
+  description = "Name of the ingress's request counter in app_metric_namespace (dimensions `status` and `reason`), as the collector's awsemf exporter publishes it (deploy/otel-collector/config.yaml)."
+  type        = string
+  default     = "stripe_worker.ingress.requests"
+
+  validation {
+    condition     = length(var.ingress_requests_metric_name) > 0
+    error_message = "ingress_requests_metric_name must not be empty."
+  }
+}
+
+variable "ingress_5xx_threshold" {
+  description = "Alarm when the ingress answers this many webhooks or more with 503 (the bus refused them) in 5 minutes."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.ingress_5xx_threshold >= 1
+    error_message = "ingress_5xx_threshold must be >= 1."
+  }
+}
+
+variable "signature_rejections_threshold" {
+  description = "Alarm when the ingress refuses more than this many webhooks for their signature in 5 minutes (a secret out of step with Stripe, or probing)."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.signature_rejections_threshold >= 0
+    error_message = "signature_rejections_threshold must be >= 0."
   }
 }
 

@@ -8,6 +8,10 @@ Secrets Manager `valueFrom` references (never a literal secret in `environment`)
 stopTimeout above the drain time (STRIPE_WORKER_SHUTDOWN_GRACE_SECS), only documented
 STRIPE_WORKER_* variables.
 
+The OpenTelemetry collector sidecar (container `otel-collector`) gets the same hardening,
+with its own image placeholder and no health check (its image has no shell nor client to
+run one); that every exporting container reaches it is checked in check_observability.py.
+
 Usage: check_ecs.py README.md src/config/env.rs TASK_DEFINITION_JSON...
 """
 
@@ -20,6 +24,7 @@ import sys
 from appconfig import allowed_config_variables
 
 DEFAULT_SHUTDOWN_GRACE_SECS = 20
+COLLECTOR = "otel-collector"
 SECRET_NAMES = re.compile(r"(SECRET|API_KEY|TOKEN|PASSWORD)", re.I)
 
 
@@ -41,8 +46,10 @@ def main() -> int:
             where = f"{path}: container {c.get('name')}"
             env = {e["name"]: e["value"] for e in c.get("environment", [])}
             grace = int(env.get("STRIPE_WORKER_SHUTDOWN_GRACE_SECS", DEFAULT_SHUTDOWN_GRACE_SECS))
-            if c.get("image") != "${IMAGE}":
-                errors.append(f"{where}: image must be the ${{IMAGE}} placeholder (a digest set at deploy time)")
+            collector = c.get("name") == COLLECTOR
+            image = "${OTEL_COLLECTOR_IMAGE}" if collector else "${IMAGE}"
+            if c.get("image") != image:
+                errors.append(f"{where}: image must be the {image} placeholder (a digest set at deploy time)")
             if c.get("readonlyRootFilesystem") is not True:
                 errors.append(f"{where}: readonlyRootFilesystem must be true")
             user = str(c.get("user", "root")).split(":")[0]
@@ -53,7 +60,10 @@ def main() -> int:
             if "ALL" not in c.get("linuxParameters", {}).get("capabilities", {}).get("drop", []):
                 errors.append(f"{where}: linuxParameters.capabilities.drop must contain ALL")
             hc = c.get("healthCheck", {}).get("command", [])
-            if not hc or hc[0] != "CMD" or not any("/healthz" in part for part in hc):
+            if collector:
+                if c.get("essential") is not False:
+                    errors.append(f"{where}: the collector must not be essential (telemetry must not stop the service)")
+            elif not hc or hc[0] != "CMD" or not any("/healthz" in part for part in hc):
                 errors.append(f"{where}: healthCheck must be an exec-form CMD against /healthz (the image has no shell)")
             if c.get("stopTimeout", 30) <= grace:
                 errors.append(f"{where}: stopTimeout {c.get('stopTimeout', 30)} must exceed the drain time {grace}s")

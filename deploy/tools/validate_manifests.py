@@ -36,6 +36,7 @@ from appconfig import allowed_config_variables
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_SHUTDOWN_GRACE_SECS = 20
 DOMAINS = {"subscription", "payment", "customer"}
+QUEUE_URL = re.compile(r"^https://sqs\.(?P<region>[a-z0-9-]+)\.amazonaws\.com/(?P<account>[0-9]{12})/(?P<name>[A-Za-z0-9_-]+)$")
 
 
 def load(files: list[str]) -> list[tuple[str, dict[str, Any]]]:
@@ -80,14 +81,15 @@ def validate_schemas(docs, k8s_version: str, errors: list[str]) -> dict[str, int
     return counts
 
 
-def check_container(where: str, c: dict[str, Any], pod_sc: dict[str, Any], errors: list[str]) -> None:
+def check_container(where: str, c: dict[str, Any], pod_sc: dict[str, Any], errors: list[str], app: bool = True) -> None:
+    """The hardening every container needs; `app`: stripe-worker itself, with its probes."""
     image = c.get("image", "")
     last = image.rsplit("/", 1)[-1]
     if "@sha256:" not in image and (":" not in last or last.endswith(":latest")):
         errors.append(f"{where}: image `{image}` needs a digest or an explicit tag other than latest")
     if c.get("imagePullPolicy") != "Always":
         errors.append(f"{where}: imagePullPolicy must be Always")
-    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")) if app else ():
         got = c.get(probe, {}).get("httpGet", {}).get("path")
         if got != path:
             errors.append(f"{where}: {probe} must GET {path} (got {got})")
@@ -162,6 +164,8 @@ def check_invariants(docs, allowed_vars: set[str], partial: bool, errors: list[s
             tgp = pod.get("terminationGracePeriodSeconds", 30)
             if tgp <= grace + pre_stop:
                 errors.append(f"{where}: terminationGracePeriodSeconds {tgp} must exceed the drain time {grace}s plus preStop {pre_stop}s")
+        for c in pod.get("initContainers", []):
+            check_container(f"{where}/{c.get('name')}", c, pod_sc, errors, app=False)
         for v in pod.get("volumes", []):
             ref = v.get("configMap", {}).get("name")
             if ref is not None and ref not in configmaps:
@@ -184,8 +188,16 @@ def check_invariants(docs, allowed_vars: set[str], partial: bool, errors: list[s
         for t in so["spec"]["triggers"]:
             url = t["metadata"]["queueURL"]
             want = f"{prefix}-{domain}-events"
-            if not (url == want or url.endswith("/" + want)):
+            region = t["metadata"].get("awsRegion")
+            # A full URL, as Terraform's queue_urls output gives it: a bare name makes KEDA
+            # guess the account, and a URL of another region never matches.
+            m = QUEUE_URL.match(url)
+            if m is None:
+                errors.append(f"ScaledObject/{so_name}: queueURL {url} is not an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)")
+            elif m["name"] != want:
                 errors.append(f"ScaledObject/{so_name}: queueURL {url} is not the queue {want} that {target} consumes")
+            elif m["region"] != region:
+                errors.append(f"ScaledObject/{so_name}: queueURL region {m['region']} is not awsRegion {region}")
             auth = t.get("authenticationRef", {}).get("name")
             if auth is not None and auth not in by_kind.get("TriggerAuthentication", {}):
                 errors.append(f"ScaledObject/{so_name}: TriggerAuthentication {auth} is not in the manifests")

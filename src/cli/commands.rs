@@ -115,7 +115,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Status(args) => {
             let config = load_config(&args.backend)?;
             with_backend!(args.backend, &config, Access::ReadOnly, |backend| status(
-                backend, &args
+                backend, &config, &args
             ))
         }
         Command::State {
@@ -256,6 +256,7 @@ async fn run_worker<Q: Queue, D: DedupeStore + ReconcileStore, S: StateStore, B:
     let worker = Worker::builder(config, &backend, system_clock())
         .hydrator(api.clone().map(|api| api as Arc<dyn Hydrator>))
         .domains(&args.domains)
+        .process_settings(|p| p.store = store_spans(&args.backend))
         .build();
     let stats = Arc::clone(worker.stats());
     let settings = worker.pool_settings().clone();
@@ -275,6 +276,7 @@ async fn run_worker<Q: Queue, D: DedupeStore + ReconcileStore, S: StateStore, B:
             super::health::ready_check(Arc::clone(&backend.queues), Domain::Subscription, None);
         let server = start_ingress(
             Arc::clone(&backend.bus),
+            bus_name(&args.backend),
             ready,
             config,
             &args.ingress,
@@ -499,6 +501,7 @@ async fn publish<Q: Queue, D, S, B: Bus>(
 
 async fn status<Q, D, S: StateStore, B>(
     backend: Backend<Q, D, S, B>,
+    config: &Config,
     args: &StatusArgs,
 ) -> anyhow::Result<ExitCode> {
     let records = backend
@@ -506,10 +509,26 @@ async fn status<Q, D, S: StateStore, B>(
         .by_customer(&args.tenant, &args.customer)
         .await?;
     if records.is_empty() {
-        eprintln!(
-            "error: no billing state for customer {} of tenant {}",
-            args.customer, args.tenant
-        );
+        // Which is wrong, the tenant or the customer? A tenant of the configuration, or
+        // one with any state, is known; only for another name is the store asked (an empty
+        // answer for a mistyped tenant costs nothing).
+        let known_tenant = config.tenants.is_known(&args.tenant)
+            || !backend.state.export(Some(&args.tenant)).await?.is_empty();
+        if known_tenant {
+            eprintln!(
+                "error: no billing state for customer {} of tenant {} (the tenant is known; \
+                 check the customer id)",
+                args.customer, args.tenant
+            );
+        } else {
+            let known = config.tenants.known_tenants();
+            eprintln!(
+                "error: unknown tenant {}: no billing state and not in the tenant configuration \
+                 (configured: {})",
+                args.tenant,
+                known.into_iter().collect::<Vec<_>>().join(", ")
+            );
+        }
         return Ok(ExitCode::from(1));
     }
     let status = customer_status(&records);
@@ -557,8 +576,29 @@ fn stripe_api(
 
 /// Bind the ingress on `bus` and return the server future, which ends after `shutdown`
 /// once its in-flight requests are answered.
+/// The bus events are published to, as the publish span names its destination.
+fn bus_name(backend: &BackendArgs) -> String {
+    match backend.backend {
+        BackendKind::Local => crate::ingress::LOCAL_BUS_NAME.to_owned(),
+        BackendKind::Aws => crate::backend::aws::AwsNames::new(backend.prefix.clone()).bus(),
+    }
+}
+
+/// The `db.*` attributes of the worker's store spans on `backend`.
+fn store_spans(backend: &BackendArgs) -> crate::telemetry::trace::StoreSpans {
+    use crate::telemetry::trace::StoreSpans;
+    match backend.backend {
+        BackendKind::Local => StoreSpans::sqlite(),
+        BackendKind::Aws => {
+            let names = crate::backend::aws::AwsNames::new(backend.prefix.clone());
+            StoreSpans::dynamodb(names.dedupe_table(), names.state_table())
+        }
+    }
+}
+
 async fn start_ingress<B: Bus>(
     bus: Arc<B>,
+    bus_name: String,
     ready: crate::ingress::ReadyCheck,
     config: &Config,
     options: &IngressOptions,
@@ -575,7 +615,9 @@ async fn start_ingress<B: Bus>(
         .publish_styles
         .parse()
         .map_err(|e| anyhow::anyhow!("--publish-styles: {e}"))?;
-    let state = IngressState::new(ingress.clone(), bus)?.with_ready_check(ready);
+    let state = IngressState::new(ingress.clone(), bus)?
+        .with_ready_check(ready)
+        .with_bus_name(bus_name);
     let listener = tokio::net::TcpListener::bind(ingress.listen)
         .await
         .with_context(|| format!("listening on {}", ingress.listen))?;
@@ -600,9 +642,16 @@ async fn ingest(config: &Config, args: &IngestArgs) -> anyhow::Result<ExitCode> 
                 })?;
             let ready =
                 super::health::ready_check(Arc::clone(&backend.queues), Domain::Subscription, None);
-            start_ingress(backend.bus, ready, config, &args.ingress, shutdown)
-                .await?
-                .boxed()
+            start_ingress(
+                backend.bus,
+                bus_name(&args.backend),
+                ready,
+                config,
+                &args.ingress,
+                shutdown,
+            )
+            .await?
+            .boxed()
         }
         BackendKind::Aws => {
             use crate::backend::aws::{AwsNames, connect_bus, load_sdk_config_with};
@@ -613,9 +662,16 @@ async fn ingest(config: &Config, args: &IngestArgs) -> anyhow::Result<ExitCode> 
                 &Default::default(),
             ));
             let ready = super::health::bus_ready_check(Arc::clone(&bus));
-            start_ingress(bus, ready, config, &args.ingress, shutdown)
-                .await?
-                .boxed()
+            start_ingress(
+                bus,
+                bus_name(&args.backend),
+                ready,
+                config,
+                &args.ingress,
+                shutdown,
+            )
+            .await?
+            .boxed()
         }
     };
     server.await?;
@@ -624,11 +680,12 @@ async fn ingest(config: &Config, args: &IngestArgs) -> anyhow::Result<ExitCode> 
 
 async fn setup(args: SetupArgs) -> anyhow::Result<ExitCode> {
     use crate::backend::aws::{AwsNames, SetupOptions, setup};
+    let backend = &args.backend;
     anyhow::ensure!(
-        args.backend == BackendKind::Aws,
+        backend.backend == BackendKind::Aws,
         "setup creates AWS resources: pass --backend aws (the embedded backend needs no setup)"
     );
-    let config = load_config(&args)?;
+    let config = load_config(backend)?;
     let options = SetupOptions {
         max_receive_count: config.worker.max_receive_count,
         visibility_timeout: config.visibility_timeout(),
@@ -638,12 +695,63 @@ async fn setup(args: SetupArgs) -> anyhow::Result<ExitCode> {
     let sdk = super::aws::sdk_config(config.aws.sdk_timeouts()).await?;
     let report = setup(
         &sdk,
-        &AwsNames::new(args.prefix.clone()),
+        &AwsNames::new(backend.prefix.clone()),
         &patterns,
         &options,
     )
     .await
-    .with_context(|| format!("setting up AWS resources with prefix `{}`", args.prefix))?;
-    writeln!(std::io::stdout(), "{report}")?;
+    .with_context(|| format!("setting up AWS resources with prefix `{}`", backend.prefix))?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&setup_json(&report))?
+        )?;
+    } else {
+        writeln!(out, "{report}")?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `setup --json`: every resource with its kind and whether it was created, and the
+/// addresses the worker uses.
+fn setup_json(report: &crate::backend::aws::SetupReport) -> serde_json::Value {
+    use crate::backend::aws::{ResourceKind, SetupStatus};
+    let resources: Vec<serde_json::Value> = report
+        .items
+        .iter()
+        .map(|item| {
+            let kind = match item.kind {
+                ResourceKind::EventBus => "event_bus",
+                ResourceKind::Archive => "archive",
+                ResourceKind::Queue => "queue",
+                ResourceKind::DeadLetterQueue => "dead_letter_queue",
+                ResourceKind::Rule => "rule",
+                ResourceKind::Table => "table",
+            };
+            let status = match item.status {
+                SetupStatus::Created => "created",
+                SetupStatus::Existed => "existed",
+            };
+            serde_json::json!({"kind": kind, "name": item.name, "status": status})
+        })
+        .collect();
+    let queue_urls: serde_json::Map<String, serde_json::Value> = Domain::ALL
+        .iter()
+        .map(|&domain| {
+            let urls = report.queue_urls.get(domain);
+            (
+                domain.to_string(),
+                serde_json::json!({"queue": urls.queue, "dlq": urls.dlq}),
+            )
+        })
+        .collect();
+    serde_json::json!({
+        "resources": resources,
+        "created": report.created().count(),
+        "existed": report.existed().count(),
+        "bus_arn": report.bus_arn,
+        "queue_urls": queue_urls,
+    })
 }

@@ -185,7 +185,16 @@ pub struct BackendArgs {
 }
 
 /// `setup` options: the backend arguments (`--backend aws --prefix P`).
-pub type SetupArgs = BackendArgs;
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// Where the backend is.
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Print one JSON document (every resource, created or found, and the queue URLs)
+    /// instead of the lines.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// Which backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

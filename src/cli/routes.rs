@@ -49,6 +49,10 @@ pub struct RoutesTestArgs {
     /// JSON file holding an EventBridge envelope or a bare Stripe event.
     #[arg(long, value_name = "FILE")]
     pub event: PathBuf,
+    /// Print `{"domains": [...]}` instead of one domain per line (also with
+    /// `routes --json test` or `routes --format json test`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Output format of `routes`.
@@ -85,6 +89,9 @@ pub struct PatternTestArgs {
     /// JSON file holding the event to test.
     #[arg(long, value_name = "FILE")]
     pub event: PathBuf,
+    /// Print `{"matched": true|false}` instead of `true` or `false`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// A problem with the files given on the command line. Permanent: retrying will not help.
@@ -144,6 +151,10 @@ pub fn run_routes(args: RoutesArgs, out: &mut impl Write) -> anyhow::Result<Exit
             Ok(ExitCode::SUCCESS)
         }
         Some(RoutesCommand::Test(test)) => match routes_for_event_file(&test.event) {
+            Ok(domains) if test.json || format == RoutesFormat::Json => {
+                writeln!(out, "{}", serde_json::json!({ "domains": domains }))?;
+                Ok(ExitCode::SUCCESS)
+            }
             Ok(domains) if domains.is_empty() => {
                 writeln!(out, "none")?;
                 Ok(ExitCode::SUCCESS)
@@ -168,7 +179,11 @@ pub fn run_pattern(args: PatternArgs, out: &mut impl Write) -> anyhow::Result<Ex
     let PatternCommand::Test(test) = args.command;
     match test_pattern_files(&test.pattern, &test.event) {
         Ok(matched) => {
-            writeln!(out, "{matched}")?;
+            if test.json {
+                writeln!(out, "{}", serde_json::json!({ "matched": matched }))?;
+            } else {
+                writeln!(out, "{matched}")?;
+            }
             Ok(if matched {
                 ExitCode::SUCCESS
             } else {

@@ -25,5 +25,5 @@ pub mod signature;
 pub use config::{ConfigError, DEFAULT_PUBLISH_BACKOFF, IngressConfig, PublishStyles};
 pub use counters::{IngressCounters, IngressCountersSnapshot, RejectReason};
 pub use secrets::{SecretsError, WebhookSecret};
-pub use server::{Clock, IngressState, ReadyCheck, probe_router, router, serve};
+pub use server::{Clock, IngressState, LOCAL_BUS_NAME, ReadyCheck, probe_router, router, serve};
 pub use signature::{SignatureError, signature_header, verify};

@@ -37,8 +37,8 @@ use crate::retry::Backoff;
 use crate::telemetry::metrics;
 use crate::telemetry::trace::{MESSAGING_SYSTEM_EVENTBRIDGE, link_trace, traceparent_of};
 
-/// The event-bus source of webhook entries (the publish span's destination).
-const WEBHOOK_DESTINATION: &str = "stripe.webhook";
+/// The bus name of the embedded backend's local bus (the publish span's destination).
+pub const LOCAL_BUS_NAME: &str = "local-bus";
 
 /// How long `/readyz` waits for its check. A frozen backend must make the probe answer
 /// 503 with a logged reason, not hang: under the probes' own timeouts (2 s in k8s/, 3 s
@@ -61,6 +61,8 @@ pub struct IngressState<B> {
     header_read_timeout: std::time::Duration,
     body_read_timeout: std::time::Duration,
     bus: Arc<B>,
+    /// `messaging.destination.name` of the publish span: the bus's name.
+    bus_name: Box<str>,
     counters: Arc<IngressCounters>,
     ready: Option<ReadyCheck>,
     clock: Clock,
@@ -85,6 +87,7 @@ impl<B: Bus> IngressState<B> {
             header_read_timeout: config.header_read_timeout,
             body_read_timeout: config.body_read_timeout,
             bus,
+            bus_name: LOCAL_BUS_NAME.into(),
             counters: Arc::new(IngressCounters::default()),
             ready: None,
             clock: system_clock(),
@@ -94,6 +97,12 @@ impl<B: Bus> IngressState<B> {
     /// Answer `/readyz` with `check` (without one, ready whenever not shutting down).
     pub fn with_ready_check(mut self, check: ReadyCheck) -> Self {
         self.ready = Some(check);
+        self
+    }
+
+    /// Name the bus (the AWS event bus's name) as the publish span's destination.
+    pub fn with_bus_name(mut self, name: impl Into<String>) -> Self {
+        self.bus_name = name.into().into_boxed_str();
         self
     }
 
@@ -424,13 +433,13 @@ async fn handle<B: Bus>(
     span.record("stripe.event.type", event["type"].as_str());
     let publish_span = tracing::debug_span!(
         "publish",
-        otel.name = %format_args!("publish {WEBHOOK_DESTINATION}"),
+        otel.name = %format_args!("publish {}", state.bus_name),
         otel.kind = "producer",
         otel.status_code = Empty,
         messaging.system = MESSAGING_SYSTEM_EVENTBRIDGE,
         messaging.operation.type = "send",
         messaging.operation.name = "publish",
-        messaging.destination.name = WEBHOOK_DESTINATION,
+        messaging.destination.name = &*state.bus_name,
         messaging.batch.message_count = Empty,
         stripe.event.id = event["id"].as_str(),
     );

@@ -6,7 +6,8 @@
 //! `..._METRICS_ENDPOINT`) nothing is exported and nothing complains. The SDK itself reads
 //! `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER(_ARG)`,
 //! `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_EXPORTER_OTLP_HEADERS`, `..._TIMEOUT` and
-//! `..._COMPRESSION`; `OTEL_EXPORTER_OTLP_PROTOCOL` (or per signal
+//! `..._COMPRESSION` (`gzip` is compiled in for both transports, `zstd` is not: warned
+//! about and ignored, as any other value); `OTEL_EXPORTER_OTLP_PROTOCOL` (or per signal
 //! `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` / `..._METRICS_PROTOCOL`) picks gRPC (default) or
 //! HTTP/protobuf.
 //!
@@ -178,6 +179,19 @@ impl TelemetryConfig {
             .unwrap_or(Protocol::Grpc)
         };
         let (protocol, metrics_protocol) = (protocol_of("TRACES"), protocol_of("METRICS"));
+        // The SDK reads the compression itself; a value it cannot use is named here once.
+        for name in [
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+            "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+        ] {
+            match get(name) {
+                None | Some("gzip" | "none") => {}
+                Some(other) => warnings.push(format!(
+                    "{name}={other:?} is not supported (gzip or none): sent uncompressed"
+                )),
+            }
+        }
         TelemetryConfig {
             traces,
             metrics,
@@ -541,6 +555,23 @@ mod tests {
             ("OTEL_SDK_DISABLED", "TRUE"),
         ]));
         assert_eq!(off, TelemetryConfig::disabled());
+    }
+
+    #[test]
+    fn compression_is_gzip_or_none_and_anything_else_is_warned_about() {
+        let config = TelemetryConfig::from_env(vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "GZIP"),
+            ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "none"),
+        ]));
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        let typo = TelemetryConfig::from_env(vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "zstd"),
+        ]));
+        assert!(typo.traces && typo.metrics);
+        assert_eq!(typo.warnings.len(), 1, "{:?}", typo.warnings);
+        assert!(typo.warnings[0].contains("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION"));
     }
 
     #[test]

@@ -17,6 +17,89 @@ pub const MESSAGING_SYSTEM_SQS: &str = "aws_sqs";
 /// `messaging.system` of the ingress's publish span.
 pub const MESSAGING_SYSTEM_EVENTBRIDGE: &str = "aws_eventbridge";
 
+/// The `db.*` attributes of the worker's store spans (dedupe claim, state write), per
+/// the OpenTelemetry database conventions: which store, which operation, which table.
+/// Built once by the command that picks the backend; the memory backend has none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreSpans {
+    /// `db.system.name`: `aws.dynamodb` or `sqlite`.
+    pub system: Option<&'static str>,
+    /// `db.collection.name` of the dedupe claim: the dedupe table.
+    pub dedupe: Option<String>,
+    /// `db.collection.name` of the state write: the state table.
+    pub state: Option<String>,
+    /// `db.operation.name` of the claim and of the write (DynamoDB's API names).
+    pub operations: Option<(&'static str, &'static str)>,
+    /// `aws.dynamodb.table_names` of the state write (one transaction over both tables),
+    /// comma-separated: span attributes recorded through `tracing` are strings.
+    pub write_tables: Option<String>,
+}
+
+impl StoreSpans {
+    /// The DynamoDB tables `dedupe` and `state`: a claim is a conditional `PutItem`, a
+    /// write one `TransactWriteItems` over both tables.
+    pub fn dynamodb(dedupe: String, state: String) -> Self {
+        StoreSpans {
+            system: Some("aws.dynamodb"),
+            write_tables: Some(format!("{state},{dedupe}")),
+            dedupe: Some(dedupe),
+            state: Some(state),
+            operations: Some(("PutItem", "TransactWriteItems")),
+        }
+    }
+
+    /// The embedded SQLite store (one database file per store).
+    pub fn sqlite() -> Self {
+        StoreSpans {
+            system: Some("sqlite"),
+            dedupe: Some("dedupe".to_owned()),
+            state: Some("state".to_owned()),
+            ..StoreSpans::default()
+        }
+    }
+}
+
+/// The client span of one HTTP request to the Stripe API (OpenTelemetry HTTP client
+/// conventions): named by its method, with `url.full` (the path names the object; the key
+/// travels in a header and never appears), `server.address` and `server.port`;
+/// [`record_http_status`] adds the answer. A debug span: free when export is off.
+pub fn http_client_span(method: &'static str, url: &str) -> tracing::Span {
+    let parsed = reqwest::Url::parse(url).ok();
+    tracing::debug_span!(
+        "http request",
+        otel.name = method,
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        url.full = url,
+        server.address = parsed.as_ref().and_then(|u| u.host_str().map(str::to_owned)),
+        server.port = parsed
+            .as_ref()
+            .and_then(|u| u.port_or_known_default())
+            .map(i64::from),
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    )
+}
+
+/// Record the answer of an [`http_client_span`]: its status, and `error.type` (the status,
+/// or `transport` when no answer came) for a failure.
+pub fn record_http_status(span: &tracing::Span, status: Option<u16>) {
+    match status {
+        Some(status) => {
+            span.record("http.response.status_code", i64::from(status));
+            if status >= 400 {
+                span.record("error.type", status.to_string());
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        None => {
+            span.record("error.type", "transport");
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+}
+
 /// The `traceparent` of `span`, when it is recorded by OpenTelemetry (export on): what the
 /// ingress puts into the event so that the worker continues the same trace.
 pub fn traceparent_of(span: &tracing::Span) -> Option<String> {

@@ -26,7 +26,7 @@ use crate::handlers::Handler;
 use crate::hydrate::{HydrateError, Hydrator};
 use crate::reconcile::ties::{Tie, resolve_tie};
 use crate::telemetry::metrics::{self, time_backend};
-use crate::telemetry::trace::{MESSAGING_SYSTEM_SQS, continue_trace};
+use crate::telemetry::trace::{MESSAGING_SYSTEM_SQS, StoreSpans, continue_trace};
 use crate::tenant::TenantConfig;
 
 /// A replay whose name starts with this re-applies events the dedupe store says are done,
@@ -147,6 +147,8 @@ pub struct ProcessSettings {
     /// Re-apply events the dedupe store says are done (replay `--reprocess`): safe because
     /// state writes are ordered by as-of.
     pub reprocess: bool,
+    /// The `db.*` attributes of the store spans; set by the command that picks the backend.
+    pub store: StoreSpans,
 }
 
 impl ProcessSettings {
@@ -158,6 +160,7 @@ impl ProcessSettings {
             retry: RetryPolicy::from_config(config),
             hydrate: config.hydrate.mode,
             reprocess: false,
+            store: StoreSpans::default(),
         }
     }
 }
@@ -398,7 +401,10 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
             .instrument(tracing::debug_span!(
                 "dedupe claim",
                 otel.kind = "client",
-                stripe_worker.handler = handler.name()
+                stripe_worker.handler = handler.name(),
+                db.system.name = self.settings.store.system,
+                db.collection.name = self.settings.store.dedupe.as_deref(),
+                db.operation.name = self.settings.store.operations.map(|(claim, _)| claim),
             ))
             .await
             .map_err(|e| StepError::from(e).into_outcome(handler.name()))?;
@@ -536,10 +542,15 @@ impl<D: DedupeStore, S: StateStore> Processor<D, S> {
         records: &[StateRecord],
         budget: &Budget,
     ) -> Result<Option<usize>, Outcome> {
+        let store = &self.settings.store;
         let write_span = tracing::debug_span!(
             "state write",
             otel.kind = "client",
             stripe_worker.handler = handler.name(),
+            db.system.name = store.system,
+            db.collection.name = store.state.as_deref(),
+            db.operation.name = store.operations.map(|(_, write)| write),
+            aws.dynamodb.table_names = store.write_tables.as_deref(),
             stripe_worker.changes = records.len() as i64,
             stripe_worker.written = Empty,
         );

@@ -12,8 +12,11 @@
 //! statement granting it is rendered twice: as written with the ARNs, and `GetQueueUrl` on
 //! `*`. AWS authorises `TransactWriteItems` item by item (`dynamodb:PutItem`,
 //! `dynamodb:ConditionCheckItem`); moto checks the operation's own name instead, so a
-//! statement granting both is rendered with `dynamodb:TransactWriteItems` added. The
-//! actions are otherwise the module's, exactly.
+//! statement granting both is rendered with `dynamodb:TransactWriteItems` added. Likewise
+//! AWS authorises SQS's batch calls by their single action (`ChangeMessageVisibilityBatch`
+//! by `sqs:ChangeMessageVisibility`, and `DeleteMessageBatch`, `SendMessageBatch`), which
+//! moto names by the batch operation: a statement granting the single action is rendered
+//! with the batch one added. The actions are otherwise the module's, exactly.
 
 use crate::stripe_signing;
 
@@ -158,6 +161,28 @@ impl Emulator {
         assert!(r.status().is_success(), "reset-auth: {}", r.status());
     }
 
+    /// An SQS client signing with `keys`, with the binary's timeouts.
+    async fn sqs(&self, keys: &Keys) -> aws_sdk_sqs::Client {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&self.endpoint)
+            .region(aws_config::Region::new(REGION))
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                &keys.id,
+                &keys.secret,
+                None,
+                None,
+                "aws_iam test",
+            ))
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_timeout(Duration::from_secs(30))
+                    .build(),
+            )
+            .load()
+            .await;
+        aws_sdk_sqs::Client::new(&config)
+    }
+
     /// The binary's environment with `keys`.
     fn command(&self, keys: &Keys, args: &[&str]) -> Command {
         let mut command = Command::new(BIN);
@@ -297,6 +322,15 @@ fn render(statements: &[Statement], arns: &BTreeMap<&str, Vec<String>>) -> Value
         {
             actions.push("dynamodb:TransactWriteItems".to_owned());
         }
+        for single in [
+            "sqs:ChangeMessageVisibility",
+            "sqs:DeleteMessage",
+            "sqs:SendMessage",
+        ] {
+            if s.actions.iter().any(|a| a == single) {
+                actions.push(format!("{single}Batch"));
+            }
+        }
         rendered.push(json!({"Effect": "Allow", "Action": actions, "Resource": resources}));
         if sqs_only && s.actions.iter().any(|a| a == "sqs:GetQueueUrl") {
             rendered
@@ -350,13 +384,24 @@ async fn each_role_runs_with_exactly_the_modules_policy() {
     };
 
     let setup = emulator
-        .command(&admin, &["setup", "--backend", "aws", "--prefix", prefix])
+        .command(
+            &admin,
+            &["setup", "--backend", "aws", "--prefix", prefix, "--json"],
+        )
         .output()
         .expect("setup runs");
     assert!(
         setup.status.success(),
         "{}",
         String::from_utf8_lossy(&setup.stderr)
+    );
+    let report: Value = serde_json::from_slice(&setup.stdout).expect("setup --json");
+    assert_eq!(report["existed"], 0, "{report}");
+    assert!(
+        report["queue_urls"]["customer"]["dlq"]
+            .as_str()
+            .is_some_and(|url| url.ends_with(&format!("{prefix}-customer-events-dlq"))),
+        "{report}"
     );
 
     // The queue ARNs as the module's locals name them.
@@ -377,7 +422,49 @@ async fn each_role_runs_with_exactly_the_modules_policy() {
                 .map(|d| arn(format!("{prefix}-{d}-events-dlq")))
                 .collect(),
         ),
+        (
+            "local.operator_dlq_arns",
+            domains
+                .iter()
+                .map(|d| format!("{prefix}-{d}-events-dlq"))
+                .chain([format!("{prefix}-event-delivery-dlq")])
+                .map(arn)
+                .collect(),
+        ),
     ]);
+    // What the operator must be able to read: a dead letter in a domain DLQ, and an event
+    // EventBridge could not deliver (the module's delivery DLQ, which `setup` does not make).
+    let admin_sqs = emulator.sqs(&admin).await;
+    let delivery_dlq = admin_sqs
+        .create_queue()
+        .queue_name(format!("{prefix}-event-delivery-dlq"))
+        .send()
+        .await
+        .expect("create the delivery DLQ")
+        .queue_url
+        .expect("its URL");
+    for (queue, body) in [
+        (delivery_dlq.clone(), "{\"undelivered\": true}".to_owned()),
+        (
+            admin_sqs
+                .get_queue_url()
+                .queue_name(format!("{prefix}-customer-events-dlq"))
+                .send()
+                .await
+                .expect("the customer DLQ")
+                .queue_url
+                .expect("its URL"),
+            "not an envelope".to_owned(),
+        ),
+    ] {
+        admin_sqs
+            .send_message()
+            .queue_url(queue)
+            .message_body(body)
+            .send()
+            .await
+            .expect("send to a DLQ");
+    }
     let iam_tf = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/terraform/iam.tf"),
     )
@@ -401,6 +488,78 @@ async fn each_role_runs_with_exactly_the_modules_policy() {
     assert!(
         !denied.status.success(),
         "the ingress role must not see queues"
+    );
+
+    // The operator peeks at a DLQ and releases what it peeked: a second look sees the same
+    // message (without ChangeMessageVisibility it would stay hidden for the visibility
+    // timeout, and the second list would be empty).
+    for look in ["first", "second"] {
+        let listed = emulator
+            .command(
+                &keys["operator"],
+                &[
+                    "dlq",
+                    "list",
+                    "--backend",
+                    "aws",
+                    "--prefix",
+                    prefix,
+                    "--domain",
+                    "customer",
+                    "--json",
+                ],
+            )
+            .output()
+            .expect("dlq list runs");
+        assert!(
+            listed.status.success(),
+            "the operator role lists the DLQ ({look} look): {}",
+            String::from_utf8_lossy(&listed.stderr)
+        );
+        let listing: Value = serde_json::from_slice(&listed.stdout).expect("JSON");
+        assert_eq!(
+            listing["messages"].as_array().map(Vec::len),
+            Some(1),
+            "{look} look: {listing}"
+        );
+    }
+    // ... and reads, releases and deletes what EventBridge could not deliver.
+    let operator_sqs = emulator.sqs(&keys["operator"]).await;
+    let received = operator_sqs
+        .receive_message()
+        .queue_url(&delivery_dlq)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .expect("the operator role reads the delivery DLQ");
+    let message = received.messages().first().expect("the undelivered event");
+    let handle = message.receipt_handle().expect("a receipt handle");
+    operator_sqs
+        .change_message_visibility()
+        .queue_url(&delivery_dlq)
+        .receipt_handle(handle)
+        .visibility_timeout(0)
+        .send()
+        .await
+        .expect("the operator role releases a message it read");
+    operator_sqs
+        .delete_message()
+        .queue_url(&delivery_dlq)
+        .receipt_handle(handle)
+        .send()
+        .await
+        .expect("the operator role deletes a message it published again");
+    // The worker role may not read it.
+    let denied = emulator
+        .sqs(&keys["worker"])
+        .await
+        .receive_message()
+        .queue_url(&delivery_dlq)
+        .send()
+        .await;
+    assert!(
+        denied.is_err(),
+        "the worker role must not read the delivery DLQ"
     );
 
     // The ingress: starts, is ready, publishes a signed webhook.

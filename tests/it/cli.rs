@@ -381,6 +381,7 @@ fn unknown_tenant_and_customer_are_errors() {
         "{}",
         stderr(&export)
     );
+    // A tenant nobody configured and with no state: the tenant is what is wrong.
     let status = run(&[
         "status",
         "--tenant",
@@ -392,9 +393,122 @@ fn unknown_tenant_and_customer_are_errors() {
     ]);
     assert_eq!(status.status.code(), Some(1));
     assert!(
-        stderr(&status).contains("cus_nobody"),
+        stderr(&status).contains("unknown tenant acme"),
         "{}",
         stderr(&status)
+    );
+    // The configured (default) tenant: the customer is what is wrong.
+    let status = run(&[
+        "status",
+        "--tenant",
+        "default",
+        "--customer",
+        "cus_nobody",
+        "--data-dir",
+        data,
+    ]);
+    assert_eq!(status.status.code(), Some(1));
+    let text = stderr(&status);
+    assert!(
+        text.contains("cus_nobody") && text.contains("tenant is known"),
+        "{text}"
+    );
+}
+
+/// Every command that prints a table or a summary prints one JSON document with `--json`
+/// (`--format json` stays an alias of `routes --json`).
+#[test]
+fn every_summary_command_prints_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let report = demo_json(&["--events", "300"], &data);
+    assert!(report.is_object());
+    let data = data.to_str().unwrap();
+    let export = run(&["state", "export", "--json", "--data-dir", data]);
+    let document: Value = serde_json::from_slice(&export.stdout).unwrap();
+    let (tenant, state) = document["tenants"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    let customer = state["customers"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap();
+    let event = fixture("stripe/eventbridge_snapshot_envelope.json");
+    let pattern = dir.path().join("pattern.json");
+    std::fs::write(
+        &pattern,
+        json!({"detail-type": [{"prefix": "customer."}]}).to_string(),
+    )
+    .unwrap();
+    let lines = dir.path().join("raw.jsonl");
+    std::fs::write(&lines, "{\"raw\": true}\n").unwrap();
+    for args in [
+        &["queues", "--json", "--data-dir", data][..],
+        &[
+            "dlq",
+            "list",
+            "--domain",
+            "payment",
+            "--json",
+            "--data-dir",
+            data,
+        ],
+        &["state", "export", "--json", "--data-dir", data],
+        &[
+            "status",
+            "--tenant",
+            tenant,
+            "--customer",
+            customer,
+            "--json",
+            "--data-dir",
+            data,
+        ],
+        &["routes", "--json"],
+        &["routes", "--format", "json"],
+        &["routes", "test", "--event", &event, "--json"],
+        &["routes", "--json", "test", "--event", &event],
+        &[
+            "pattern",
+            "test",
+            "--pattern",
+            pattern.to_str().unwrap(),
+            "--event",
+            &event,
+            "--json",
+        ],
+        &["config", "check", "--json"],
+        &[
+            "publish",
+            "--file",
+            lines.to_str().unwrap(),
+            "--to-queue",
+            "payment",
+            "--json",
+            "--data-dir",
+            data,
+        ],
+        &["bench", "--messages", "20", "--concurrency", "4", "--json"],
+    ] {
+        // `config check` reads the webhook secrets the ingress would: give it one.
+        let output = run_with_env(args, &[("STRIPE_WEBHOOK_SECRET", "whsec_json_test")]);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        let parsed: Result<Value, _> = serde_json::from_slice(&output.stdout);
+        assert!(
+            parsed.as_ref().is_ok_and(|v| v.is_object()),
+            "{args:?}: one JSON object: {}",
+            stdout(&output)
+        );
+    }
+    let routed = run(&["routes", "test", "--event", &event, "--json"]);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&routed.stdout).unwrap(),
+        json!({"domains": ["customer"]})
     );
 }
 
@@ -403,10 +517,21 @@ fn a_closed_pipe_ends_the_output_quietly() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
     demo_json(&["--events", "1500"], &data);
+    let event = fixture("stripe/eventbridge_snapshot_envelope.json");
     for args in [
         &["state", "export", "--data-dir", data.to_str().unwrap()][..],
         &["routes", "--format", "json"],
+        &["routes", "test", "--event", &event, "--json"],
         &["queues", "--data-dir", data.to_str().unwrap()],
+        &[
+            "dlq",
+            "list",
+            "--domain",
+            "customer",
+            "--json",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
         &["completions", "bash"],
     ] {
         // `... | head -0`: the reader is gone before the command writes.
@@ -836,4 +961,106 @@ fn version_completions_and_publish_from_stdin() {
     );
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report, json!({"published": 1, "invalid": 1}));
+}
+
+/// Every environment variable the binary reads (a clap `env = "..."`, or an
+/// `env::var("...")` in the code) is in the README's table of variables: nothing an
+/// operator can set is undocumented.
+#[test]
+fn the_readme_lists_every_variable_the_binary_reads() {
+    fn sources(dir: &std::path::Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut texts = Vec::new();
+    sources(&root.join("src"), &mut texts);
+    let mut read = std::collections::BTreeSet::new();
+    for text in &texts {
+        for marker in [
+            "env = \"",
+            "env::var(\"",
+            "env::var_os(\"",
+            "rerun-if-env-changed=",
+        ] {
+            for (at, _) in text.match_indices(marker) {
+                let name: String = text[at + marker.len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                if !name.is_empty() {
+                    read.insert(name);
+                }
+            }
+        }
+    }
+    assert!(read.len() > 15, "the scan finds the variables: {read:?}");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let table = &readme[readme
+        .find("**Every environment variable.**")
+        .expect("the variables table")..];
+    let documented = |name: &str| table.contains(&format!("| `{name}` |"));
+    let missing: Vec<&String> = read
+        .iter()
+        // The standard OpenTelemetry variables are documented together, as `OTEL_*`.
+        .filter(|name| !(documented(name) || name.starts_with("OTEL_") && documented("OTEL_*")))
+        .collect();
+    assert!(missing.is_empty(), "not in the README's table: {missing:?}");
+}
+
+/// The demo on a terminal (a pseudo-terminal from util-linux `script`): a spinner while
+/// the stream is generated (never "0/0"), then a bar that never passes its length, log
+/// lines printed between redraws (never drawn into the bar), and colour, which it has only
+/// on a terminal.
+#[test]
+fn the_demo_progress_bar_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let transcript = dir.path().join("tty.txt");
+    let command = format!(
+        "{BIN} demo --events 1500 --data-dir {}",
+        dir.path().join("data").display()
+    );
+    let status = Command::new("script")
+        .args(["-qec", &command])
+        .arg(&transcript)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("util-linux `script` runs the demo on a pseudo-terminal");
+    assert!(status.success());
+    let text = std::fs::read_to_string(&transcript).unwrap();
+    // Each redraw and each log line, apart: the terminal's line breaks, carriage returns
+    // and the bar's clear-line sequence.
+    let pieces: Vec<&str> = text
+        .split(['\n', '\r'])
+        .flat_map(|p| p.split("\u{1b}[2K"))
+        .collect();
+    assert!(
+        pieces
+            .iter()
+            .any(|p| p.contains("generating and publishing events")),
+        "{text}"
+    );
+    let mut counted = 0;
+    for piece in &pieces {
+        if let Some((_, rest)) = piece.split_once("processed ") {
+            let (pos, rest) = rest.split_once('/').expect("pos/len");
+            let len: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            let (pos, len): (u64, u64) = (pos.parse().unwrap(), len.parse().unwrap());
+            assert!(len > 0 && pos <= len, "{piece}");
+            assert!(
+                !piece.contains("WARN"),
+                "a log line drawn into the bar: {piece}"
+            );
+            counted += 1;
+        }
+    }
+    assert!(counted > 0, "the bar counts messages: {text}");
+    assert!(text.contains('\u{1b}'), "colour on a terminal");
 }

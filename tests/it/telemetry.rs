@@ -34,8 +34,9 @@ use stripe_worker::clock::system_clock;
 use stripe_worker::config::Config;
 use stripe_worker::event::envelope::entry_from_envelope;
 use stripe_worker::hydrate::Hydrator;
-use stripe_worker::ingress::{IngressConfig, IngressState, WebhookSecret, serve};
+use stripe_worker::ingress::{IngressConfig, IngressState, LOCAL_BUS_NAME, WebhookSecret, serve};
 use stripe_worker::stripe_api::{ApiKey, StripeApiClient, StripeApiConfig};
+use stripe_worker::telemetry::trace::StoreSpans;
 use stripe_worker::telemetry::{self, LogFormat, Telemetry, TelemetryConfig, metrics};
 use stripe_worker::worker::Worker;
 use tokio_util::sync::CancellationToken;
@@ -50,6 +51,24 @@ const API_KEY: &str = "rk_test_telemetry_key_never_logged_91d3";
 struct Receiver {
     spans: Arc<Mutex<Vec<Span>>>,
     metrics: Arc<Mutex<Vec<Metric>>>,
+    /// The resource attributes of every export.
+    resources: Arc<Mutex<Vec<Vec<KeyValue>>>>,
+    /// The `grpc-encoding` of every export request (`identity` when uncompressed).
+    encodings: Arc<Mutex<Vec<String>>>,
+}
+
+impl Receiver {
+    fn note_request<T>(&self, request: &Request<T>) {
+        let encoding = request
+            .metadata()
+            .get("grpc-encoding")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("identity");
+        self.encodings
+            .lock()
+            .expect("lock")
+            .push(encoding.to_owned());
+    }
 }
 
 #[tonic::async_trait]
@@ -58,8 +77,15 @@ impl TraceService for Receiver {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        self.note_request(&request);
         let mut spans = self.spans.lock().expect("lock");
         for resource in request.into_inner().resource_spans {
+            if let Some(r) = &resource.resource {
+                self.resources
+                    .lock()
+                    .expect("lock")
+                    .push(r.attributes.clone());
+            }
             for scope in resource.scope_spans {
                 spans.extend(scope.spans);
             }
@@ -76,8 +102,15 @@ impl MetricsService for Receiver {
         &self,
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        self.note_request(&request);
         let mut metrics = self.metrics.lock().expect("lock");
         for resource in request.into_inner().resource_metrics {
+            if let Some(r) = &resource.resource {
+                self.resources
+                    .lock()
+                    .expect("lock")
+                    .push(r.attributes.clone());
+            }
             for scope in resource.scope_metrics {
                 metrics.extend(scope.metrics);
             }
@@ -88,7 +121,8 @@ impl MetricsService for Receiver {
     }
 }
 
-/// Start the receiver on port 0; its `http://` endpoint.
+/// Start the receiver on port 0 (it accepts gzip-compressed exports); its `http://`
+/// endpoint.
 async fn start_receiver(receiver: Receiver) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -96,8 +130,14 @@ async fn start_receiver(receiver: Receiver) -> String {
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(receiver.clone()))
-            .add_service(MetricsServiceServer::new(receiver))
+            .add_service(
+                TraceServiceServer::new(receiver.clone())
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+            )
+            .add_service(
+                MetricsServiceServer::new(receiver)
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+            )
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
     format!("http://{addr}")
@@ -130,6 +170,14 @@ fn attr<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a any_value::Valu
         .find(|kv| kv.key == key)
         .and_then(|kv| kv.value.as_ref())
         .and_then(|v| v.value.as_ref())
+}
+
+/// A resource attribute's value as text.
+fn value_text_of(value: &any_value::Value) -> String {
+    match value {
+        any_value::Value::StringValue(s) => s.clone(),
+        other => format!("{other:?}"),
+    }
 }
 
 fn attr_str<'a>(span: &'a Span, key: &str) -> Option<&'a str> {
@@ -199,10 +247,12 @@ fn sum_of(metrics: &[Metric], name: &str, labels: &[(&str, &str)]) -> Option<f64
 async fn one_trace_runs_from_the_webhook_to_the_state_write_and_metrics_match_the_run() {
     // The metric instruments are process-wide and created once: other tests of this binary
     // create them first (as no-ops) and record into them. A process of its own.
+    // The child also exports gzip-compressed, as OTEL_EXPORTER_OTLP_COMPRESSION asks (the
+    // SDK reads it when the exporters are built): the one setting changed from the default.
     if !child_process::is_child() {
         child_process::run_alone(
             "telemetry::one_trace_runs_from_the_webhook_to_the_state_write_and_metrics_match_the_run",
-            &[],
+            &[("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")],
         );
         return;
     }
@@ -266,10 +316,15 @@ async fn one_trace_runs_from_the_webhook_to_the_state_write_and_metrics_match_th
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let client = reqwest::Client::new();
     let mut answers = String::new();
+    // A caller's trace context, not sampled: the public webhook must start its own trace
+    // (sampled, as the default sampler decides) and only link to it.
+    const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const CALLER_SPAN: &str = "00f067aa0ba902b7";
     for (secret, expected) in [(SECRET, 200), (WRONG_SECRET, 400)] {
         let response = client
             .post(format!("{base}/webhooks/stripe/default"))
             .header("Stripe-Signature", sign(secret, now, &body))
+            .header("traceparent", format!("00-{CALLER_TRACE}-{CALLER_SPAN}-00"))
             .header("Content-Type", "application/json")
             .body(body.clone())
             .send()
@@ -298,7 +353,12 @@ async fn one_trace_runs_from_the_webhook_to_the_state_write_and_metrics_match_th
     api.keys
         .insert("default".into(), ApiKey::new(API_KEY).expect("key"));
     let hydrator: Arc<dyn Hydrator> = Arc::new(StripeApiClient::new(api).expect("client"));
-    let worker = Worker::build(&config, &backend, Some(hydrator), system_clock());
+    // The store spans' attributes as `run --backend aws --prefix t` sets them (the memory
+    // store stands in for the tables).
+    let worker = Worker::builder(&config, &backend, system_clock())
+        .hydrator(Some(hydrator))
+        .process_settings(|p| p.store = StoreSpans::dynamodb("t-dedupe".into(), "t-state".into()))
+        .build();
     let stats = Arc::clone(worker.stats());
     let pool_stop = CancellationToken::new();
     let idle = tokio::spawn(cancel_when_idle(
@@ -341,8 +401,23 @@ async fn one_trace_runs_from_the_webhook_to_the_state_write_and_metrics_match_th
         server.parent_span_id.is_empty(),
         "the webhook starts the trace"
     );
+    // The caller's unsampled context did not switch tracing off, nor became the parent:
+    // it is a link.
+    assert_ne!(hex::encode(&server.trace_id), CALLER_TRACE);
+    assert_eq!(
+        server
+            .links
+            .iter()
+            .map(|l| (hex::encode(&l.trace_id), hex::encode(&l.span_id)))
+            .collect::<Vec<_>>(),
+        [(CALLER_TRACE.to_owned(), CALLER_SPAN.to_owned())],
+        "the caller's trace context is linked"
+    );
     assert_eq!(attr_str(server, "stripe.event.id"), Some(event_id.as_str()));
-    let publish = named("publish stripe.webhook");
+    assert_eq!(attr_str(server, "http.request.method"), Some("POST"));
+    // The destination is the bus's name (the embedded backend's local bus here; on AWS,
+    // `<prefix>-event-bus`).
+    let publish = named(&format!("publish {LOCAL_BUS_NAME}"));
     let publish = publish.first().expect("publish span");
     assert_eq!(publish.kind, SpanKind::Producer as i32);
     assert_eq!(publish.parent_span_id, server.span_id);
@@ -350,6 +425,10 @@ async fn one_trace_runs_from_the_webhook_to_the_state_write_and_metrics_match_th
     assert_eq!(
         attr_str(publish, "messaging.system"),
         Some("aws_eventbridge")
+    );
+    assert_eq!(
+        attr_str(publish, "messaging.destination.name"),
+        Some(LOCAL_BUS_NAME)
     );
 
     let process: Vec<&Span> = spans
@@ -424,7 +503,65 @@ async fn one_trace_runs_from_the_webhook_to_the_state_write_and_metrics_match_th
         attr_str(thin, "stripe_worker.outcome"),
         Some("dead_lettered")
     );
-    assert!(named("hydrate").iter().any(|s| s.trace_id == thin.trace_id));
+    let hydrate = named("hydrate");
+    let hydrate = hydrate
+        .iter()
+        .find(|s| s.trace_id == thin.trace_id)
+        .expect("the thin event's hydrate span");
+    // Each request to the Stripe API: an HTTP client span (semantic conventions).
+    let request = named("GET");
+    let request = request
+        .iter()
+        .find(|s| s.parent_span_id == hydrate.span_id)
+        .expect("an HTTP client span under hydrate");
+    assert_eq!(request.kind, SpanKind::Client as i32);
+    assert_eq!(attr_str(request, "http.request.method"), Some("GET"));
+    assert_eq!(attr_int(request, "http.response.status_code"), Some(401));
+    assert_eq!(attr_str(request, "error.type"), Some("401"));
+    assert_eq!(attr_str(request, "server.address"), Some("127.0.0.1"));
+    assert!(attr_int(request, "server.port").is_some());
+    assert!(
+        attr_str(request, "url.full")
+            .is_some_and(|u| u.starts_with(&stripe_api.uri()) && u.contains("/v1/")),
+        "{:?}",
+        attr_str(request, "url.full")
+    );
+    // The store write: database conventions.
+    let write = named("state write");
+    let write = write
+        .iter()
+        .find(|s| s.trace_id == server.trace_id)
+        .expect("the webhook's state write");
+    for (key, value) in [
+        ("db.system.name", "aws.dynamodb"),
+        ("db.operation.name", "TransactWriteItems"),
+        ("db.collection.name", "t-state"),
+        ("aws.dynamodb.table_names", "t-state,t-dedupe"),
+    ] {
+        assert_eq!(attr_str(write, key), Some(value), "{key}");
+    }
+
+    // The resource names this process: replicas' series must not collide.
+    let resources = receiver.resources.lock().expect("lock").clone();
+    assert!(!resources.is_empty(), "resources exported");
+    for resource in &resources {
+        let text = |key: &str| attr(resource, key).map(value_text_of);
+        assert_eq!(
+            text("service.version").as_deref(),
+            Some(env!("CARGO_PKG_VERSION"))
+        );
+        assert!(
+            text("service.instance.id").is_some_and(|id| uuid::Uuid::parse_str(&id).is_ok()),
+            "service.instance.id is a UUID"
+        );
+        assert_eq!(text("service.name").as_deref(), Some("stripe-worker"));
+    }
+    // OTEL_EXPORTER_OTLP_COMPRESSION=gzip: every export came compressed.
+    let encodings = receiver.encodings.lock().expect("lock").clone();
+    assert!(
+        !encodings.is_empty() && encodings.iter().all(|e| e == "gzip"),
+        "{encodings:?}"
+    );
 
     // Metrics equal the run's counts.
     let exported = receiver.metrics.lock().expect("lock").clone();
@@ -580,15 +717,16 @@ fn the_grafana_dashboard_is_valid_and_uses_only_emitted_metrics() {
 }
 
 #[test]
-fn the_collector_config_receives_otlp_and_exports_to_prometheus_and_tempo() {
+fn the_collector_config_receives_otlp_exports_traces_and_prometheus_and_deltas_to_cloudwatch() {
     let text = std::fs::read_to_string("deploy/otel-collector/config.yaml").expect("config");
     for needle in [
         "otlp:",
-        "0.0.0.0:4317",
+        "127.0.0.1:4317",
         "prometheus:",
-        "otlp/tempo:",
-        "exporters: [otlp/tempo]",
+        "otlp/traces:",
+        "exporters: [otlp/traces]",
         "exporters: [prometheus]",
+        "cumulativetodelta/cloudwatch",
     ] {
         assert!(text.contains(needle), "{needle}");
     }
@@ -597,6 +735,7 @@ fn the_collector_config_receives_otlp_and_exports_to_prometheus_and_tempo() {
     for def in [
         metrics::MESSAGES_DEAD_LETTERED,
         metrics::PROCESSING_DURATION,
+        metrics::INGRESS_REQUESTS,
     ] {
         assert!(
             text.contains(&format!("name == \"{}\"", def.name)),
@@ -613,14 +752,21 @@ fn the_collector_config_receives_otlp_and_exports_to_prometheus_and_tempo() {
 
 /// Run `stripe-worker healthcheck URL`; its exit code.
 async fn healthcheck_exit(url: &str) -> i32 {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_stripe-worker"))
-        .args(["healthcheck", url, "--timeout-secs", "2"])
-        .output()
+    healthcheck(url, &[])
         .await
-        .expect("run the binary")
         .status
         .code()
         .expect("exit code")
+}
+
+/// Run `stripe-worker healthcheck URL` with `env` added.
+async fn healthcheck(url: &str, env: &[(&str, &str)]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_stripe-worker"))
+        .args(["healthcheck", url, "--timeout-secs", "2"])
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("run the binary")
 }
 
 #[tokio::test]
@@ -650,6 +796,28 @@ async fn admin_probes_follow_the_pollers_and_healthcheck_exits_by_status() {
     assert_eq!(status("/healthz").await, 200);
     assert_eq!(status("/readyz").await, 503, "pollers not running yet");
     assert_eq!(healthcheck_exit(&format!("{base}/healthz")).await, 0);
+    // OTEL_* typos are warned about and ignored: never the reason a probe fails.
+    let typos = healthcheck(
+        &format!("{base}/healthz"),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/jsn"),
+            ("OTEL_TRACES_EXPORTER", "Jaeger"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd"),
+            ("OTEL_SDK_DISABLED", "no"),
+        ],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&typos.stderr);
+    assert_eq!(typos.status.code(), Some(0), "{stderr}");
+    for named in [
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_TRACES_EXPORTER",
+        "OTEL_EXPORTER_OTLP_COMPRESSION",
+        "OTEL_SDK_DISABLED",
+    ] {
+        assert!(stderr.contains(named), "{named} warned about:\n{stderr}");
+    }
     assert_eq!(healthcheck_exit(&format!("{base}/readyz")).await, 1);
     running.store(true, Ordering::Release);
     assert_eq!(status("/readyz").await, 200);
