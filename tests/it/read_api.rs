@@ -16,7 +16,7 @@ use stripe_worker::app::open_local;
 use stripe_worker::backend::memory::MemoryState;
 use stripe_worker::backend::{Backend, Bus, DedupeStore, Queue, StateRecord, StateStore};
 use stripe_worker::clock::{now_ms, system_clock};
-use stripe_worker::demo::runner::publish_all;
+use stripe_worker::backend::publish_entries;
 use stripe_worker::event::envelope::webhook_snapshot_entry;
 use stripe_worker::ingress::config::DEFAULT_HEADER_READ_TIMEOUT;
 use stripe_worker::ingress::server::serve_router;
@@ -178,7 +178,7 @@ async fn apply_customer_events<Q: Queue, D: DedupeStore, S: StateStore, B: Bus>(
         .iter()
         .map(|e| webhook_snapshot_entry(e, "acme", now_ms(), None).expect("entry"))
         .collect();
-    publish_all(backend.bus.as_ref(), &entries)
+    publish_entries(backend.bus.as_ref(), &entries)
         .await
         .expect("publish");
     let stats = drain(backend, &config(false)).await;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
+use stripe_worker::backend::publish_entries;
 use stripe_worker::backend::{
     Backend, Bus, DedupeStore, Queue, ReconcileStore, StateRecord, StateStore,
 };
@@ -13,7 +14,6 @@ use stripe_worker::clock::{Clock, system_clock};
 use stripe_worker::config::Config;
 use stripe_worker::demo::ExpectedState;
 use stripe_worker::demo::generator::{GeneratedStream, GeneratorConfig, generate};
-use stripe_worker::backend::publish_entries;
 use stripe_worker::event::envelope::{
     partner_v2_event_entry, rfc3339_millis, webhook_snapshot_entry,
 };
