@@ -47,17 +47,19 @@ pub fn wants_reprocess(event: &NormalisedEvent) -> bool {
 
 /// The span of one message's processing: the OTel messaging `process` span (consumer),
 /// with the event's attributes recorded once it is decoded. It is a debug span, so with
-/// export off it is disabled at its call site and costs nothing.
-fn process_span(queue: &str, message: &ReceivedMessage) -> tracing::Span {
+/// export off it is disabled at its call site and costs nothing. The queue's name
+/// (`messaging.destination.name`, and the span name `process <queue>`) is recorded by
+/// the pool, which knows it; until then the span is named after the domain.
+fn process_span(domain: &str, message: &ReceivedMessage) -> tracing::Span {
     tracing::debug_span!(
         "process",
-        otel.name = %format_args!("process {queue}"),
+        otel.name = %format_args!("process {domain}"),
         otel.kind = "consumer",
         otel.status_code = Empty,
         messaging.system = MESSAGING_SYSTEM_SQS,
         messaging.operation.type = "process",
         messaging.operation.name = "process",
-        messaging.destination.name = queue,
+        messaging.destination.name = Empty,
         messaging.message.id = message.message_id.as_str(),
         stripe_worker.receive_count = i64::from(message.receive_count),
         stripe_worker.domain = Empty,

@@ -68,7 +68,7 @@ fn body(case: &Case) -> Vec<u8> {
         return std::fs::read(corpus_dir().join(&case.name)).unwrap();
     }
     match case.name.as_str() {
-        "detail_1mib" => event_with_description("evt_big_1mib", "customer.tax_id.created", 1 << 20),
+        "detail_1mib" => event_with_description("evt_big_1mib", "customer.source.created", 1 << 20),
         "body_5mib" => event_with_description("evt_big_5mib", "customer.updated", 5 << 20),
         other => panic!("unknown generated case {other}"),
     }
