@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 use stripe_worker::app::{local_queue_spec, memory_backend};
-use stripe_worker::backend::memory::{MemoryDedupe, MemoryState};
+use stripe_worker::backend::doubles::memory::{MemoryDedupe, MemoryState};
 use stripe_worker::backend::sqlite::{SqliteDb, SqliteQueue, SqliteState};
 use stripe_worker::backend::{
     DedupeKey, EventWrite, Marker, Queue, Receipt, ReceivedMessage, StateRecord, StateStore,

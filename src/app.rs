@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::doubles::memory::{MemoryArchive, MemoryDedupe, MemoryQueue, MemoryState};
 use crate::backend::local_bus::LocalBus;
-use crate::backend::memory::{MemoryArchive, MemoryDedupe, MemoryQueue, MemoryState};
 use crate::backend::sqlite::{SqliteArchive, SqliteDb, SqliteDedupe, SqliteQueue, SqliteState};
 use crate::backend::{Backend, BackendError, PerDomain, Queue, QueueSpec};
 use crate::clock::Clock;

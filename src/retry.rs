@@ -5,7 +5,7 @@
 //!
 //! | remote | retried by | the other layers |
 //! |---|---|---|
-//! | Stripe API | [`crate::stripe_api::StripeApiClient`]: its [`Backoff`], `Retry-After`, the key's token bucket | the worker never retries a fetch; a transient failure becomes a later delivery |
+//! | Stripe API | [`crate::stripe::api::StripeApiClient`]: its [`Backoff`], `Retry-After`, the key's token bucket | the worker never retries a fetch; a transient failure becomes a later delivery |
 //! | state and dedupe stores in message processing (DynamoDB, SQLite, memory) | the worker's [`crate::worker::RetryPolicy`], within the message's budget, counting throttles for the concurrency limit | the DynamoDB client has the SDK's retries off ([`crate::backend::aws`]) |
 //! | SQS (receive, delete, visibility, DLQ) | the AWS SDK (standard mode) | the poller pauses after a failed receive; nothing calls again on top |
 //! | EventBridge `PutEvents` | the AWS SDK for a failed call; [`crate::backend::publish_all`] for entries a call rejected | - |

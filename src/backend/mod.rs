@@ -1,17 +1,19 @@
 //! The backend seams: narrow traits for what the pipeline needs from a queue, a dedupe
 //! store, a state store and an event bus, and the [`Backend`] bundle the worker runs on.
 //!
-//! Three implementations sit behind them: [`memory`] (tests and benches), [`sqlite`] (the
-//! embedded default) and [`aws`] (SQS, DynamoDB, EventBridge). The code above these traits
-//! is the same for all three; `tests/it/conformance/` checks each against one suite.
+//! Production implementations sit behind them: [`sqlite`] (the embedded default, with
+//! [`local_bus`] routing into its queues) and [`aws`] (SQS, DynamoDB, EventBridge). The
+//! test and simulation doubles are apart in [`doubles`] (memory, faults, latency). The code
+//! above these traits is the same for all; `tests/it/conformance/` checks each against one
+//! suite. [`publish_all`] is the one publish loop; the SQS semantics the local queues share
+//! live in `queue_rules`.
 
 pub mod aws;
 pub mod dead_letter;
-pub mod faults;
-pub mod latency;
+pub mod doubles;
 pub mod local_bus;
-pub mod memory;
 mod publish;
+mod queue_rules;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -27,6 +29,7 @@ use crate::domain::Domain;
 
 pub use dead_letter::{DeadLetterOps, DlqMessage, RedriveFilter};
 pub use publish::{DEFAULT_BACKOFF, MAX_PUBLISH_BATCH, publish_all, publish_entries};
+pub use queue_rules::MAX_RECEIVE_COUNT_EXCEEDED;
 
 /// What went wrong in a backend call, split by what the caller should do about it.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -27,8 +27,8 @@ use tokio::time::Instant;
 
 use super::dead_letter::{DeadLetterOps, RedriveProgress, strip_reason};
 pub use super::dead_letter::{DlqMessage, RedriveFilter};
-pub use super::memory::MAX_RECEIVE_COUNT_EXCEEDED;
-use super::memory::{
+pub use super::queue_rules::MAX_RECEIVE_COUNT_EXCEEDED;
+use super::queue_rules::{
     check_batch, check_max, invalid_receipt, reason_attributes, redrive_reason, wall_ms,
 };
 use super::{

@@ -20,9 +20,9 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::local_queue_spec;
-use crate::backend::faults::Faulty;
-use crate::backend::latency::{Capacity, Gate, LatencySpec, Latent, Op};
-use crate::backend::memory::{MemoryDedupe, MemoryQueue};
+use crate::backend::doubles::faults::Faulty;
+use crate::backend::doubles::latency::{Capacity, Gate, LatencySpec, Latent, Op};
+use crate::backend::doubles::memory::{MemoryDedupe, MemoryQueue};
 use crate::backend::sqlite::{SqliteDb, SqliteDedupe, SqliteQueue, SqliteState};
 use crate::backend::{Backend, BackendError, DedupeStore, PerDomain, Queue, StateStore};
 use crate::clock::system_clock;
@@ -481,7 +481,7 @@ where
             counts.get(Op::ChangeVisibility) + counts.get(Op::DeadLetter)
         })
         .sum();
-    let waited = |counts: &crate::backend::latency::CallCounts, ops: &[Op]| -> Duration {
+    let waited = |counts: &crate::backend::doubles::latency::CallCounts, ops: &[Op]| -> Duration {
         ops.iter().map(|&op| counts.waited(op)).sum()
     };
     let store_waited =

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::backend::latency::LatencySpec;
+use crate::backend::doubles::latency::LatencySpec;
 use crate::bench::{AdaptiveOptions, BenchBackend, BenchOptions, BenchReport, PointReport};
 
 /// `bench` options.

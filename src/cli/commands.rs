@@ -23,11 +23,11 @@ use crate::demo::runner::{DemoOptions, render_summary, run_demo};
 use crate::domain::Domain;
 use crate::event::envelope::entry_from_envelope;
 use crate::handlers::standard_handlers;
-use crate::hydrate::Hydrator;
 use crate::ingress::config::IngressConfig;
 use crate::ingress::server::{IngressState, serve};
 use crate::state_view::{customer_status, export_document_with_raw};
-use crate::stripe_api::StripeApiClient;
+use crate::stripe::api::StripeApiClient;
+use crate::stripe::hydrate::Hydrator;
 use crate::worker::{PoolSettings, Worker};
 
 /// Load the configuration the backend arguments name (file, then environment).

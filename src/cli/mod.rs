@@ -336,7 +336,7 @@ pub struct StripeApiOptions {
     /// (Stripe allows 100 a second in live mode and 25 in test mode per account).
     #[arg(
         long,
-        default_value_t = crate::stripe_api::pace::DEFAULT_REQUESTS_PER_SEC,
+        default_value_t = crate::stripe::api::pace::DEFAULT_REQUESTS_PER_SEC,
         env = "STRIPE_WORKER_STRIPE_API_RATE"
     )]
     pub stripe_api_rate: f64,
@@ -350,8 +350,8 @@ impl StripeApiOptions {
     pub fn api_config(
         &self,
         tenants: &crate::tenant::TenantConfig,
-    ) -> anyhow::Result<crate::stripe_api::StripeApiConfig> {
-        let mut config = crate::stripe_api::StripeApiConfig::from_env(
+    ) -> anyhow::Result<crate::stripe::api::StripeApiConfig> {
+        let mut config = crate::stripe::api::StripeApiConfig::from_env(
             self.stripe_keys_dir.as_deref(),
             tenants.default_tenant(),
         )?;
@@ -391,13 +391,13 @@ impl StripeApiOptions {
         &self,
         tenants: &crate::tenant::TenantConfig,
         tenant: &str,
-    ) -> anyhow::Result<crate::stripe_api::StripeApiClient> {
+    ) -> anyhow::Result<crate::stripe::api::StripeApiClient> {
         let config = self.api_config(tenants)?;
         anyhow::ensure!(
             config.keys.contains_key(tenant),
             "no Stripe API key for tenant `{tenant}` (STRIPE_API_KEY_<TENANT>, or a file in --stripe-keys-dir)"
         );
-        Ok(crate::stripe_api::StripeApiClient::new(config)?)
+        Ok(crate::stripe::api::StripeApiClient::new(config)?)
     }
 }
 

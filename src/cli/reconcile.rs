@@ -18,7 +18,7 @@ use crate::reconcile::import::Reconciler;
 use crate::reconcile::kinds::{ListedKind, Projector, select};
 use crate::reconcile::sweep::{Sweeper, thin_destinations};
 use crate::reconcile::verify::VerifyOptions;
-use crate::stripe_api::StripeApiClient;
+use crate::stripe::api::StripeApiClient;
 use crate::tenant::TenantConfig;
 
 /// `import` options.

@@ -2,7 +2,7 @@
 //! ([`generator`]) and its own model of the state they should produce ([`expected`]).
 //!
 //! The demo publishes the generated events, lets the worker apply them (hydrating thin
-//! ones from the [`crate::stripe_double::StripeDouble`] loaded with the stream's final
+//! ones from the [`crate::stripe::double::StripeDouble`] loaded with the stream's final
 //! objects), then compares the stored state with the model.
 
 pub mod expected;

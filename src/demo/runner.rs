@@ -16,14 +16,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::generator::{GeneratorConfig, generate_for_tenants, tenant_name};
 use crate::app::{cancel_when_idle, open_local};
-use crate::backend::faults::Faulty;
+use crate::backend::doubles::faults::Faulty;
 use crate::backend::local_bus::RoutedCounts;
 use crate::backend::{Backend, BusEntry, Queue, StateStore};
 use crate::clock::system_clock;
 use crate::config::Config;
 use crate::domain::Domain;
 use crate::event::envelope;
-use crate::stripe_double::StripeDouble;
+use crate::stripe::double::StripeDouble;
 use crate::worker::{StatsSnapshot, Worker};
 
 /// What the demo does.

@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::{OpsError, time_text};
 use crate::backend::{Bus, BusEntry};
 use crate::event::envelope::webhook_snapshot_entry;
-use crate::stripe_api::{EventListQuery, StripeApiClient};
+use crate::stripe::api::{EventListQuery, StripeApiClient};
 
 /// How far back Stripe keeps events, in days.
 pub const MAX_DAYS: i64 = 30;

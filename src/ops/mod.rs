@@ -17,7 +17,7 @@ pub mod replay;
 use crate::backend::BackendError;
 use crate::domain::Domain;
 use crate::event::envelope::EnvelopeError;
-use crate::hydrate::HydrateError;
+use crate::stripe::hydrate::HydrateError;
 
 /// Why an operation failed.
 #[derive(Debug, thiserror::Error)]

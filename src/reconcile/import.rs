@@ -38,7 +38,7 @@ use crate::backend::{ReconcileStore, StateRecord, StateStore, WriteOutcome};
 use crate::clock::Clock;
 use crate::handlers::kinds;
 use crate::ops::OpsError;
-use crate::stripe_api::{ListPage, StripeApiClient};
+use crate::stripe::api::{ListPage, StripeApiClient};
 use crate::telemetry::metrics;
 
 /// Objects per page (Stripe's maximum).
@@ -332,8 +332,8 @@ impl<S: StateStore, C: ReconcileStore> Reconciler<'_, S, C> {
             let object = match self.api.get_object(tenant, &reference, None).await {
                 Ok(object) => object,
                 // Named but gone for good (or never this account's): nothing to keep.
-                Err(crate::hydrate::HydrateError::Permanent { code, .. })
-                    if code == crate::stripe_api::codes::NOT_FOUND =>
+                Err(crate::stripe::hydrate::HydrateError::Permanent { code, .. })
+                    if code == crate::stripe::api::codes::NOT_FOUND =>
                 {
                     continue;
                 }
@@ -439,8 +439,8 @@ impl<S: StateStore, C: ReconcileStore> Reconciler<'_, S, C> {
         let fetched_ms = (self.clock)();
         let object = match self.api.get_object(tenant, &reference, None).await {
             Ok(object) => object,
-            Err(crate::hydrate::HydrateError::Permanent { code, .. })
-                if code == crate::stripe_api::codes::NOT_FOUND =>
+            Err(crate::stripe::hydrate::HydrateError::Permanent { code, .. })
+                if code == crate::stripe::api::codes::NOT_FOUND =>
             {
                 return Ok(None);
             }

@@ -11,7 +11,7 @@
 //! Every version fetched from the API is as of the fetch time at Stripe's resolution
 //! ([`fetched_as_of`]), with a tiebreak after every event id ([`fetched_tiebreak`]).
 //!
-//! Every call goes through [`crate::stripe_api::StripeApiClient`], paced per API key.
+//! Every call goes through [`crate::stripe::api::StripeApiClient`], paced per API key.
 //! Errors are [`crate::ops::OpsError`], as for the other operations.
 
 pub mod import;

@@ -42,9 +42,9 @@ use crate::event::envelope::{
     EnvelopeError, envelope_json, partner_v2_event_entry, rfc3339_millis, webhook_snapshot_entry,
 };
 use crate::handlers::Handler;
-use crate::hydrate::HydrateError;
 use crate::ops::{OpsError, ceil_secs, time_text};
-use crate::stripe_api::{StripeApiClient, codes};
+use crate::stripe::api::{StripeApiClient, codes};
+use crate::stripe::hydrate::HydrateError;
 use crate::telemetry::metrics;
 use crate::tenant::TenantConfig;
 

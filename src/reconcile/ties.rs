@@ -33,7 +33,7 @@ use crate::clock::Clock;
 use crate::event::ObjectRef;
 use crate::event::envelope::api_path;
 use crate::handlers::Handler;
-use crate::hydrate::{HydrateError, Hydrator};
+use crate::stripe::hydrate::{HydrateError, Hydrator};
 use crate::telemetry::metrics;
 
 /// What resolving a tie needs besides the record: where to fetch from (none without an
@@ -141,7 +141,7 @@ async fn fetched_record(
         Ok(object) => object,
         // No key for this tenant: the same as no API at all.
         Err(HydrateError::Permanent { code, .. })
-            if code == crate::stripe_api::codes::MISSING_API_KEY =>
+            if code == crate::stripe::api::codes::MISSING_API_KEY =>
         {
             return Ok(None);
         }

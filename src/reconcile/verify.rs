@@ -22,8 +22,8 @@ use super::kinds::{CUSTOMER_PLACEHOLDER, ListedKind, listed};
 use crate::backend::{ReconcileStore, StateRecord, StateStore, WriteOutcome};
 use crate::event::ObjectRef;
 use crate::handlers::kinds;
-use crate::hydrate::HydrateError;
 use crate::ops::OpsError;
+use crate::stripe::hydrate::HydrateError;
 
 /// The `field` of a difference about a whole record.
 pub const WHOLE_RECORD: &str = "*";
@@ -251,7 +251,7 @@ impl<S: StateStore, C: ReconcileStore> Reconciler<'_, S, C> {
         let truth = match self.api.get_object(tenant, &reference, None).await {
             Ok(object) => self.truth(tenant, listed_kind, &object, fetched_at),
             Err(HydrateError::Permanent { code, .. })
-                if code == crate::stripe_api::codes::NOT_FOUND =>
+                if code == crate::stripe::api::codes::NOT_FOUND =>
             {
                 None
             }

@@ -19,7 +19,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::Domain;
 use crate::handlers::{Handler, standard_handlers};
-use crate::hydrate::Hydrator;
+use crate::stripe::hydrate::Hydrator;
 use crate::tenant::TenantConfig;
 
 /// A worker ready to run: pollers over the domain queues, and the processor they feed.

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use conformance::DlqProbe;
 use stripe_worker::backend::DeadLetterOps;
-use stripe_worker::backend::memory::{
-    MAX_RECEIVE_COUNT_EXCEEDED, MemoryArchive, MemoryDedupe, MemoryQueue, MemoryState,
+use stripe_worker::backend::MAX_RECEIVE_COUNT_EXCEEDED;
+use stripe_worker::backend::doubles::memory::{
+    MemoryArchive, MemoryDedupe, MemoryQueue, MemoryState,
 };
 use stripe_worker::backend::{Queue, QueueSpec, Receipt, ReceivedMessage, dlq_attributes};
 

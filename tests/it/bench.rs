@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use stripe_worker::backend::latency::{Capacity, Gate, LatencySpec, Latent, Op};
-use stripe_worker::backend::memory::MemoryDedupe;
+use stripe_worker::backend::doubles::latency::{Capacity, Gate, LatencySpec, Latent, Op};
+use stripe_worker::backend::doubles::memory::MemoryDedupe;
 use stripe_worker::backend::{BackendError, Claim, DedupeKey, DedupeStore};
 use stripe_worker::bench::{AdaptiveOptions, BenchBackend, BenchOptions, run};
 use stripe_worker::config::Config;

@@ -14,8 +14,8 @@ use stripe_worker::demo::{GeneratedEvent, GeneratorConfig, Mismatch, generate};
 use stripe_worker::event::ObjectRef;
 use stripe_worker::event::envelope::api_path;
 use stripe_worker::handlers::{kinds, standard_handlers};
-use stripe_worker::hydrate::Hydrator;
-use stripe_worker::stripe_double::StripeDouble;
+use stripe_worker::stripe::double::StripeDouble;
+use stripe_worker::stripe::hydrate::Hydrator;
 
 type Store = BTreeMap<(String, String, String), StateRecord>;
 

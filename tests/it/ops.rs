@@ -20,7 +20,7 @@ use stripe_worker::event::envelope::{
 };
 use stripe_worker::ops::{OpsError, backfill, dlq, queues, replay};
 use stripe_worker::state_view::export_document;
-use stripe_worker::stripe_api::{ApiKey, StripeApiClient, StripeApiConfig};
+use stripe_worker::stripe::api::{ApiKey, StripeApiClient, StripeApiConfig};
 
 use crate::ops_support;
 

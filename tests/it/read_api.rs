@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use stripe_worker::api::ApiTokens;
 use stripe_worker::api::views::ENTITLEMENT_SUMMARY;
 use stripe_worker::app::open_local;
-use stripe_worker::backend::memory::MemoryState;
+use stripe_worker::backend::doubles::memory::MemoryState;
 use stripe_worker::backend::publish_entries;
 use stripe_worker::backend::{Backend, Bus, DedupeStore, Queue, StateRecord, StateStore};
 use stripe_worker::clock::{now_ms, system_clock};

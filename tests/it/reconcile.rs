@@ -78,7 +78,7 @@ async fn the_commands_report_json_and_exit_codes() {
     use std::sync::Arc;
 
     use serde_json::{Value, json};
-    use stripe_worker::stripe_double::{ServeOptions, StripeDouble};
+    use stripe_worker::stripe::double::{ServeOptions, StripeDouble};
 
     let double = Arc::new(StripeDouble::new());
     let customer = json!({"id": "cus_cli1", "object": "customer", "email": "a@example.com",

@@ -15,7 +15,7 @@ use stripe_worker::backend::dlq_attributes::ERROR_KIND;
 use stripe_worker::demo::generator::{GeneratorConfig, generate};
 use stripe_worker::domain::Domain;
 use stripe_worker::event::envelope;
-use stripe_worker::stripe_double::StripeDouble;
+use stripe_worker::stripe::double::StripeDouble;
 
 const FAULT_RATE: f64 = 0.2;
 const LOST_REPLY_SHARE: f64 = 0.33;

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use stripe_worker::backend::{Receipt, ReceivedMessage};
 use stripe_worker::domain::Domain;
 use stripe_worker::event::envelope;
-use stripe_worker::stripe_double::StripeDouble;
+use stripe_worker::stripe::double::StripeDouble;
 use stripe_worker::worker::Outcome;
 
 const TENANT: &str = "acme";

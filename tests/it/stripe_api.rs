@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use stripe_worker::event::ObjectRef;
-use stripe_worker::hydrate::{HydrateError, Hydrator};
 use stripe_worker::retry::Backoff;
-use stripe_worker::stripe_api::{ApiKey, ApiRetry, StripeApiClient, StripeApiConfig};
+use stripe_worker::stripe::api::{ApiKey, ApiRetry, StripeApiClient, StripeApiConfig};
+use stripe_worker::stripe::hydrate::{HydrateError, Hydrator};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

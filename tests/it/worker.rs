@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use stripe_worker::backend::faults::Faulty;
-use stripe_worker::backend::memory::{MemoryDedupe, MemoryQueue, MemoryState};
+use stripe_worker::backend::doubles::faults::Faulty;
+use stripe_worker::backend::doubles::memory::{MemoryDedupe, MemoryQueue, MemoryState};
 use stripe_worker::backend::{
     ApplyOutcome, Backend, BackendResult, Claim, DeadLetterOps, DedupeKey, DedupeStore, EventWrite,
     PerDomain, Queue, QueueSpec, Receipt, ReceivedMessage, StateRecord, StateStore, WriteOutcome,

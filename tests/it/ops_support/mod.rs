@@ -8,7 +8,7 @@ use stripe_worker::app::cancel_when_idle;
 use stripe_worker::backend::{Backend, DedupeStore, Queue, StateStore};
 use stripe_worker::clock::system_clock;
 use stripe_worker::config::Config;
-use stripe_worker::hydrate::Hydrator;
+use stripe_worker::stripe::hydrate::Hydrator;
 use stripe_worker::worker::Worker;
 use tokio_util::sync::CancellationToken;
 

@@ -18,13 +18,13 @@ use stripe_worker::event::envelope::{
     partner_v2_event_entry, rfc3339_millis, webhook_snapshot_entry,
 };
 use stripe_worker::handlers::standard_handlers;
-use stripe_worker::hydrate::Hydrator;
 use stripe_worker::reconcile::import::Reconciler;
 use stripe_worker::reconcile::kinds::{LISTED, Projector, select};
 use stripe_worker::reconcile::sweep::{Sweeper, V1_LIST, V2_LIST, thin_destinations};
 use stripe_worker::reconcile::verify::VerifyOptions;
-use stripe_worker::stripe_api::{ApiKey, StripeApiClient, StripeApiConfig};
-use stripe_worker::stripe_double::{DoubleServer, ServeOptions, StripeDouble};
+use stripe_worker::stripe::api::{ApiKey, StripeApiClient, StripeApiConfig};
+use stripe_worker::stripe::double::{DoubleServer, ServeOptions, StripeDouble};
+use stripe_worker::stripe::hydrate::Hydrator;
 
 /// The generator's first tenant, the one every scenario uses.
 pub const TENANT: &str = "tenant-1";

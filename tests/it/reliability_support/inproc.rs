@@ -6,18 +6,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use stripe_worker::app::{cancel_when_idle, local_queue_spec};
-use stripe_worker::backend::faults::Faulty;
-use stripe_worker::backend::local_bus::LocalBus;
-use stripe_worker::backend::memory::{
+use stripe_worker::backend::doubles::faults::Faulty;
+use stripe_worker::backend::doubles::memory::{
     DlqMessage, MemoryArchive, MemoryDedupe, MemoryQueue, MemoryState,
 };
+use stripe_worker::backend::local_bus::LocalBus;
 use stripe_worker::backend::{
     Backend, Bus, BusEntry, DeadLetterOps, PerDomain, Queue, StateRecord, StateStore,
 };
 use stripe_worker::clock::system_clock;
 use stripe_worker::config::Config;
 use stripe_worker::domain::Domain;
-use stripe_worker::hydrate::Hydrator;
+use stripe_worker::stripe::hydrate::Hydrator;
 use stripe_worker::worker::{APPLIED_LOG_TARGET, Worker, WorkerStats};
 use tokio_util::sync::CancellationToken;
 

@@ -1,4 +1,4 @@
-//! The double over HTTP: enough of api.stripe.com for [`crate::stripe_api::StripeApiClient`]
+//! The double over HTTP: enough of api.stripe.com for [`crate::stripe::api::StripeApiClient`]
 //! to run against it unchanged.
 //!
 //! - `GET /v1/<collection>/<id>`: the stored object, or a 404 `resource_missing`;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{
+use crate::backend::{
     ApplyOutcome, BackendError, BackendResult, BatchFailures, Claim, DeadLetterReason, DedupeKey,
     DedupeStore, EventWrite, FencingToken, Queue, QueueStats, Receipt, ReceivedMessage,
     StateRecord, StateStore, WriteOutcome,

@@ -24,7 +24,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use crate::event::ObjectRef;
-use crate::hydrate::{HydrateError, Hydrator};
+use crate::stripe::hydrate::{HydrateError, Hydrator};
 
 /// Why an object could not be stored in the double.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -32,9 +32,9 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::event::ObjectRef;
-use crate::hydrate::{HydrateError, Hydrator};
 use crate::ingress::secrets::{self, SecretsError};
 use crate::retry::Backoff;
+use crate::stripe::hydrate::{HydrateError, Hydrator};
 
 pub mod pace;
 

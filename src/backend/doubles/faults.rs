@@ -15,7 +15,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{
+use crate::backend::{
     ApplyOutcome, BackendError, BackendResult, BatchFailures, Bus, BusEntry, Claim,
     DeadLetterReason, DedupeKey, DedupeStore, EventWrite, FencingToken, PublishFailures, Queue,
     QueueStats, Receipt, ReceivedMessage, StateRecord, StateStore, WriteOutcome,

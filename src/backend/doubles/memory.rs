@@ -15,120 +15,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::dead_letter::{DeadLetterOps, RedriveProgress, strip_reason};
-pub use super::dead_letter::{DlqMessage, RedriveFilter};
-use super::{
+use crate::backend::dead_letter::{DeadLetterOps, RedriveProgress, strip_reason};
+pub use crate::backend::dead_letter::{DlqMessage, RedriveFilter};
+use crate::backend::queue_rules::{
+    MAX_RECEIVE_COUNT_EXCEEDED, check_batch, check_max, invalid_receipt, reason_attributes,
+    redrive_reason, wall_ms,
+};
+use crate::backend::{
     ApplyOutcome, Archive, BackendError, BackendResult, BatchFailures, Claim, DeadLetterReason,
     DedupeKey, DedupeStore, EventWrite, FencingToken, Marker, Queue, QueueSpec, QueueStats,
     Receipt, ReceivedMessage, StateRecord, StateStore, WriteOutcome, blocked_by, dlq_attributes,
 };
-
-/// The most messages one receive or batch call takes (the SQS limit).
-pub const MAX_BATCH: usize = 10;
-
-/// The DLQ error kind of a message moved by redrive after too many receives.
-pub const MAX_RECEIVE_COUNT_EXCEEDED: &str = "max_receive_count_exceeded";
-
-/// Longest dead-letter reason message kept, in bytes (SQS attribute values allow 256 KiB
-/// for the whole message; a bounded reason keeps DLQ listings readable).
-pub const MAX_REASON_BYTES: usize = 1024;
-
-/// Wall-clock now, ms since the epoch.
-pub(crate) fn wall_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// Truncate to at most `max` bytes on a char boundary.
-pub(crate) fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-/// The attributes a dead-lettered message carries.
-pub(crate) fn reason_attributes(
-    source_queue: &str,
-    sent_at_ms: i64,
-    receive_count: u32,
-    reason: &DeadLetterReason,
-    now_ms: i64,
-) -> BTreeMap<String, String> {
-    let mut a = BTreeMap::new();
-    a.insert(dlq_attributes::ERROR_KIND.to_owned(), reason.kind.clone());
-    a.insert(
-        dlq_attributes::ERROR_MESSAGE.to_owned(),
-        truncate(&reason.message, MAX_REASON_BYTES).to_owned(),
-    );
-    if let Some(h) = &reason.handler {
-        a.insert(dlq_attributes::HANDLER.to_owned(), h.clone());
-    }
-    a.insert(
-        dlq_attributes::SOURCE_QUEUE.to_owned(),
-        source_queue.to_owned(),
-    );
-    a.insert(
-        dlq_attributes::FIRST_SEEN_MS.to_owned(),
-        sent_at_ms.to_string(),
-    );
-    a.insert(
-        dlq_attributes::RECEIVE_COUNT.to_owned(),
-        receive_count.to_string(),
-    );
-    a.insert(
-        dlq_attributes::DEAD_LETTERED_MS.to_owned(),
-        now_ms.to_string(),
-    );
-    a
-}
-
-/// The reason for a redrive after too many receives.
-pub(crate) fn redrive_reason(max_receive_count: u32) -> DeadLetterReason {
-    DeadLetterReason {
-        kind: MAX_RECEIVE_COUNT_EXCEEDED.to_owned(),
-        message: format!("received more than {max_receive_count} times without being deleted"),
-        handler: None,
-    }
-}
-
-/// Reject receive sizes SQS would reject, so tests catch them on every backend.
-pub(crate) fn check_max(operation: &'static str, max: usize) -> BackendResult<()> {
-    if (1..=MAX_BATCH).contains(&max) {
-        Ok(())
-    } else {
-        Err(BackendError::Permanent {
-            operation,
-            message: format!("max must be 1..={MAX_BATCH}, got {max}"),
-        })
-    }
-}
-
-/// Reject batches SQS would reject.
-pub(crate) fn check_batch(operation: &'static str, len: usize) -> BackendResult<()> {
-    if len <= MAX_BATCH {
-        Ok(())
-    } else {
-        Err(BackendError::Permanent {
-            operation,
-            message: format!("at most {MAX_BATCH} entries per batch, got {len}"),
-        })
-    }
-}
-
-/// The per-entry error for a receipt that does not hold a message.
-pub(crate) fn invalid_receipt(operation: &'static str) -> BackendError {
-    BackendError::Permanent {
-        operation,
-        message: "receipt handle is invalid or stale (message deleted or received again)"
-            .to_owned(),
-    }
-}
 
 /// Lock, ignoring poisoning: every critical section leaves the data consistent before
 /// anything that could panic, so a poisoned lock's data is still good.
@@ -677,7 +574,7 @@ pub struct MemoryDedupe {
     /// random draw per claim.
     token_prefix: String,
     next_token: AtomicU64,
-    /// [`super::ReconcileStore`] checkpoints by (tenant, name).
+    /// [`crate::backend::ReconcileStore`] checkpoints by (tenant, name).
     checkpoints: Mutex<BTreeMap<(String, String), String>>,
 }
 
@@ -775,7 +672,7 @@ impl DedupeStore for MemoryDedupe {
     }
 }
 
-impl super::ReconcileStore for MemoryDedupe {
+impl crate::backend::ReconcileStore for MemoryDedupe {
     async fn was_applied(&self, key: &DedupeKey, now_ms: i64) -> BackendResult<bool> {
         Ok(matches!(
             lock(&self.data).ledger.get(key),
@@ -914,7 +811,7 @@ impl StateStore for MemoryState {
             .range((from, Bound::Unbounded))
             .take_while(|((t, k, _), _)| t == tenant && k == kind)
             .map(|(_, r)| r)
-            .filter(|r| super::record_status(&r.doc) == Some(status))
+            .filter(|r| crate::backend::record_status(&r.doc) == Some(status))
             .take(limit)
             .cloned()
             .collect())
