@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -18,8 +18,7 @@ use tokio::time::Instant;
 use crate::backend::dead_letter::{DeadLetterOps, RedriveProgress, strip_reason};
 pub use crate::backend::dead_letter::{DlqMessage, RedriveFilter};
 use crate::backend::queue_rules::{
-    MAX_RECEIVE_COUNT_EXCEEDED, check_batch, check_max, invalid_receipt, reason_attributes,
-    redrive_reason, wall_ms,
+    check_batch, check_max, invalid_receipt, reason_attributes, redrive_reason, wall_ms,
 };
 use crate::backend::{
     ApplyOutcome, Archive, BackendError, BackendResult, BatchFailures, Claim, DeadLetterReason,
