@@ -1,8 +1,9 @@
-//! The load simulator behind `stripe-worker bench`: the real worker engine (`run_pool`
-//! and `Processor`) over the memory or SQLite backend, with injected latency, faults and
-//! a throttling downstream, run at several concurrencies. Each run reports throughput,
-//! the Little's-law bound for its latency profile ([`model`]), efficiency, end-to-end
-//! latency ([`tracker`]), CPU time per event and resident memory ([`sys`]).
+//! The load simulator behind `stripe-worker bench`: the worker `run` builds
+//! ([`crate::worker::Worker::build`]) over the memory or SQLite backend, with injected
+//! latency, faults and a throttling downstream, run at several concurrencies. Each run
+//! reports throughput, the Little's-law bound for its latency profile ([`model`]),
+//! efficiency, end-to-end latency ([`tracker`]), CPU time per event and resident memory
+//! ([`sys`]).
 //!
 //! The worker code is not changed for the benchmark: the simulation is only in the
 //! wrappers around the backend seams.

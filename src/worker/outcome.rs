@@ -2,8 +2,8 @@
 
 use crate::backend::DeadLetterReason;
 
-/// The result of [`super::Processor::process_one`]. The pool turns it into queue actions:
-/// delete, change visibility, or send to the DLQ.
+/// The outcome of [`super::Processor::process_one`] ([`super::Processed::outcome`]). The
+/// pool turns it into queue actions: delete, change visibility, or send to the DLQ.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// At least one handler applied the event (`writes` state records changed).
